@@ -1,0 +1,1 @@
+"""Distillery's HTTP service. Never imports torch or worker/."""

@@ -1,0 +1,108 @@
+"""The ``distill`` command: ``serve``, ``worker`` and ``up``.
+
+``worker`` hands over to Celery in a fresh process image, so this module never imports worker/.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+
+import typer
+import uvicorn
+
+from app.config import VAR_DIR, get_settings
+
+cli = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True)
+
+ADMIN_KEY_FILE = VAR_DIR / "admin_key"
+
+
+def _celery_worker_argv(hostname: str = "distill@%h") -> list[str]:
+    settings = get_settings()
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
+        "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "1",
+        "-Q", settings.queue_name, "-n", hostname,
+        "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+
+
+def _migrate() -> None:
+    from migrations import upgrade
+
+    upgrade(get_settings().database_url)
+
+
+def _ensure_admin_key() -> str:
+    """The admin key from the environment, or one kept in ./var/admin_key (owner-only)."""
+    if key := os.environ.get("DISTILL_ADMIN_KEY"):
+        return key
+    if ADMIN_KEY_FILE.exists():
+        key = ADMIN_KEY_FILE.read_text().strip()
+    else:
+        ADMIN_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+        key = "dk_admin_" + secrets.token_urlsafe(32)
+        fd = os.open(ADMIN_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        typer.echo(f"Created an admin key in {ADMIN_KEY_FILE} (readable by you only):")
+        typer.echo(f"  {key}")
+    os.environ["DISTILL_ADMIN_KEY"] = key
+    get_settings.cache_clear()
+    return key
+
+
+def _serve(host: str, port: int) -> None:
+    uvicorn.run("app.main:app", host=host, port=port, log_level="info", access_log=False)
+
+
+@cli.command()
+def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the API (migrating the database first)."""
+    if not get_settings().admin_key:
+        typer.echo("DISTILL_ADMIN_KEY is not set: refusing to serve an API nobody can administer.")
+        raise typer.Exit(2)
+    _migrate()
+    _serve(host, port)
+
+
+@cli.command()
+def worker(name: str = typer.Option("distill@%h", help="Celery node name.")) -> None:
+    """Run a worker that trains students from the shared queue."""
+    argv = _celery_worker_argv(name)
+    os.execv(argv[0], argv)
+
+
+@cli.command()
+def up(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """API and a worker on one machine, with embedded defaults under ./var."""
+    _ensure_admin_key()
+    _migrate()
+    worker_proc = subprocess.Popen(_celery_worker_argv(), env=os.environ.copy())
+    typer.echo(f"Distillery is up at http://{host}:{port} (worker pid {worker_proc.pid}).")
+    try:
+        _serve(host, port)
+    finally:
+        _stop(worker_proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ask Celery for a warm shutdown, then insist."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

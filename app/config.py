@@ -1,0 +1,44 @@
+"""Settings, read once from the environment (prefix ``DISTILL_``)."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILL_", extra="ignore")
+
+    database_url: str = f"sqlite:///{VAR_DIR / 'distill.db'}"
+    # The embedded broker is kombu's filesystem transport: a real Celery worker and no server
+    # to install.
+    broker_url: str = "filesystem://"
+    storage_dir: Path = VAR_DIR / "storage"
+    admin_key: str | None = None
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # "auto" picks CUDA when present; "cpu", "cuda", "cuda:1" pin it.
+    device: str = "auto"
+    # Celery queue the API sends jobs to and workers consume.
+    queue_name: str = "distill"
+    # How long a worker's claim on a job lasts without a heartbeat.
+    lease_seconds: int = Field(default=60, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        if not url.startswith(("postgresql", "postgres://", "sqlite")):
+            raise ValueError("DISTILL_DATABASE_URL must be a postgresql:// or sqlite:/// URL")
+        return url
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the filesystem broker keeps its messages (embedded mode only)."""
+        return VAR_DIR / "broker"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,127 @@
+"""Errors as types, mapped to the contract's error body in one place (``install_handlers``)."""
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class ApiError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(ApiError):
+    status_code = 422
+    code = "invalid_request"
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "file_too_large"
+
+
+class Unprocessable(ApiError):
+    """A well-formed request whose content we refuse (unsupported or unsafe file, unusable data)."""
+
+    status_code = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "service_unavailable"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "file_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "param": param}}
+
+
+def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
+    # ("body", "hyperparameters", "epochs") -> "hyperparameters.epochs"; ("query", "x") -> "x"
+    parts = [str(p) for p in loc[1:] if not str(p).startswith("function-")]
+    return ".".join(parts) or (str(loc[0]) if loc else None)
+
+
+def _validation_message(err: dict[str, Any], param: str | None) -> str:
+    msg = str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
+    return f"{param}: {msg}." if param else f"{msg}."
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.param), exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        param = _param_from_loc(tuple(first.get("loc", ())))
+        return JSONResponse(
+            error_body("invalid_request", _validation_message(first, param), param), 422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404:
+            message = "No such route. See /docs for the API."
+        return JSONResponse(
+            error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            error_body("internal_error", "The server failed unexpectedly; try again later."), 500
+        )

@@ -1,0 +1,87 @@
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from app import storage
+from app.deps import CallerDep, SessionDep
+from app.files import repository, service
+from app.files.schemas import FileOut, Purpose
+from app.models import File
+from app.pagination import After, Limit, ListPage, to_page
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "purpose"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "purpose": {"type": "string", "enum": ["teacher", "dataset"]},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("", status_code=201, response_model=FileOut, openapi_extra=_UPLOAD_BODY)
+async def upload_file(
+    request: Request,
+    session: SessionDep,
+    caller: CallerDep,
+    content_type: Annotated[str, Header(include_in_schema=False)] = "",
+) -> File:
+    return await service.upload(
+        session,
+        caller.team_id,
+        content_type,
+        request.headers.get("content-length"),
+        request.stream(),
+    )
+
+
+@router.get("", response_model=ListPage[FileOut])
+def list_files(
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Limit = 20,
+    after: After = None,
+    purpose: Annotated[Purpose | None, Query()] = None,
+) -> ListPage[FileOut]:
+    rows, has_more = repository.list_files(
+        session, caller.team_id, limit=limit, after=after, purpose=purpose
+    )
+    return to_page(rows, has_more, FileOut.model_validate)
+
+
+@router.get("/{file_id}", response_model=FileOut)
+def get_file(file_id: str, session: SessionDep, caller: CallerDep) -> File:
+    return service.get(session, caller.team_id, file_id)
+
+
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def file_content(file_id: str, session: SessionDep, caller: CallerDep) -> FileResponse:
+    file = service.get(session, caller.team_id, file_id)
+    return FileResponse(
+        storage.file_path(file.id),
+        media_type="application/octet-stream",
+        filename=file.filename,
+        headers={"ETag": f'"{file.sha256}"'},
+    )
+
+
+@router.delete("/{file_id}", status_code=204)
+def delete_file(file_id: str, session: SessionDep, caller: CallerDep) -> Response:
+    service.delete(session, caller.team_id, file_id)
+    return Response(status_code=204)

@@ -1,0 +1,96 @@
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from app import storage
+from app.config import get_settings
+from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
+from app.files import detect, multipart, repository
+from app.files.schemas import Purpose
+from app.ids import new_id
+from app.models import File
+
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def _check_declared_length(content_length: str | None, max_bytes: int) -> None:
+    """Refuse a body announced too large before reading any of it."""
+    declared = int(content_length) if content_length and content_length.isdigit() else 0
+    if declared > max_bytes + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(
+            f"The file is larger than this server's limit of {max_bytes} bytes "
+            "(DISTILL_MAX_UPLOAD_BYTES).",
+            param="file",
+        )
+
+
+def _purpose(fields: dict[str, str]) -> Purpose:
+    value = fields.get("purpose")
+    if value not in {p.value for p in Purpose}:
+        raise InvalidRequest("purpose must be 'teacher' or 'dataset'.", param="purpose")
+    return Purpose(value)
+
+
+async def upload(
+    session: Session,
+    team_id: str,
+    content_type: str,
+    content_length: str | None,
+    body: AsyncIterator[bytes],
+) -> File:
+    max_bytes = get_settings().max_upload_bytes
+    _check_declared_length(content_length, max_bytes)
+    tmp = storage.uploads_dir() / uuid.uuid4().hex
+    try:
+        received = await multipart.receive(content_type, body, tmp, max_bytes)
+        if not received.has_file:
+            raise InvalidRequest("Send the bytes in a form part named 'file'.", param="file")
+        purpose = _purpose(received.fields)
+        found = await run_in_threadpool(_detect, tmp, purpose)
+        file = File(
+            id=new_id("file"),
+            team_id=team_id,
+            filename=received.filename,
+            bytes=received.bytes,
+            sha256=received.sha256,
+            purpose=purpose.value,
+            format=found.format,
+            meta=found.meta,
+        )
+        storage.publish(tmp, storage.file_path(file.id))
+    finally:
+        tmp.unlink(missing_ok=True)
+    session.add(file)
+    session.flush()  # fills created_at, which the response needs
+    return file
+
+
+def _detect(path: storage.Path, purpose: Purpose) -> detect.Detected:
+    try:
+        return detect.detect(path, purpose.value)
+    except detect.UnsafeFile as exc:
+        raise Unprocessable(str(exc), param="file", code="unsafe_file") from exc
+    except detect.UnsupportedFormat as exc:
+        raise Unprocessable(str(exc), param="file", code="unsupported_format") from exc
+
+
+def get(session: Session, team_id: str, file_id: str) -> File:
+    file = repository.get_file(session, team_id, file_id)
+    if file is None:
+        raise NotFound(f"No file {file_id}.", param="file_id")
+    return file
+
+
+def delete(session: Session, team_id: str, file_id: str) -> None:
+    file = get(session, team_id, file_id)
+    if repository.in_use(session, file.id):
+        raise Conflict(
+            "A queued or running job needs this file; cancel it or wait for it to finish.",
+            param="file_id",
+            code="file_in_use",
+        )
+    session.delete(file)
+    session.flush()
+    storage.remove([storage.file_path(file.id)])

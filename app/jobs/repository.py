@@ -1,0 +1,130 @@
+"""Every query on jobs and their events, metrics and artifacts."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.ids import new_id
+from app.models import Artifact, Job, JobEvent, JobMetric, JobStatus
+from app.pagination import page
+
+
+def get_job(session: Session, team_id: str, job_id: str) -> Job | None:
+    job = session.get(Job, job_id)
+    return job if job is not None and job.team_id == team_id else None
+
+
+def get_job_for_update(session: Session, job_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+
+
+def get_by_idempotency_key(session: Session, team_id: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.team_id == team_id, Job.idempotency_key == key))
+
+
+def list_jobs(
+    session: Session, team_id: str, *, limit: int, after: str | None, status: str | None
+) -> tuple[Sequence[Job], bool]:
+    stmt = select(Job).where(Job.team_id == team_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    return page(session, stmt, Job.id, limit=limit, after=after)
+
+
+def queue_position(session: Session, job: Job) -> int:
+    """Queued jobs ahead of this one: the broker hands them out first come, first served."""
+    ahead = select(func.count()).where(Job.status == JobStatus.queued, Job.id < job.id)
+    return int(session.scalar(ahead) or 0)
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    type_: str,
+    message: str,
+    *,
+    level: str = "info",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    event = JobEvent(
+        id=new_id("evt"), job_id=job_id, type=type_, message=message, level=level, data=data
+    )
+    session.add(event)
+    return event
+
+
+def list_events(
+    session: Session, job_id: str, *, limit: int, after: str | None
+) -> tuple[Sequence[JobEvent], bool]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id)
+    return page(session, stmt, JobEvent.id, limit=limit, after=after, newest_first=False)
+
+
+def list_metrics(
+    session: Session, job_id: str, *, limit: int, after: int | None
+) -> tuple[Sequence[JobMetric], bool]:
+    stmt = select(JobMetric).where(JobMetric.job_id == job_id)
+    return page(session, stmt, JobMetric.step, limit=limit, after=after, newest_first=False)
+
+
+def add_metric_points(session: Session, job_id: str, points: list[dict[str, Any]]) -> None:
+    for point in points:
+        values = {k: v for k, v in point.items() if k not in ("step", "epoch")}
+        session.merge(
+            JobMetric(job_id=job_id, step=point["step"], epoch=point["epoch"], values=values)
+        )
+
+
+def list_artifacts(session: Session, job_id: str) -> Sequence[Artifact]:
+    return session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+    ).all()
+
+
+def get_artifact(session: Session, job_id: str, name: str) -> Artifact | None:
+    return session.get(Artifact, (job_id, name))
+
+
+def claim(session: Session, job_id: str, worker_id: str, now: datetime, until: datetime) -> bool:
+    """Take the job for one worker: queued, or running under a lease that has run out.
+
+    A single conditional UPDATE, so two workers handed the same message cannot both win.
+    """
+    claimable = (Job.status == JobStatus.queued) | (
+        (Job.status == JobStatus.running) & (Job.lease_expires_at < now)
+    )
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .values(
+            status=JobStatus.running,
+            worker_id=worker_id,
+            lease_expires_at=until,
+            started_at=func.coalesce(Job.started_at, now),
+            attempts=Job.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def renew_lease(session: Session, job_id: str, worker_id: str, until: datetime) -> bool:
+    """Extend our lease; False when the job is no longer ours (cancelled, or taken over)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def job_status(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))

@@ -1,0 +1,127 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from app import storage
+from app.deps import CallerDep, SessionDep
+from app.errors import NotFound
+from app.jobs import events, repository, service
+from app.jobs.schemas import ArtifactOut, EventOut, JobOut, MetricPoint
+from app.jobs.spec import JobSpec
+from app.models import JobStatus
+from app.pagination import After, Limit, ListPage, to_page
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+
+@router.post("", status_code=201, response_model=JobOut, responses={200: {"model": JobOut}})
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    session: SessionDep,
+    caller: CallerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    job, created = service.submit(session, caller.team_id, spec, idempotency_key)
+    if not created:
+        response.status_code = 200
+    return service.render(session, job)
+
+
+@router.get("", response_model=ListPage[JobOut])
+def list_jobs(
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Limit = 20,
+    after: After = None,
+    status: Annotated[JobStatus | None, Query()] = None,
+) -> ListPage[JobOut]:
+    rows, has_more = repository.list_jobs(
+        session, caller.team_id, limit=limit, after=after, status=status
+    )
+    return to_page(rows, has_more, lambda job: service.render(session, job))
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    return service.render(session, service.get(session, caller.team_id, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    return service.render(session, service.cancel(session, caller.team_id, job_id))
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=ListPage[EventOut],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+def job_events(
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Limit = 20,
+    after: After = None,
+    accept: Annotated[str, Header(include_in_schema=False)] = "",
+    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> ListPage[EventOut] | StreamingResponse:
+    job = service.get(session, caller.team_id, job_id)
+    if "text/event-stream" in accept:
+        return StreamingResponse(
+            events.stream(job.id, last_event_id or after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    rows, has_more = repository.list_events(session, job.id, limit=limit, after=after)
+    return to_page(rows, has_more, EventOut.model_validate)
+
+
+@router.get("/{job_id}/metrics", response_model=ListPage[MetricPoint])
+def job_metrics(
+    job_id: str,
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Limit = 20,
+    after: Annotated[int | None, Query(ge=0, description="Cursor: the last step seen.")] = None,
+) -> ListPage[MetricPoint]:
+    job = service.get(session, caller.team_id, job_id)
+    rows, has_more = repository.list_metrics(session, job.id, limit=limit, after=after)
+    return to_page(
+        rows,
+        has_more,
+        lambda row: MetricPoint(step=row.step, epoch=row.epoch, **row.values),
+    )
+
+
+@router.get("/{job_id}/artifacts", response_model=ListPage[ArtifactOut])
+def list_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> ListPage[ArtifactOut]:
+    job = service.get(session, caller.team_id, job_id)
+    rows = repository.list_artifacts(session, job.id)
+    return to_page(rows, False, ArtifactOut.model_validate)
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content (Range)."},
+    },
+)
+def download_artifact(
+    job_id: str, name: str, session: SessionDep, caller: CallerDep
+) -> FileResponse:
+    job = service.get(session, caller.team_id, job_id)
+    artifact = repository.get_artifact(session, job.id, name)
+    if artifact is None:
+        raise NotFound(f"Job {job_id} has no artifact '{name}'.", param="name")
+    return FileResponse(
+        storage.artifacts_dir(job.id) / artifact.name,
+        media_type="application/octet-stream",
+        filename=artifact.name,
+        headers={"ETag": f'"{artifact.sha256}"'},
+    )

@@ -1,0 +1,70 @@
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.models import JobStatus
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    fraction: float
+    eta_seconds: float | None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    name: str | None
+    team_id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    spec: dict[str, Any]
+    progress: Progress | None
+    metrics: dict[str, Any] | None
+    error: JobError | None
+    queue_position: int | None
+    cancel_requested: bool
+    attempts: int
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    object: Literal["event"] = "event"
+    created_at: datetime
+    level: Literal["info", "warning", "error"]
+    type: Literal["status", "progress", "metrics", "log"]
+    message: str
+    data: dict[str, Any] | None
+
+
+class MetricPoint(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    step: int
+    epoch: int
+    train_loss: float | None = None
+    kd_loss: float | None = None
+    ce_loss: float | None = None
+    val_accuracy: float | None = None
+    learning_rate: float | None = None
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    bytes: int
+    sha256: str

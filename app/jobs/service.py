@@ -1,0 +1,219 @@
+"""Decisions about jobs: submission, cancellation, and the status transitions workers report."""
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import broker
+from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from app.files import repository as files
+from app.ids import new_id
+from app.jobs import repository
+from app.jobs.schemas import JobOut
+from app.jobs.spec import JobSpec
+from app.models import File, Job, JobStatus
+from app.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+# Formats the engine of this version can train from.
+TRAINABLE_TEACHERS = {"torchscript", "torch_export", "state_dict", "safetensors"}
+TRAINABLE_DATA = {"npz", "safetensors", "csv"}
+NEEDS_ARCH = {"state_dict", "safetensors"}
+
+
+def render(session: Session, job: Job) -> JobOut:
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        team_id=job.team_id,
+        status=JobStatus(job.status),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        spec=job.spec,
+        progress=job.progress,  # type: ignore[arg-type]
+        metrics=job.metrics,
+        error=job.error,  # type: ignore[arg-type]
+        queue_position=(
+            repository.queue_position(session, job) if job.status == JobStatus.queued else None
+        ),
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+    )
+
+
+def get(session: Session, team_id: str, job_id: str) -> Job:
+    job = repository.get_job(session, team_id, job_id)
+    if job is None:
+        raise NotFound(f"No job {job_id}.", param="job_id")
+    return job
+
+
+def _file(session: Session, team_id: str, file_id: str, purpose: str, param: str) -> File:
+    file = files.get_file(session, team_id, file_id)
+    if file is None:
+        raise NotFound(f"No file {file_id}.", param=param)
+    if file.purpose != purpose:
+        raise Unprocessable(
+            f"File {file_id} was uploaded with purpose '{file.purpose}', not '{purpose}'.",
+            param=param,
+            code="wrong_purpose",
+        )
+    return file
+
+
+def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
+    teacher = _file(session, team_id, spec.teacher.file_id, "teacher", "teacher.file_id")
+    train = _file(session, team_id, spec.data.train_file_id, "dataset", "data.train_file_id")
+    datasets = [(train, "data.train_file_id")]
+    if spec.data.validation_file_id is not None:
+        validation = _file(
+            session, team_id, spec.data.validation_file_id, "dataset", "data.validation_file_id"
+        )
+        datasets.append((validation, "data.validation_file_id"))
+    if teacher.format not in TRAINABLE_TEACHERS:
+        raise Unprocessable(
+            f"Teachers in '{teacher.format}' format cannot be distilled by this server yet; "
+            f"use one of {sorted(TRAINABLE_TEACHERS)}.",
+            param="teacher.file_id",
+            code="unsupported_teacher",
+        )
+    if teacher.format in NEEDS_ARCH and spec.teacher.arch is None:
+        raise Unprocessable(
+            f"A '{teacher.format}' teacher holds weights only: describe its architecture in "
+            'teacher.arch (e.g. {"arch": "mlp", "hidden_sizes": [256, 256]}).',
+            param="teacher.arch",
+            code="invalid_request",
+        )
+    for data, param in datasets:
+        if data.format not in TRAINABLE_DATA:
+            raise Unprocessable(
+                f"Data sets in '{data.format}' format need a teacher with a tokenizer, "
+                "which this server does not train from yet.",
+                param=param,
+                code="unsupported_data",
+            )
+    unlabelled = not train.meta.get("has_labels", False)
+    if unlabelled and spec.hyperparameters.alpha < 1.0:
+        raise Unprocessable(
+            "The training data has no labels, so the student can learn from the teacher alone: "
+            "set hyperparameters.alpha to 1.0.",
+            param="hyperparameters.alpha",
+            code="labels_required",
+        )
+    if unlabelled and spec.baseline:
+        raise Unprocessable(
+            "A baseline trains on labels alone, and the training data has none.",
+            param="baseline",
+            code="labels_required",
+        )
+
+
+def request_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit(
+    session: Session, team_id: str, spec: JobSpec, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Create and enqueue a job. Returns (job, created); an idempotent replay is not created."""
+    digest = request_hash(spec)
+    if idempotency_key is not None:
+        existing = repository.get_by_idempotency_key(session, team_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    _check_inputs(session, team_id, spec)
+    job = Job(
+        id=new_id("job"),
+        team_id=team_id,
+        name=spec.name,
+        status=JobStatus.queued,
+        spec=spec.model_dump(mode="json"),
+        priority=spec.priority,
+        teacher_file_id=spec.teacher.file_id,
+        train_file_id=spec.data.train_file_id,
+        validation_file_id=spec.data.validation_file_id,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        session.rollback()
+        existing = repository.get_by_idempotency_key(session, team_id, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    repository.add_event(session, job.id, "status", "Job queued.", data={"status": "queued"})
+    session.commit()  # the worker must find the row when the message arrives
+    _enqueue(session, job)
+    return job, True
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.request_hash != digest:
+        raise Conflict(
+            "This Idempotency-Key was used with a different request body.",
+            param="Idempotency-Key",
+            code="idempotency_conflict",
+        )
+    return existing
+
+
+def _enqueue(session: Session, job: Job) -> None:
+    try:
+        broker.send_run_job(job.id)
+    except Exception as exc:
+        log.exception("could not enqueue %s", job.id)
+        session.delete(job)  # nothing half-written: the job never existed
+        session.commit()
+        raise ServiceUnavailable(
+            "The job queue (broker) is not answering; nothing was submitted. Try again shortly.",
+            code="broker_unavailable",
+        ) from exc
+
+
+def cancel(session: Session, team_id: str, job_id: str) -> Job:
+    job = repository.get_job_for_update(session, job_id)
+    if job is None or job.team_id != team_id:
+        raise NotFound(f"No job {job_id}.", param="job_id")
+    if JobStatus(job.status).is_final:
+        raise Conflict(f"The job has already {job.status}.", code="job_finished")
+    if job.status == JobStatus.queued:
+        finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        repository.add_event(session, job.id, "log", "Cancellation requested.")
+    session.flush()
+    return job
+
+
+def finish(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    *,
+    message: str,
+    error: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> None:
+    """Move a job to a final status and say so in its events."""
+    job.status = status
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+    job.error = error
+    if metrics is not None:
+        job.metrics = metrics
+    level = "error" if status == JobStatus.failed else "info"
+    data: dict[str, Any] = {"status": status.value}
+    if error is not None:
+        data["error"] = error
+    repository.add_event(session, job.id, "status", message, level=level, data=data)

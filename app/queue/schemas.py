@@ -1,0 +1,42 @@
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from app.jobs.schemas import JobOut
+
+
+class WorkerOut(BaseModel):
+    id: str
+    hostname: str
+    device: str
+    device_name: str
+    status: Literal["idle", "busy", "offline"]
+    job_id: str | None
+    last_heartbeat: datetime
+
+
+class QueuedJob(BaseModel):
+    """A job in the queue: full details for the caller's own team, just the place for others."""
+
+    id: str | None
+    team_id: str
+    status: str
+    queue_position: int | None = None
+    job: JobOut | None = None
+
+
+class TeamUsage(BaseModel):
+    team_id: str
+    name: str
+    running: int
+    queued: int
+    max_running_jobs: int
+    gpu_seconds_24h: float
+
+
+class QueueOut(BaseModel):
+    workers: list[WorkerOut]
+    running: list[QueuedJob]
+    queued: list[QueuedJob]
+    teams: list[TeamUsage]

@@ -1,0 +1,33 @@
+from fastapi import APIRouter, Response
+
+from app.deps import AdminDep, SessionDep
+from app.models import Team
+from app.pagination import After, Limit, ListPage, to_page
+from app.teams import repository, service
+from app.teams.schemas import KeyCreate, KeyOut, TeamCreate, TeamOut
+
+router = APIRouter(tags=["teams"])
+
+
+@router.post("/teams", status_code=201, response_model=TeamOut)
+def create_team(body: TeamCreate, session: SessionDep, _: AdminDep) -> Team:
+    return service.create_team(session, body)
+
+
+@router.get("/teams", response_model=ListPage[TeamOut])
+def list_teams(
+    session: SessionDep, _: AdminDep, limit: Limit = 20, after: After = None
+) -> ListPage[TeamOut]:
+    rows, has_more = repository.list_teams(session, limit=limit, after=after)
+    return to_page(rows, has_more, TeamOut.model_validate)
+
+
+@router.post("/teams/{team_id}/keys", status_code=201, response_model=KeyOut)
+def create_key(team_id: str, body: KeyCreate, session: SessionDep, _: AdminDep) -> KeyOut:
+    return service.create_key(session, team_id, body)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+def revoke_key(key_id: str, session: SessionDep, _: AdminDep) -> Response:
+    service.revoke_key(session, key_id)
+    return Response(status_code=204)

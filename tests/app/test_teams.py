@@ -1,0 +1,77 @@
+"""Teams, keys and authentication, against the real database."""
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import Client, make_team
+
+
+def error_of(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "param"}, body
+    return body["error"]
+
+
+def test_health_needs_no_key(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200, ready.text
+
+
+def test_missing_and_unknown_keys_are_401(api: TestClient) -> None:
+    assert error_of(api.get("/v1/jobs"))["code"] == "unauthorized"
+    response = api.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401
+    assert error_of(response)["code"] == "unauthorized"
+
+
+def test_admin_creates_team_and_key(admin: Client) -> None:
+    created = admin.post("/v1/teams", json={"name": "vision-x", "max_running_jobs": 2})
+    assert created.status_code == 201, created.text
+    team = created.json()
+    assert team["object"] == "team" and team["id"].startswith("team_")
+    assert team["max_running_jobs"] == 2
+    assert team["created_at"].endswith(("Z", "+00:00"))
+    key = admin.post(f"/v1/teams/{team['id']}/keys", json={"name": "ci"})
+    assert key.status_code == 201
+    body = key.json()
+    assert body["object"] == "api_key" and body["team_id"] == team["id"] and body["key"]
+    listed = admin.get("/v1/teams", params={"limit": 100}).json()
+    assert team["id"] in [t["id"] for t in listed["data"]]
+
+
+def test_duplicate_team_name_is_409(admin: Client) -> None:
+    assert admin.post("/v1/teams", json={"name": "dup-team"}).status_code == 201
+    response = admin.post("/v1/teams", json={"name": "dup-team"})
+    assert response.status_code == 409
+    assert error_of(response)["param"] == "name"
+
+
+def test_team_keys_cannot_call_admin_routes(team: Client) -> None:
+    response = team.post("/v1/teams", json={"name": "sneaky"})
+    assert response.status_code == 403
+    assert error_of(response)["code"] == "forbidden"
+    assert team.get("/v1/teams").status_code == 403
+
+
+def test_revoked_key_is_401(admin: Client) -> None:
+    member = make_team(admin)
+    assert member.get("/v1/jobs").status_code == 200
+    keys = admin.post(f"/v1/teams/{member.team_id}/keys", json={"name": "second"}).json()
+    assert admin.delete(f"/v1/keys/{keys['id']}").status_code == 204
+    revoked = Client(admin.api, keys["key"], member.team_id)
+    assert revoked.get("/v1/jobs").status_code == 401
+    assert member.get("/v1/jobs").status_code == 200  # the team's other key still works
+
+
+def test_unknown_key_id_is_404(admin: Client) -> None:
+    response = admin.delete("/v1/keys/key_missing")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == "not_found"
+
+
+def test_validation_error_names_the_field(admin: Client) -> None:
+    response = admin.post("/v1/teams", json={"name": "ok-name", "max_running_jobs": 0})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert error["code"] == "invalid_request" and error["param"] == "max_running_jobs"

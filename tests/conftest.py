@@ -1,0 +1,153 @@
+"""Fixtures for tests that talk to the real service: a fresh PostgreSQL database, Redis as the
+broker, the API in-process, and a real Celery worker process."""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from tests import services
+
+ADMIN_KEY = "dk_test_admin_" + secrets.token_hex(8)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _clear_caches() -> None:
+    from app import broker, db
+    from app.config import get_settings
+
+    get_settings.cache_clear()
+    db.get_engine.cache_clear()
+    db._session_factory.cache_clear()
+    broker.producer.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A throwaway database and queue on the real servers, and the settings that point at them."""
+    server_url, redis_url = services.database_url(), services.redis_url()
+    services.require_postgres(server_url)
+    services.require_redis(redis_url)
+    name = f"distill_test_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    env = {
+        "DISTILL_DATABASE_URL": database_url,
+        "DISTILL_BROKER_URL": redis_url,
+        "DISTILL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+        "DISTILL_ADMIN_KEY": ADMIN_KEY,
+        "DISTILL_QUEUE_NAME": f"distill-test-{secrets.token_hex(4)}",
+        "DISTILL_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+        "DISTILL_DEVICE": "cpu",
+        "DISTILL_LEASE_SECONDS": "30",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    _clear_caches()
+    from migrations import upgrade
+
+    upgrade(database_url)
+    yield env
+    from app.db import get_engine
+
+    get_engine().dispose()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _clear_caches()
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def api(service_env: dict[str, str]) -> Iterator[TestClient]:
+    """The API in-process, unauthenticated; see ``admin`` and ``team`` for keys."""
+    from app.main import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        yield client
+
+
+class Client:
+    """A TestClient bound to one API key."""
+
+    def __init__(self, api: TestClient, key: str, team_id: str):
+        self.api, self.key, self.team_id = api, key, team_id
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def __getattr__(self, method: str):  # get, post, delete, stream, ...
+        call = getattr(self.api, method)
+
+        def with_key(url: str, **kwargs):
+            kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
+            return call(url, **kwargs)
+
+        return with_key
+
+
+@pytest.fixture(scope="session")
+def admin(api: TestClient) -> Client:
+    return Client(api, ADMIN_KEY, "team_default")
+
+
+def make_team(admin: Client, max_running_jobs: int = 1) -> Client:
+    name = f"team-{secrets.token_hex(4)}"
+    team = admin.post("/v1/teams", json={"name": name, "max_running_jobs": max_running_jobs})
+    assert team.status_code == 201, team.text
+    key = admin.post(f"/v1/teams/{team.json()['id']}/keys", json={"name": "tests"})
+    assert key.status_code == 201, key.text
+    return Client(admin.api, key.json()["key"], team.json()["id"])
+
+
+@pytest.fixture
+def team(admin: Client) -> Client:
+    """A fresh team with its own key, so tests never see each other's jobs or files."""
+    return make_team(admin)
+
+
+def _worker_registered() -> bool:
+    from sqlalchemy import select
+
+    from app.db import session_scope
+    from app.models import Worker
+
+    with session_scope() as session:
+        return session.scalar(select(Worker.id).limit(1)) is not None
+
+
+@pytest.fixture(scope="session")
+def worker_process(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process consuming this run's queue from Redis."""
+    log = open(Path(service_env["DISTILL_STORAGE_DIR"]) / "worker.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--name", f"test-{secrets.token_hex(3)}@%h"],
+        cwd=ROOT,
+        env={**os.environ, **service_env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while not _worker_registered():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"worker did not start; see {log.name}")
+        time.sleep(0.1)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

@@ -1,0 +1,1 @@
+"""Distillery's GPU side: Celery tasks around the pure-PyTorch engine."""

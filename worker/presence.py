@@ -1,0 +1,77 @@
+"""Each worker process registers itself and heartbeats, so the queue can show who is there."""
+
+import os
+import socket
+import threading
+
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from app.config import get_settings
+from app.db import session_scope
+from app.models import Worker
+from app.models.base import utcnow
+
+HEARTBEAT_SECONDS = 10.0
+_stop = threading.Event()
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _device() -> tuple[str, str]:
+    from worker.device import describe_device
+
+    return describe_device(get_settings().device)
+
+
+def set_current_job(job_id: str | None) -> None:
+    with session_scope() as session:
+        worker = session.get(Worker, worker_id())
+        if worker is not None:
+            worker.job_id = job_id
+            worker.last_heartbeat = utcnow()
+
+
+def _beat() -> None:
+    while not _stop.wait(HEARTBEAT_SECONDS):
+        try:
+            with session_scope() as session:
+                worker = session.get(Worker, worker_id())
+                if worker is not None:
+                    worker.last_heartbeat = utcnow()
+        except Exception:  # a database blip must not kill the worker; the next beat retries
+            continue
+
+
+@worker_process_init.connect
+def register(**_: object) -> None:
+    from app.db import get_engine
+
+    get_engine().dispose()  # connections inherited across fork are not ours to use
+    device, device_name = _device()
+    with session_scope() as session:
+        session.merge(
+            Worker(
+                id=worker_id(),
+                hostname=socket.gethostname(),
+                device=device,
+                device_name=device_name,
+                job_id=None,
+                started_at=utcnow(),
+                last_heartbeat=utcnow(),
+            )
+        )
+    threading.Thread(target=_beat, name="heartbeat", daemon=True).start()
+
+
+@worker_process_shutdown.connect
+def unregister(**_: object) -> None:
+    _stop.set()
+    try:
+        with session_scope() as session:
+            worker = session.get(Worker, worker_id())
+            if worker is not None:
+                session.delete(worker)
+    except Exception:
+        pass

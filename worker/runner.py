@@ -1,0 +1,181 @@
+"""One job on one worker: claim it, run the engine, write everything back.
+
+The database is the only channel to the API: progress, events, cancellation and the lease all
+go through it, so nothing depends on broker broadcast.
+"""
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from app import storage
+from app.config import get_settings
+from app.db import session_scope
+from app.jobs import repository
+from app.jobs import service as jobs
+from app.models import Artifact, File, Job, JobStatus
+from app.models.base import utcnow
+from worker import presence
+from worker.device import resolve_device
+from worker.engine import (
+    EngineError,
+    EngineJob,
+    EngineResult,
+    JobCancelled,
+    Progress,
+    run_job,
+)
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 1.0  # how often the watcher looks for a cancel request
+
+
+class _Watcher(threading.Thread):
+    """Renews the lease and notices cancel requests while the engine trains."""
+
+    def __init__(self, job_id: str, worker_id: str, lease: timedelta):
+        super().__init__(name=f"watch-{job_id}", daemon=True)
+        self.job_id, self.worker_id, self.lease = job_id, worker_id, lease
+        self.stop_requested = threading.Event()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        last_renewal = time.monotonic()
+        while not self.done.wait(WATCH_SECONDS):
+            try:
+                with session_scope() as session:
+                    if repository.cancel_requested(session, self.job_id):
+                        self.stop_requested.set()
+                    if time.monotonic() - last_renewal >= self.lease.total_seconds() / 3:
+                        until = utcnow() + self.lease
+                        if not repository.renew_lease(session, self.job_id, self.worker_id, until):
+                            self.stop_requested.set()  # the job is no longer ours
+                        last_renewal = time.monotonic()
+            except Exception:
+                log.warning("watcher could not reach the database", exc_info=True)
+
+
+class _Reporter:
+    """Engine callbacks that write progress, curve points and logs to the database."""
+
+    def __init__(self, job_id: str, watcher: _Watcher):
+        self.job_id, self.watcher = job_id, watcher
+
+    def on_progress(self, progress: Progress, points: list[dict[str, Any]]) -> None:
+        data: dict[str, Any] = dict(vars(progress))
+        if points:
+            data.update({k: v for k, v in points[-1].items() if k not in data})
+        message = (
+            f"Epoch {progress.epoch}/{progress.epochs}, "
+            f"step {progress.step}/{progress.total_steps}."
+        )
+        with session_scope() as session:
+            job = session.get(Job, self.job_id)
+            if job is not None:
+                job.progress = dict(vars(progress))
+            repository.add_metric_points(session, self.job_id, points)
+            repository.add_event(session, self.job_id, "progress", message, data=data)
+
+    def on_log(self, level: str, message: str, data: dict[str, Any] | None = None) -> None:
+        with session_scope() as session:
+            repository.add_event(session, self.job_id, "log", message, level=level, data=data)
+
+    def should_stop(self) -> bool:
+        return self.watcher.stop_requested.is_set()
+
+
+class JobRunner:
+    def __init__(self, job_id: str, worker_id: str):
+        self.job_id, self.worker_id = job_id, worker_id
+        self.settings = get_settings()
+
+    def run(self) -> str:
+        if not self._claim():
+            return "skipped: not claimable (already running elsewhere, cancelled or finished)"
+        watcher = _Watcher(
+            self.job_id, self.worker_id, timedelta(seconds=self.settings.lease_seconds)
+        )
+        watcher.start()
+        presence.set_current_job(self.job_id)
+        try:
+            result = run_job(self._engine_job(), _Reporter(self.job_id, watcher))
+        except JobCancelled:
+            return self._finish(JobStatus.cancelled, "Job cancelled; the last checkpoint is kept.")
+        except EngineError as exc:
+            error = {"code": exc.code, "message": exc.message}
+            return self._finish(JobStatus.failed, f"Job failed: {exc.message}", error=error)
+        except Exception as exc:
+            log.exception("job %s crashed", self.job_id)
+            error = {"code": "internal_error", "message": f"The worker failed: {exc!r}"}
+            return self._finish(JobStatus.failed, "Job failed unexpectedly.", error=error)
+        finally:
+            watcher.done.set()
+            presence.set_current_job(None)
+        return self._succeed(result)
+
+    def _claim(self) -> bool:
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.lease_seconds)
+        with session_scope() as session:
+            if not repository.claim(session, self.job_id, self.worker_id, now, until):
+                return False
+            repository.add_event(
+                session, self.job_id, "status", "Job running.", data={"status": "running"}
+            )
+        return True
+
+    def _engine_job(self) -> EngineJob:
+        with session_scope() as session:
+            job = session.get(Job, self.job_id)
+            assert job is not None
+            teacher = session.get(File, job.teacher_file_id)
+            train = session.get(File, job.train_file_id)
+            validation = (
+                session.get(File, job.validation_file_id) if job.validation_file_id else None
+            )
+            if teacher is None or train is None:
+                raise EngineError("A file this job needs was deleted.")
+            return EngineJob(
+                spec=job.spec,
+                teacher_path=storage.file_path(teacher.id),
+                teacher_format=teacher.format,
+                train_path=storage.file_path(train.id),
+                train_format=train.format,
+                validation_path=storage.file_path(validation.id) if validation else None,
+                validation_format=validation.format if validation else None,
+                output_dir=storage.artifacts_dir(self.job_id),
+                checkpoint_path=storage.job_dir(self.job_id) / "checkpoint.pt",
+                device=resolve_device(self.settings.device),
+            )
+
+    def _succeed(self, result: EngineResult) -> str:
+        with session_scope() as session:
+            job = repository.get_job_for_update(session, self.job_id)
+            assert job is not None
+            for path in result.artifacts:
+                session.merge(
+                    Artifact(
+                        job_id=self.job_id,
+                        name=path.name,
+                        bytes=path.stat().st_size,
+                        sha256=storage.sha256_of(Path(path)),
+                    )
+                )
+            repository.add_event(
+                session, self.job_id, "metrics", "Final metrics.", data=result.metrics
+            )
+            jobs.finish(
+                session, job, JobStatus.succeeded, message="Job succeeded.", metrics=result.metrics
+            )
+        return "succeeded"
+
+    def _finish(self, status: JobStatus, message: str, error: dict[str, Any] | None = None) -> str:
+        with session_scope() as session:
+            job = repository.get_job_for_update(session, self.job_id)
+            if job is not None and not JobStatus(job.status).is_final:
+                jobs.finish(session, job, status, message=message, error=error)
+        return status.value

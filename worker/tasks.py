@@ -1,0 +1,18 @@
+"""Thin adapters: job id -> claim -> engine -> persist."""
+
+import logging
+
+from app.broker import RUN_JOB_TASK
+from worker import presence
+from worker.celery_app import celery_app
+from worker.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
+def run_job(job_id: str) -> str:
+    """Run one distillation job. Idempotent: a job already claimed elsewhere is skipped."""
+    outcome = JobRunner(job_id, presence.worker_id()).run()
+    log.info("job %s: %s", job_id, outcome)
+    return outcome
