@@ -90,9 +90,9 @@ class Client:
     def __getattr__(self, method: str):  # get, post, delete, stream, ...
         call = getattr(self.api, method)
 
-        def with_key(url: str, **kwargs):
-            kwargs["headers"] = {**self.headers, **kwargs.get("headers", {})}
-            return call(url, **kwargs)
+        def with_key(*args, **kwargs):
+            kwargs["headers"] = {**self.headers, **(kwargs.get("headers") or {})}
+            return call(*args, **kwargs)
 
         return with_key
 

@@ -138,7 +138,7 @@ class JobRunner:
                 session.get(File, job.validation_file_id) if job.validation_file_id else None
             )
             if teacher is None or train is None:
-                raise EngineError("A file this job needs was deleted.")
+                raise EngineError("A file this job needs was deleted.", code="file_missing")
             return EngineJob(
                 spec=job.spec,
                 teacher_path=storage.file_path(teacher.id),
