@@ -17,7 +17,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _service  # noqa: E402
+import _service
 
 
 async def hammer(url: str, headers: dict[str, str], requests: int, concurrency: int) -> dict:
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    with _service.distillery(with_worker=False) as (base, admin_key, env):
+    with _service.distillery(with_worker=False) as (base, admin_key, _env):
         job_id = a_real_job(base, admin_key)
         headers = {"Authorization": f"Bearer {admin_key}"}
         distill = asyncio.run(

@@ -21,9 +21,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _service  # noqa: E402
+import _service
 
-from tests.helpers.teachers import save_npz, save_teacher, train_digits_teacher  # noqa: E402
+from tests.helpers.teachers import save_npz, save_teacher, train_digits_teacher
 
 
 def upload(client: httpx.Client, path: Path, purpose: str) -> str:
