@@ -21,8 +21,8 @@ def is_filesystem(url: str) -> bool:
     return url.startswith("filesystem://")
 
 
-def filesystem_folder(settings: Settings) -> Path:
-    folder = settings.broker_folder.resolve() / "queue"
+def filesystem_folder(settings: Settings, name: str = "queue") -> Path:
+    folder = settings.broker_folder.resolve() / name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -43,10 +43,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
     }
     if is_filesystem(settings.broker_url):
-        folder = str(filesystem_folder(settings))
+        folder = str(filesystem_folder(settings, "queue"))
         config["broker_transport_options"] = {
             "data_folder_in": folder,
             "data_folder_out": folder,
+            "control_folder": str(filesystem_folder(settings, "control")),
             "polling_interval": 0.05,
         }
         # The filesystem transport has no fanout exchange, so no remote control or events.

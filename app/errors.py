@@ -82,13 +82,39 @@ def error_body(code: str, message: str, param: str | None = None) -> dict[str, A
     return {"error": {"code": code, "message": message, "param": param}}
 
 
-def _param_from_loc(loc: tuple[Any, ...]) -> str | None:
-    # ("body", "hyperparameters", "epochs") -> "hyperparameters.epochs"; ("query", "x") -> "x"
-    parts = [str(p) for p in loc[1:] if not str(p).startswith("function-")]
-    return ".".join(parts) or (str(loc[0]) if loc else None)
+_TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
+
+
+def _param_from_error(err: dict[str, Any], body: Any) -> str | None:
+    """The dotted path of the field an error names, in the user's words: no union tags
+    (``student.mlp.dropout`` -> ``student.dropout``), no character offsets of broken JSON."""
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "json_invalid":
+        return None
+    value = body if loc[:1] == ("body",) else None
+    parts: list[str] = []
+    for part in loc[1:]:
+        if str(part).startswith("function-"):
+            continue
+        if isinstance(value, dict) and part not in value and part in value.values():
+            continue  # a union tag, e.g. "mlp"
+        parts.append(str(part))
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+        else:
+            value = None
+    if err.get("type") in _TAG_ERRORS:
+        parts.append("arch")  # the one tagged union in the API: architecture specs
+    return ".".join(p for p in parts if p) or (str(loc[0]) if loc else None)
 
 
 def _validation_message(err: dict[str, Any], param: str | None) -> str:
+    if err.get("type") in _TAG_ERRORS:
+        ctx = err.get("ctx") or {}
+        tag, expected = ctx.get("tag"), ctx.get("expected_tags")
+        return f"{param}: unknown architecture {tag!r}; use one of {expected}."
     msg = str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
     return f"{param}: {msg}." if param else f"{msg}."
 
@@ -105,7 +131,7 @@ def install_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        param = _param_from_loc(tuple(first.get("loc", ())))
+        param = _param_from_error(first, exc.body)
         return JSONResponse(
             error_body("invalid_request", _validation_message(first, param), param), 422
         )

@@ -1,13 +1,19 @@
 """GET /v1/jobs/{id} throughput and p99 latency at 32 concurrent clients, on PostgreSQL, against
 a bare FastAPI endpoint served the same way (one uvicorn process) in the same run.
 
-    python benchmarks/api_throughput.py [--requests 4000] [--concurrency 32]
+    python benchmarks/api_throughput.py [--concurrency 32] [--seconds 10] [--client wrk|httpx]
+
+The load comes from wrk (Debian's `wrk` package) when it is installed, else from an asyncio httpx
+client in this process; on a 2-core machine the Python client takes a core the servers then lack.
 
 Target: Distillery serves at least half the bare endpoint's throughput.
 """
 
 import argparse
 import asyncio
+import re
+import shutil
+import subprocess
 import statistics
 import sys
 import time
@@ -47,6 +53,27 @@ async def hammer(url: str, headers: dict[str, str], requests: int, concurrency: 
     }
 
 
+def wrk(url: str, headers: dict[str, str], seconds: int, concurrency: int) -> dict:
+    argv = ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds}s", "--latency", url]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    assert "Non-2xx" not in out, out
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%")}
+
+
+def measure(url: str, headers: dict[str, str], args: argparse.Namespace) -> dict:
+    if args.client == "wrk":
+        return wrk(url, headers, args.seconds, args.concurrency)
+    return asyncio.run(hammer(url, headers, args.requests, args.concurrency))
+
+
 def a_real_job(base: str, admin_key: str) -> str:
     """Insert a job row the way the API does, so GET reads a real, full job."""
     from app.db import session_scope
@@ -66,26 +93,27 @@ def a_real_job(base: str, admin_key: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--requests", type=int, default=4000, help="httpx client only")
+    parser.add_argument("--seconds", type=int, default=10, help="wrk only")
+    parser.add_argument(
+        "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
     with _service.distillery(with_worker=False) as (base, admin_key, _env):
         job_id = a_real_job(base, admin_key)
         headers = {"Authorization": f"Bearer {admin_key}"}
-        distill = asyncio.run(
-            hammer(f"{base}/v1/jobs/{job_id}", headers, args.requests, args.concurrency)
-        )
+        distill = measure(f"{base}/v1/jobs/{job_id}", headers, args)
         port = _service.free_port()
         bare_proc = _service.serve("bare_app:app", {"PYTHONPATH": str(Path(__file__).parent)}, port)
         try:
             _service.wait_ready(f"http://127.0.0.1:{port}/v1/jobs/x", bare_proc)
-            bare = asyncio.run(
-                hammer(f"http://127.0.0.1:{port}/v1/jobs/x", {}, args.requests, args.concurrency)
-            )
+            bare = measure(f"http://127.0.0.1:{port}/v1/jobs/x", {}, args)
         finally:
             _service.stop(bare_proc)
 
+    print(f"load: {args.client}, {args.concurrency} concurrent clients")
     for name, result in (("distillery", distill), ("bare fastapi", bare)):
         print(f"{name:>13}: {result['rps']:8.1f} req/s  p50 {result['p50_ms']:6.1f} ms  "
               f"p99 {result['p99_ms']:6.1f} ms")  # fmt: skip

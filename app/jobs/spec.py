@@ -1,8 +1,8 @@
 """The job spec: what a user submits, validated and defaulted; the job echoes it in ``spec``."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 PositiveSize = Annotated[int, Field(ge=1, le=65536)]
 
@@ -29,7 +29,17 @@ class CnnArch(_Strict):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
-Arch = Annotated[MlpArch | CnnArch, Field(discriminator="arch")]
+def _arch_tag(value: Any) -> str:
+    # An arch spec without "arch" is an MLP, as the defaults promise.
+    if isinstance(value, dict):
+        return str(value.get("arch", "mlp"))
+    return str(getattr(value, "arch", "mlp"))
+
+
+Arch = Annotated[
+    Annotated[MlpArch, Tag("mlp")] | Annotated[CnnArch, Tag("cnn")],
+    Discriminator(_arch_tag),
+]
 
 
 class TeacherSpec(_Strict):
