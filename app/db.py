@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
 
 from app.config import get_settings
 
@@ -54,6 +55,23 @@ def _session_factory() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
+@lru_cache
+def _read_session_factory() -> sessionmaker[Session]:
+    # Autocommit: a read needs no BEGIN and COMMIT round trips around its statements.
+    engine = get_engine().execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def read_scope() -> Iterator[Session]:
+    """A session for reading only: each statement sees the latest committed data."""
+    session = _read_session_factory()()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on error."""
@@ -68,7 +86,10 @@ def session_scope() -> Iterator[Session]:
         session.close()
 
 
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency: the request's unit of work."""
-    with session_scope() as session:
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """FastAPI dependency: the request's unit of work; reads for GET, HEAD and OPTIONS."""
+    with read_scope() if request.method in READ_METHODS else session_scope() as session:
         yield session

@@ -45,12 +45,14 @@ def get_caller(
     admin_key = get_settings().admin_key
     if admin_key and hmac.compare_digest(token.encode(), admin_key.encode()):
         return Caller(team_id=DEFAULT_TEAM_ID, is_admin=True)
-    key = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None))
+    team_id = session.scalar(
+        select(ApiKey.team_id).where(
+            ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None)
+        )
     )
-    if key is None:
+    if team_id is None:
         raise Unauthorized("This API key is unknown or revoked.")
-    return Caller(team_id=key.team_id, is_admin=False)
+    return Caller(team_id=team_id, is_admin=False)
 
 
 def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

@@ -28,6 +28,7 @@ def _clear_caches() -> None:
     get_settings.cache_clear()
     db.get_engine.cache_clear()
     db._session_factory.cache_clear()
+    db._read_session_factory.cache_clear()
     broker.producer.cache_clear()
 
 

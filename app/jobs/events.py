@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.concurrency import run_in_threadpool
 
-from app.db import session_scope
+from app.db import read_scope
 from app.jobs import repository
 from app.jobs.schemas import EventOut
 from app.models import JobStatus
@@ -17,7 +17,7 @@ BATCH = 100
 
 
 def _fetch(job_id: str, after: str | None) -> tuple[list[EventOut], bool]:
-    with session_scope() as session:
+    with read_scope() as session:
         rows, _ = repository.list_events(session, job_id, limit=BATCH, after=after)
         events = [EventOut.model_validate(row) for row in rows]
         status = repository.job_status(session, job_id)
