@@ -1,0 +1,215 @@
+"""Refused uploads: too large, malformed or incomplete. Each answers the contract's error body and
+leaves nothing behind: no file row, no blob, no temporary file.
+
+The size limit is checked on the raw ASGI app, where the test can count the body bytes the server
+read: an honest Content-Length over the limit is refused before any of the body is read, and a
+chunked body (no Content-Length) is cut off once the limit is passed, not buffered to the end.
+"""
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import storage
+from tests.conftest import Client
+
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # DISTILL_MAX_UPLOAD_BYTES in tests/conftest.py
+CHUNK = 1024 * 1024
+
+
+def error_of(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "param"}, body
+    assert body["error"]["message"], body
+    return body["error"]
+
+
+def stored(team: Client) -> tuple[list[str], set[str], list[str]]:
+    """The team's file ids, the blobs in storage, and the leftover temporary uploads."""
+    listed = team.get("/v1/files", params={"limit": 100})
+    assert listed.status_code == 200, listed.text
+    files_dir = storage.root() / "files"
+    blobs = {p.name for p in files_dir.iterdir()} if files_dir.exists() else set()
+    return (
+        [f["id"] for f in listed.json()["data"]],
+        blobs,
+        [p.name for p in storage.uploads_dir().iterdir()],
+    )
+
+
+@pytest.fixture
+def nothing_stored(team: Client) -> Iterator[None]:
+    """Asserts, after the test, that it left no file, blob or temporary upload behind."""
+    before = stored(team)
+    assert before[2] == [], f"temporary uploads left over before the test: {before[2]}"
+    yield
+    assert stored(team) == before
+
+
+def multipart_parts(size: int, boundary: str, purpose: str = "dataset") -> tuple[bytes, bytes]:
+    """The bytes before and after a file part of ``size`` bytes."""
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="purpose"\r\n\r\n'
+        f"{purpose}\r\n"
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head, f"\r\n--{boundary}--\r\n".encode()
+
+
+class RawUpload:
+    """Drives the ASGI app directly with a body fed chunk by chunk, counting what it reads."""
+
+    def __init__(self, app: Any, headers: dict[str, str], chunks: Iterator[bytes]):
+        self.app, self.chunks = app, chunks
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        self.bytes_read = 0
+        self.status = 0
+        self.body = b""
+
+    async def _receive(self) -> dict[str, Any]:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        self.bytes_read += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+
+    def post(self, path: str) -> "RawUpload":
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"testserver"), *self.headers],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        asyncio.run(self.app(scope, self._receive, self._send))
+        return self
+
+
+def file_body(size: int, boundary: str) -> Iterator[bytes]:
+    head, tail = multipart_parts(size, boundary)
+    yield head
+    for offset in range(0, size, CHUNK):
+        yield b"\0" * min(CHUNK, size - offset)
+    yield tail
+
+
+def assert_too_large(upload: RawUpload) -> None:
+    assert upload.status == 413, upload.body
+    error = json.loads(upload.body)["error"]
+    assert error["code"] == "file_too_large" and error["param"] == "file", error
+    assert str(MAX_UPLOAD_BYTES) in error["message"], error
+
+
+@pytest.mark.usefixtures("nothing_stored")
+def test_oversize_upload_with_content_length_is_refused_before_reading(
+    api: TestClient, team: Client
+) -> None:
+    boundary = secrets.token_hex(8)
+    size = MAX_UPLOAD_BYTES + 2 * CHUNK  # past the limit and the allowance for multipart framing
+    head, tail = multipart_parts(size, boundary)
+    headers = {
+        **team.headers,
+        "content-type": f"multipart/form-data; boundary={boundary}",
+        "content-length": str(len(head) + size + len(tail)),
+    }
+    upload = RawUpload(api.app, headers, file_body(size, boundary)).post("/v1/files")
+    assert_too_large(upload)
+    assert upload.bytes_read == 0
+
+
+@pytest.mark.usefixtures("nothing_stored")
+def test_oversize_chunked_upload_is_cut_off_while_streaming(api: TestClient, team: Client) -> None:
+    boundary = secrets.token_hex(8)
+    size = 4 * MAX_UPLOAD_BYTES
+    headers = {**team.headers, "content-type": f"multipart/form-data; boundary={boundary}"}
+    upload = RawUpload(api.app, headers, file_body(size, boundary)).post("/v1/files")
+    assert_too_large(upload)
+    # It stopped reading within a chunk of the limit, rather than buffering the whole body.
+    assert MAX_UPLOAD_BYTES < upload.bytes_read <= MAX_UPLOAD_BYTES + 2 * CHUNK
+
+
+@pytest.mark.usefixtures("nothing_stored")
+def test_oversize_upload_through_the_client(team: Client) -> None:
+    """Just over the limit, so the declared length alone does not give it away."""
+
+    def chunked() -> Iterator[bytes]:
+        boundary_head, tail = multipart_parts(MAX_UPLOAD_BYTES + 1, "b0undary")
+        yield boundary_head
+        yield b"x" * (MAX_UPLOAD_BYTES + 1)
+        yield tail
+
+    content_type = {"Content-Type": "multipart/form-data; boundary=b0undary"}
+    honest = team.post(
+        "/v1/files",
+        files={"file": ("big.bin", b"x" * (MAX_UPLOAD_BYTES + 1))},
+        data={"purpose": "dataset"},
+    )
+    assert error_of(honest, 413)["code"] == "file_too_large"
+    streamed = team.post("/v1/files", content=chunked(), headers=content_type)
+    assert error_of(streamed, 413)["code"] == "file_too_large"
+
+
+@pytest.mark.parametrize(
+    ("data", "files", "param"),
+    [
+        ({}, {"file": ("a.csv", b"a,label\n1,0\n")}, "purpose"),
+        ({"purpose": "model"}, {"file": ("a.csv", b"a,label\n1,0\n")}, "purpose"),
+        ({"purpose": "dataset"}, None, "file"),
+    ],
+    ids=["no-purpose", "unknown-purpose", "no-file"],
+)
+@pytest.mark.usefixtures("nothing_stored")
+def test_incomplete_upload_form_is_422(
+    team: Client, data: dict[str, str], files: dict | None, param: str
+) -> None:
+    if files is None:  # a multipart form with no file part
+        files = {"other": ("x.txt", b"not the file")}
+    error = error_of(team.post("/v1/files", data=data, files=files), 422)
+    assert error["code"] == "invalid_request" and error["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b'{"purpose": "dataset"}'),
+        ("multipart/form-data", b"--x\r\n\r\n--x--\r\n"),  # no boundary
+        ("multipart/form-data; boundary=x", b"--x\r\nNone--x--\r\n"),  # found by the fuzz
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n"),
+    ],
+    ids=["json", "no-boundary", "bad-part-headers", "cut-short"],
+)
+@pytest.mark.usefixtures("nothing_stored")
+def test_malformed_upload_body_is_422(team: Client, content_type: str, body: bytes) -> None:
+    response = team.post("/v1/files", content=body, headers={"Content-Type": content_type})
+    error = error_of(response, 422)
+    assert error["code"] == "invalid_request" and error["param"] == "file"
+
+
+@pytest.mark.usefixtures("nothing_stored")
+def test_two_file_parts_are_422(team: Client) -> None:
+    files = [("file", ("a.csv", b"a,label\n1,0\n")), ("file", ("b.csv", b"a,label\n1,0\n"))]
+    response = team.post("/v1/files", data={"purpose": "dataset"}, files=files)
+    error = error_of(response, 422)
+    assert error["code"] == "invalid_request" and error["param"] == "file"
