@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11+) and install Distillery with its worker and dev extras.
+# Re-runs are fast: nothing is installed while pyproject.toml is unchanged and the imports work.
+#
+# torch goes in first, in its own command, so pip keeps that build instead of resolving one itself.
+# TORCH_INDEX_URL picks the build, e.g. https://download.pytorch.org/whl/cpu for a CPU-only machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.13.0
+venv=.venv
+py=$PWD/$venv/bin/python
+stamp=$venv/.distillery-installed
+
+find_python() {
+  local candidate
+  for candidate in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+  echo "error: Distillery needs Python 3.11 or newer (apt-get install python3.11 python3.11-venv)." >&2
+  exit 1
+}
+
+if [ ! -x "$py" ]; then
+  python=$(find_python)
+  echo "Creating $venv with $("$python" --version)"
+  "$python" -m venv "$venv" || {
+    echo "error: '$python -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2
+    exit 1
+  }
+fi
+
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] &&
+  (cd / && "$py" -c 'import torch, sklearn, pytest, app') 2>/dev/null; then
+  exit 0
+fi
+
+echo "Installing torch $TORCH_VERSION and Distillery into $venv (first run takes a few minutes)"
+torch_index=()
+[ -n "${TORCH_INDEX_URL:-}" ] && torch_index=(--index-url "$TORCH_INDEX_URL")
+"$py" -m pip install --quiet "${torch_index[@]}" "torch==$TORCH_VERSION"
+"$py" -m pip install --quiet -e '.[worker,dev]'
+echo "$want" >"$stamp"

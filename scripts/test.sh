@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install, find PostgreSQL and Redis (scripts/with-services.sh), run the test suite.
+# Extra arguments go to pytest:  scripts/test.sh -k lifecycle
+# Tests are never skipped for a missing service, and a run that collects no tests fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install.sh
+status=0
+scripts/with-services.sh .venv/bin/python -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+  echo "error: pytest collected no tests; that is a failure, not a pass." >&2
+  status=1
+fi
+exit "$status"
