@@ -1,0 +1,108 @@
+"""Real teachers (trained on digits once per session), their files in every format, and a job
+builder. Nothing here needs a database or a broker."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.teachers import (
+    TEACHER_ARCHS,
+    TEACHER_FORMATS,
+    TrainedTeacher,
+    job_spec,
+    save_npz,
+    save_teacher,
+    train_digits_teacher,
+)
+from worker.engine import EngineJob, NullCallbacks, Progress
+
+# These models are tiny: a second intra-op thread buys nothing, and on a shared two-core
+# machine it makes torch's threads spin against other processes (8x slower, measured).
+torch.set_num_threads(1)
+
+
+@dataclass
+class Digits:
+    """A trained teacher saved in every format, with its data as npz files."""
+
+    trained: TrainedTeacher
+    teachers: dict[str, Path]
+    train: Path
+    validation: Path
+    train_unlabelled: Path
+
+    def job(self, tmp_path: Path, spec: dict | None = None, **overrides) -> EngineJob:
+        """An engine job on these files: the torchscript teacher and npz data unless overridden."""
+        fields = {
+            "spec": spec or job_spec(),
+            "teacher_path": self.teachers["torchscript"],
+            "teacher_format": "torchscript",
+            "train_path": self.train,
+            "train_format": "npz",
+            "validation_path": self.validation,
+            "validation_format": "npz",
+            "output_dir": tmp_path / "out",
+            "checkpoint_path": tmp_path / "checkpoint.pt",
+            "device": "cpu",
+            "progress_interval": 3600.0,  # epoch ends only, unless a test asks for more
+        }
+        return EngineJob(**(fields | overrides))
+
+
+def _digits(folder: Path, kind: str) -> Digits:
+    trained = train_digits_teacher(kind)
+    teachers = {fmt: save_teacher(trained.model, folder / fmt, fmt) for fmt in TEACHER_FORMATS}
+    return Digits(
+        trained=trained,
+        teachers=teachers,
+        train=save_npz(folder / "train.npz", trained.x_train, trained.y_train),
+        validation=save_npz(folder / "val.npz", trained.x_val, trained.y_val),
+        train_unlabelled=save_npz(folder / "train_x.npz", trained.x_train),
+    )
+
+
+@pytest.fixture(scope="session")
+def cnn_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    return _digits(tmp_path_factory.mktemp("cnn_digits"), "cnn")
+
+
+@pytest.fixture(scope="session")
+def mlp_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    return _digits(tmp_path_factory.mktemp("mlp_digits"), "mlp")
+
+
+@pytest.fixture
+def teacher_archs() -> dict[str, dict]:
+    return TEACHER_ARCHS
+
+
+@dataclass
+class Recorder(NullCallbacks):
+    """Records every callback; asks to stop once a progress report reaches ``stop_after_epoch``
+    (with a long progress_interval: that epoch's end) or ``stop_at_step``."""
+
+    stop_after_epoch: int | None = None
+    stop_at_step: int | None = None
+    progress: list[Progress] = field(default_factory=list)
+    points: list[dict] = field(default_factory=list)
+    logs: list[tuple[str, str, dict | None]] = field(default_factory=list)
+
+    def on_progress(self, progress: Progress, points: list[dict]) -> None:
+        self.progress.append(progress)
+        self.points.extend(points)
+
+    def on_log(self, level: str, message: str, data: dict | None = None) -> None:
+        self.logs.append((level, message, data))
+
+    def should_stop(self) -> bool:
+        if not self.progress:
+            return False
+        last = self.progress[-1]
+        by_epoch = self.stop_after_epoch is not None and last.epoch >= self.stop_after_epoch
+        by_step = self.stop_at_step is not None and last.step >= self.stop_at_step
+        return by_epoch or by_step
+
+    def messages(self, level: str) -> list[str]:
+        return [message for lvl, message, _ in self.logs if lvl == level]

@@ -1,0 +1,69 @@
+"""The job's artifacts, each written to a temporary name and renamed, so none is ever half there.
+
+``student.json`` + ``student.safetensors`` rebuild the student with ``build_model``
+(``load_student``); ``student.pt`` is the same student as TorchScript, for torch.jit.load alone.
+"""
+
+import copy
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from worker.engine import jit
+from worker.engine.models import build_model
+
+FORMAT_VERSION = 1
+
+
+def write_student(
+    output_dir: Path,
+    student: nn.Module,
+    arch: dict,
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    class_names: list[str] | None,
+) -> list[Path]:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cpu_student = copy.deepcopy(student).cpu().eval()
+    weights = {k: v.detach().contiguous() for k, v in cpu_student.state_dict().items()}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "input_shape": list(input_shape),
+        "num_outputs": num_outputs,
+        "class_names": class_names,
+    }
+    scripted = jit.script(cpu_student)
+    return [
+        _atomic_write(output_dir / "student.safetensors", lambda p: save_file(weights, str(p))),
+        _atomic_write(output_dir / "student.json", lambda p: _write_json(p, info)),
+        _atomic_write(output_dir / "student.pt", lambda p: jit.save(scripted, p)),
+    ]
+
+
+def write_metrics(output_dir: Path, metrics: dict) -> Path:
+    return _atomic_write(output_dir / "metrics.json", lambda p: _write_json(p, metrics))
+
+
+def load_student(output_dir: Path | str) -> nn.Module:
+    """Rebuild the student from ``student.json`` and ``student.safetensors``, in eval mode."""
+    output_dir = Path(output_dir)
+    info = json.loads((output_dir / "student.json").read_text())
+    model = build_model(info["arch"], tuple(info["input_shape"]), info["num_outputs"])
+    model.load_state_dict(load_file(str(output_dir / "student.safetensors")), strict=True)
+    return model.eval()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

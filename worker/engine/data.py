@@ -1,0 +1,207 @@
+"""Data sets in the contract's formats, checked and held as tensors: ``x`` float32 (N, ...) and
+``y`` int64 (N,) or None for unlabelled data."""
+
+import csv
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worker.engine.errors import DataLoadError, UnsupportedInput
+
+
+@dataclass
+class Dataset:
+    x: torch.Tensor
+    y: torch.Tensor | None
+    class_names: list[str] | None = None  # csv label names, in class-id order
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def to(self, device: torch.device) -> "Dataset":
+        y = None if self.y is None else self.y.to(device)
+        return replace(self, x=self.x.to(device), y=y)
+
+
+def load_dataset(path: Path, fmt: str, class_names: list[str] | None = None) -> Dataset:
+    """Load and check a data set. ``class_names`` maps csv label names the way the training data
+    did, so a validation file gets the same class ids."""
+    if fmt == "jsonl":
+        raise UnsupportedInput(
+            "Text (jsonl) data sets are not supported by this worker yet; "
+            "upload npz, safetensors or csv.",
+            code="unsupported_data",
+        )
+    if fmt == "npz":
+        x, y = _read_npz(path)
+        names = None
+    elif fmt == "safetensors":
+        x, y = _read_safetensors(path)
+        names = None
+    elif fmt == "csv":
+        x, y, names = _read_csv(path, class_names)
+    else:
+        raise UnsupportedInput(f"Unknown data format {fmt!r}.", code="unsupported_data")
+    _check(x, y, path.name)
+    return Dataset(x.float().contiguous(), None if y is None else y.long(), names)
+
+
+def split_validation(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded random split: the same seed always holds out the same rows."""
+    n_val = max(1, round(len(data) * fraction))
+    if fraction <= 0 or n_val >= len(data):
+        raise DataLoadError(
+            f"Cannot hold out {fraction:.0%} of {len(data)} rows for validation; "
+            "upload more data or a separate validation file."
+        )
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return _subset(data, order[n_val:]), _subset(data, order[:n_val])
+
+
+def _subset(data: Dataset, index: torch.Tensor) -> Dataset:
+    y = None if data.y is None else data.y[index]
+    return replace(data, x=data.x[index], y=y)
+
+
+def _read_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    try:
+        # allow_pickle=False: an object array would otherwise unpickle (and run) arbitrary code.
+        archive = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise DataLoadError(f"Could not read {path.name} as an npz archive: {e}") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile) or "x" not in archive:
+        raise DataLoadError(f"{path.name} is not an npz archive holding an array 'x'.")
+    with archive:
+        x = _npz_array(archive, "x", path)
+        y = _npz_array(archive, "y", path) if "y" in archive else None
+    return x, y
+
+
+def _npz_array(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> torch.Tensor:
+    try:
+        return _numeric_tensor(archive[name], name)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise DataLoadError(
+                f"Array '{name}' in {path.name} holds Python objects, which are never loaded "
+                "(loading them could run code); save numeric arrays."
+            ) from e
+        raise DataLoadError(f"Could not read array '{name}' in {path.name}: {e}") from e
+
+
+def _numeric_tensor(array: np.ndarray, name: str) -> torch.Tensor:
+    if array.dtype.kind not in "biuf":
+        raise DataLoadError(f"Array '{name}' has dtype {array.dtype}; it must be numeric.")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _read_safetensors(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as e:
+        raise DataLoadError(f"Could not read {path.name} as safetensors: {e}") from e
+    if "x" not in tensors:
+        raise DataLoadError(f"{path.name} holds no tensor 'x' (it has {sorted(tensors)}).")
+    return tensors["x"], tensors.get("y")
+
+
+def _read_csv(
+    path: Path, class_names: list[str] | None
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(n, row) for n, row in enumerate(csv.reader(f), start=1) if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataLoadError(f"Could not read {path.name} as UTF-8 csv: {e}") from e
+    if len(rows) < 2:
+        raise DataLoadError(f"{path.name} needs a header row and at least one data row.")
+    header = [name.strip() for name in rows[0][1]]
+    label_column = header.index("label") if "label" in header else None
+    features = [i for i in range(len(header)) if i != label_column]
+    if not features:
+        raise DataLoadError(f"{path.name} has no feature columns besides 'label'.")
+    x = np.empty((len(rows) - 1, len(features)), dtype=np.float32)
+    labels: list[str] = []
+    for r, (line, row) in enumerate(rows[1:]):
+        if len(row) != len(header):
+            raise DataLoadError(
+                f"{path.name} line {line} has {len(row)} cells but the header has {len(header)}."
+            )
+        x[r] = [_csv_number(row[i], header[i], line, path) for i in features]
+        if label_column is not None:
+            labels.append(row[label_column].strip())
+    if label_column is None:
+        return torch.from_numpy(x), None, None
+    y, names = _csv_labels(labels, class_names, path)
+    return torch.from_numpy(x), y, names
+
+
+def _csv_number(cell: str, column: str, line: int, path: Path) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise DataLoadError(
+            f"{path.name} line {line}, column '{column}': {cell!r} is not a number."
+        ) from None
+
+
+def _csv_labels(
+    labels: list[str], class_names: list[str] | None, path: Path
+) -> tuple[torch.Tensor, list[str] | None]:
+    """Integer labels are class ids; anything else is a class name, numbered in sorted order."""
+    if "" in labels:
+        line = labels.index("") + 2
+        raise DataLoadError(f"{path.name} line {line} has an empty label.")
+    ids = [_as_class_id(label) for label in labels]
+    if class_names is None and all(i is not None for i in ids):
+        return torch.tensor(ids, dtype=torch.int64), None
+    names = class_names if class_names is not None else sorted(set(labels))
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataLoadError(
+            f"{path.name} has labels {unknown[:5]} that the training data does not have."
+        )
+    return torch.tensor([index[label] for label in labels], dtype=torch.int64), names
+
+
+def _as_class_id(label: str) -> int | None:
+    # Accept "3" and "3.0" (spreadsheets write integers as floats) as class ids.
+    try:
+        value = float(label)
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value.is_integer() else None
+
+
+def _check(x: torch.Tensor, y: torch.Tensor | None, name: str) -> None:
+    if not x.is_floating_point():
+        raise DataLoadError(
+            f"In {name}, x has dtype {x.dtype}; it must be float (e.g. x.astype('float32'))."
+        )
+    if x.ndim < 2 or len(x) == 0:
+        raise DataLoadError(
+            f"In {name}, x has shape {tuple(x.shape)}; it must be (N, features...) with N >= 1."
+        )
+    if not torch.isfinite(x).all():
+        raise DataLoadError(f"In {name}, x holds NaN or infinite values; clean the data first.")
+    if y is None:
+        return
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataLoadError(f"In {name}, y has dtype {y.dtype}; it must hold int64 class ids.")
+    if tuple(y.shape) != (len(x),):
+        raise DataLoadError(
+            f"In {name}, y has shape {tuple(y.shape)}; it must be ({len(x)},): "
+            "one class id per row."
+        )
+    if (y < 0).any():
+        raise DataLoadError(f"In {name}, y holds negative class ids; ids start at 0.")

@@ -1,0 +1,52 @@
+"""Errors as types. Each carries a contract error ``code`` and a ``message`` a person can act on."""
+
+
+class EngineError(Exception):
+    """A job failed for a reason worth telling the user; ``code`` goes into the job's ``error``."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class TeacherLoadError(EngineError):
+    code = "teacher_load_failed"
+
+
+class DataLoadError(EngineError):
+    code = "data_load_failed"
+
+
+class ShapeMismatch(EngineError):
+    code = "shape_mismatch"
+
+
+class TrainingDiverged(EngineError):
+    code = "training_diverged"
+
+
+class OutOfMemory(EngineError):
+    code = "out_of_memory"
+
+
+class UnsupportedInput(EngineError):
+    """An input this engine cannot handle yet: codes ``unsupported_teacher``, ``unsupported_data``,
+    ``unsupported_arch``."""
+
+    code = "unsupported_input"
+
+
+class LabelsRequired(EngineError):
+    code = "labels_required"
+
+
+class DeviceUnavailable(EngineError):
+    code = "device_unavailable"
+
+
+class JobCancelled(Exception):
+    """``should_stop()`` said so; the checkpoint was saved first, so the job can resume."""

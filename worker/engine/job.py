@@ -1,0 +1,70 @@
+"""What goes in (``EngineJob``), what comes out (``EngineResult``), and how the engine reports on
+the way (``Callbacks``)."""
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass
+class EngineJob:
+    spec: dict  # the full, defaulted job spec, as the API echoes it
+    teacher_path: Path
+    teacher_format: str  # torchscript | torch_export | state_dict | safetensors
+    train_path: Path
+    train_format: str  # npz | safetensors | csv
+    validation_path: Path | None
+    validation_format: str | None
+    output_dir: Path
+    checkpoint_path: Path  # resumed from when it exists at start
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    progress_interval: float = 1.0  # seconds between progress callbacks
+
+
+@dataclass
+class Progress:
+    """The job's ``progress`` object. With ``baseline`` on, it spans both trainings: ``epochs`` and
+    ``total_steps`` count the baseline's too."""
+
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    fraction: float
+    eta_seconds: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EngineResult:
+    metrics: dict  # also written to output_dir/metrics.json
+    artifacts: list[Path] = field(default_factory=list)
+
+
+class Callbacks(Protocol):
+    def on_progress(self, progress: Progress, points: list[dict]) -> None:
+        """At most once per ``progress_interval`` and at every epoch end. ``points`` are the metric
+        points since the previous call: {step, epoch, train_loss, kd_loss, ce_loss, learning_rate}
+        plus val_accuracy, val_loss and val_agreement on the epoch-end point."""
+
+    def on_log(self, level: str, message: str, data: dict | None = None) -> None:
+        """``level`` is info, warning or error."""
+
+    def should_stop(self) -> bool:
+        """Polled with every progress call; True: the engine checkpoints, raises JobCancelled."""
+        ...
+
+
+class NullCallbacks:
+    """Reports nowhere and never stops; subclass it to override only what you need."""
+
+    def on_progress(self, progress: Progress, points: list[dict]) -> None:
+        pass
+
+    def on_log(self, level: str, message: str, data: dict | None = None) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False

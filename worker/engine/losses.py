@@ -1,0 +1,52 @@
+"""The contract's loss: ``alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE``."""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class LossTerms(NamedTuple):
+    """``total`` is what we back-propagate; ``kd`` (already scaled by T^2) and ``ce`` are the
+    unweighted terms for reporting, or None where alpha switched the term off."""
+
+    total: torch.Tensor
+    kd: torch.Tensor | None
+    ce: torch.Tensor | None
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T^2 * KL(softmax(teacher/T) || softmax(student/T))``, averaged over the batch.
+
+    Softmax in float32 so half-precision logits do not saturate; T^2 keeps the gradient scale
+    independent of the temperature (Hinton et al., 2015).
+    """
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+) -> LossTerms:
+    """Skips the CE term entirely at alpha == 1 (labels may be None) and the KD term at
+    alpha == 0 (teacher_logits may be None), so neither costs anything when unused."""
+    kd = ce = None
+    if alpha > 0:
+        assert teacher_logits is not None, "alpha > 0 needs the teacher's logits"
+        kd = kd_loss(student_logits, teacher_logits, temperature)
+    if alpha < 1:
+        assert labels is not None, "alpha < 1 needs labels"
+        ce = F.cross_entropy(student_logits.float(), labels)
+    if kd is None:
+        assert ce is not None
+        return LossTerms(ce, None, ce)
+    total = kd if ce is None else alpha * kd + (1 - alpha) * ce
+    return LossTerms(total, kd, ce)

@@ -1,0 +1,66 @@
+"""Checks that run before any training, so a job that cannot work fails in seconds, not hours."""
+
+import torch
+
+from worker.engine.data import Dataset
+from worker.engine.errors import LabelsRequired, ShapeMismatch
+from worker.engine.models import build_model
+from worker.engine.teacher import Teacher
+
+
+def check_labels_present(train: Dataset, alpha: float, baseline: bool) -> None:
+    if train.y is not None:
+        return
+    if alpha < 1:
+        raise LabelsRequired(
+            f"alpha is {alpha}, which mixes in a loss on labels, but the training data has no "
+            "labels; set alpha to 1.0 to learn from the teacher alone, or add labels (y)."
+        )
+    if baseline:
+        raise LabelsRequired(
+            "baseline trains the student on labels alone, but the training data has no labels; "
+            "turn baseline off or add labels (y)."
+        )
+
+
+def check_inputs(
+    teacher: Teacher, train: Dataset, val: Dataset, student_arch: dict, batch_size: int
+) -> int:
+    """Run the teacher and a throwaway student on one batch; return the number of classes K."""
+    if val.input_shape != train.input_shape:
+        raise ShapeMismatch(
+            f"The validation data has shape (N, {_dims(val)}) but the training data has "
+            f"(N, {_dims(train)}); they must match."
+        )
+    sample = train.x[:batch_size]
+    num_classes = teacher.check(sample)
+    for name, data in (("training", train), ("validation", val)):
+        if data.y is not None and int(data.y.max()) >= num_classes:
+            raise ShapeMismatch(
+                f"The {name} labels go up to {int(data.y.max())}, but the teacher has only "
+                f"{num_classes} outputs (class ids 0 to {num_classes - 1})."
+            )
+    _check_student(student_arch, sample, num_classes)
+    return num_classes
+
+
+def _check_student(arch: dict, sample: torch.Tensor, num_classes: int) -> None:
+    student = build_model(arch, tuple(sample.shape[1:]), num_classes).to(sample.device)
+    with torch.no_grad():
+        try:
+            logits = student.eval()(sample)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as e:
+            raise ShapeMismatch(
+                f"The student ({arch.get('arch')}) cannot take data of shape "
+                f"{tuple(sample.shape)}: {e}"
+            ) from e
+    if tuple(logits.shape) != (len(sample), num_classes):
+        raise ShapeMismatch(
+            f"The student returned shape {tuple(logits.shape)}, not ({len(sample)}, {num_classes})."
+        )
+
+
+def _dims(data: Dataset) -> str:
+    return ", ".join(map(str, data.input_shape))

@@ -1,0 +1,340 @@
+"""The distillation recipe: ``setup`` (data, teacher, preflight), ``train`` (the student, then the
+optional labels-only baseline), ``finish`` (metrics and artifacts).
+
+The full training state goes into one checkpoint at every epoch end and on cancel; a run that
+finds it resumes mid-epoch if need be, and ends bit-identical to one that was never stopped (CPU).
+"""
+
+import math
+import time
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import nn
+
+from worker.engine import jit, preflight
+from worker.engine.artifacts import write_metrics, write_student
+from worker.engine.checkpoint import load_checkpoint, save_checkpoint
+from worker.engine.data import Dataset, load_dataset, split_validation
+from worker.engine.errors import DeviceUnavailable, JobCancelled, UnsupportedInput
+from worker.engine.evaluation import accuracy, agreement, kl_divergence, latency_ms, predict
+from worker.engine.job import Callbacks, EngineJob, EngineResult
+from worker.engine.losses import distillation_loss
+from worker.engine.models import build_model, count_parameters
+from worker.engine.reporting import LossMeter, Reporter
+from worker.engine.teacher import load_teacher
+
+
+@dataclass
+class Hyperparameters:
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.001
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    temperature: float = 4.0
+    alpha: float = 0.5
+    seed: int = 0
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Hyperparameters":
+        given = spec.get("hyperparameters") or {}
+        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
+
+
+@dataclass
+class TrainingRun:
+    """One model being trained: the distilled ``student``, or the labels-only ``baseline``."""
+
+    phase: str
+    alpha: float
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken, 1 per batch
+    seconds: float = 0.0  # training time in earlier sessions of this job
+    started: float | None = None  # monotonic time this session started training it
+    meter: LossMeter = field(default_factory=LossMeter)
+
+    def train_seconds(self) -> float:
+        running = 0.0 if self.started is None else time.monotonic() - self.started
+        return self.seconds + running
+
+
+class DistillationRecipe:
+    def __init__(self, job: EngineJob, callbacks: Callbacks):
+        self.job = job
+        self.spec = job.spec
+        self.callbacks = callbacks
+        self.hp = Hyperparameters.from_spec(job.spec)
+        self.phases = ["student", "baseline"] if job.spec.get("baseline") else ["student"]
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        hp = self.hp
+        self.device = resolve_device(self.job.device)
+        self.train_data, self.val_data = self._load_data()
+        preflight.check_labels_present(self.train_data, hp.alpha, len(self.phases) > 1)
+        self.teacher = load_teacher(
+            self.job.teacher_path,
+            self.job.teacher_format,
+            self.spec["teacher"].get("arch"),
+            self.train_data.input_shape,
+            self.device,
+        )
+        self.num_classes = preflight.check_inputs(
+            self.teacher, self.train_data, self.val_data, self.spec["student"], hp.batch_size
+        )
+        # The teacher is frozen, so its validation logits never change: compute them once.
+        self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.train_data) / hp.batch_size)
+        self.reporter = Reporter(
+            self.callbacks,
+            self.job.progress_interval,
+            self.steps_per_epoch,
+            hp.epochs * len(self.phases),
+        )
+        self._log(
+            f"Teacher ({self.job.teacher_format}, {self.teacher.num_params:,} parameters) "
+            f"gives {self.num_classes} classes; {len(self.train_data)} training and "
+            f"{len(self.val_data)} validation rows of shape {self.train_data.input_shape}, "
+            f"on {self.device}."
+        )
+
+    def _load_data(self) -> tuple[Dataset, Dataset]:
+        job = self.job
+        train = load_dataset(job.train_path, job.train_format)
+        if job.validation_path is None:
+            fraction = self.spec["data"].get("validation_split", 0.1)
+            train, val = split_validation(train, fraction, self.hp.seed)
+        else:
+            val = load_dataset(job.validation_path, job.validation_format or "", train.class_names)
+        return train.to(self.device), val.to(self.device)
+
+    # -- train ----------------------------------------------------------------------------------
+
+    def train(self) -> None:
+        checkpoint = self._load_checkpoint()
+        self.runs = {}
+        for phase in self.phases:
+            alpha = self.hp.alpha if phase == "student" else 0.0
+            self.runs[phase] = self._start_run(phase, alpha, checkpoint)
+            self._train(self.runs[phase])
+
+    def _train(self, run: TrainingRun) -> None:
+        """Train ``run`` from where it stands to its last epoch, reading the data in a seeded
+        order per epoch, so that a run resumed mid-epoch sees the very same batches."""
+        hp, data, steps_per_epoch = self.hp, self.train_data, self.steps_per_epoch
+        run.model.train()
+        run.started = time.monotonic()
+        self.reporter.begin(self._job_step(run))
+        for epoch in range(run.epoch, hp.epochs):
+            order = epoch_order(len(data), hp.seed, epoch).to(self.device)
+            for i in range(run.step - epoch * steps_per_epoch, steps_per_epoch):
+                index = order[i * hp.batch_size : (i + 1) * hp.batch_size]
+                x = data.x[index]
+                y = data.y[index] if data.y is not None and run.alpha < 1 else None
+                teacher_logits = self.teacher(x) if run.alpha > 0 else None
+                loss = distillation_loss(run.model(x), teacher_logits, y, hp.temperature, run.alpha)
+                run.optimizer.zero_grad(set_to_none=True)
+                loss.total.backward()
+                run.optimizer.step()
+                run.step += 1
+                run.meter.add(loss)
+                if i < steps_per_epoch - 1 and self.reporter.due():
+                    self._report(run, run.meter.flush())
+            run.epoch = epoch + 1
+            self._end_epoch(run)
+        run.seconds, run.started = run.train_seconds(), None
+
+    def _end_epoch(self, run: TrainingRun) -> None:
+        losses = run.meter.flush()  # raises on divergence, before a broken state is saved
+        val = self._validate(run)
+        self._save_checkpoint(run)
+        self._log(f"{run.phase.capitalize()} epoch {run.epoch}/{self.hp.epochs} done.", val)
+        self._report(run, losses, val)
+
+    def _validate(self, run: TrainingRun) -> dict:
+        logits = predict(run.model, self.val_data.x, self.hp.batch_size)
+        labels, teacher_logits = self.val_data.y, self.val_teacher_logits
+        val_loss = None
+        if labels is not None or run.alpha == 1:
+            terms = distillation_loss(
+                logits, teacher_logits, labels, self.hp.temperature, run.alpha
+            )
+            val_loss = terms.total.item()
+        return {
+            "val_accuracy": accuracy(logits, labels),
+            "val_loss": val_loss,
+            "val_agreement": agreement(logits, teacher_logits),
+        }
+
+    def _report(self, run: TrainingRun, losses: dict, val: dict | None = None) -> None:
+        """Send progress (and, for the student, a metric point), then honour a stop request."""
+        points = []
+        if run.phase == "student":
+            learning_rate = run.optimizer.param_groups[0]["lr"]
+            epoch = math.ceil(run.step / self.steps_per_epoch)
+            point = {"step": run.step, "epoch": epoch, **losses, "learning_rate": learning_rate}
+            points.append(point | (val or {}))
+        self.reporter.send(self._job_step(run), points)
+        if self.callbacks.should_stop():
+            if val is None:  # mid-epoch; at an epoch end the checkpoint is already saved
+                self._save_checkpoint(run)
+            self._log(f"Cancelled at step {run.step}; the checkpoint is saved.")
+            raise JobCancelled(f"Cancelled at {run.phase} step {run.step}.")
+
+    def _job_step(self, run: TrainingRun) -> int:
+        """Steps across the whole job: the baseline's count on from the student's."""
+        return self.phases.index(run.phase) * self.hp.epochs * self.steps_per_epoch + run.step
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _start_run(self, phase: str, alpha: float, checkpoint: dict | None) -> TrainingRun:
+        """A fresh run from the seed, or the run as the checkpoint left it."""
+        hp = self.hp
+        torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights
+        model = build_model(self.spec["student"], self.train_data.input_shape, self.num_classes)
+        model.to(self.device)
+        run = TrainingRun(phase, alpha, model, make_optimizer(model, hp))
+        if checkpoint is None or phase not in checkpoint:
+            return run
+        model.load_state_dict(checkpoint[phase])
+        run.seconds = checkpoint["train_seconds"][phase]
+        if checkpoint["phase"] == phase:  # this training was under way
+            run.optimizer.load_state_dict(checkpoint["optimizer"])
+            run.epoch, run.step = checkpoint["epoch"], checkpoint["step"]
+            torch.set_rng_state(checkpoint["rng"])
+            if "cuda_rng" in checkpoint and self.device.type == "cuda":
+                torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.device)
+        else:  # the student had finished before the baseline began
+            run.epoch, run.step = hp.epochs, hp.epochs * self.steps_per_epoch
+        self._log(f"Resumed the {phase} at epoch {run.epoch}, step {run.step}.")
+        return run
+
+    def _save_checkpoint(self, run: TrainingRun) -> None:
+        state = {
+            "phase": run.phase,
+            "epoch": run.epoch,
+            "step": run.step,
+            "optimizer": run.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "spec": self.spec,
+            "train_seconds": {p: r.train_seconds() for p, r in self.runs.items()},
+        }
+        state |= {p: r.model.state_dict() for p, r in self.runs.items()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        save_checkpoint(self.job.checkpoint_path, state)
+
+    def _load_checkpoint(self) -> dict | None:
+        try:
+            checkpoint = load_checkpoint(self.job.checkpoint_path)
+        except Exception as e:  # a checkpoint is a cache: losing it costs time, not the job
+            self._log(f"Ignoring an unreadable checkpoint: {e}", level="warning")
+            return None
+        if checkpoint is None:
+            return None
+        if _training_spec(checkpoint["spec"]) != _training_spec(self.spec):
+            self._log("Ignoring a checkpoint made for a different job spec.", level="warning")
+            return None
+        return checkpoint
+
+    # -- finish ---------------------------------------------------------------------------------
+
+    def finish(self) -> EngineResult:
+        student = self.runs["student"].model.eval()
+        out = self.job.output_dir
+        artifacts = write_student(
+            out,
+            student,
+            self.spec["student"],
+            self.train_data.input_shape,
+            self.num_classes,
+            self.train_data.class_names,
+        )
+        metrics = self._metrics(student)
+        artifacts.append(write_metrics(out, metrics))
+        self._log("Distillation finished.", metrics)
+        return EngineResult(metrics, artifacts)
+
+    def _metrics(self, student: nn.Module) -> dict:
+        val, teacher_logits, batch_size = self.val_data, self.val_teacher_logits, self.hp.batch_size
+        student_logits = predict(student, val.x, batch_size)
+        # Time the artifact users deploy, student.pt, against the teacher as it was given.
+        deployed = jit.load(self.job.output_dir / "student.pt", self.device)
+        teacher_ms = latency_ms(self.teacher, val.x[:1])
+        student_ms = latency_ms(deployed, val.x[:1])
+        teacher_params, student_params = self.teacher.num_params, count_parameters(student)
+        metrics = {
+            "teacher_accuracy": accuracy(teacher_logits, val.y),
+            "student_accuracy": accuracy(student_logits, val.y),
+            "agreement": agreement(student_logits, teacher_logits),
+            "kl_divergence": kl_divergence(student_logits, teacher_logits),
+            "teacher_params": teacher_params,
+            "student_params": student_params,
+            "compression_ratio": teacher_params / student_params,
+            "student_size_bytes": (self.job.output_dir / "student.safetensors").stat().st_size,
+            "teacher_latency_ms": teacher_ms,
+            "student_latency_ms": student_ms,
+            "speedup": teacher_ms / student_ms,
+            "train_seconds": self.runs["student"].train_seconds(),
+            "device": str(self.device),
+        }
+        if "baseline" in self.runs:
+            baseline_logits = predict(self.runs["baseline"].model, val.x, batch_size)
+            metrics["baseline_accuracy"] = accuracy(baseline_logits, val.y)
+            metrics["baseline_train_seconds"] = self.runs["baseline"].train_seconds()
+        return metrics
+
+    def cleanup(self) -> None:
+        """Let go of the teacher, the data and the models now, and of the GPU memory they held:
+        a failed job's traceback would otherwise keep them alive in a long-lived worker."""
+        for name in ("teacher", "train_data", "val_data", "val_teacher_logits", "runs"):
+            self.__dict__.pop(name, None)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _log(self, message: str, data: dict | None = None, level: str = "info") -> None:
+        self.callbacks.on_log(level, message, data)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceUnavailable(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.") from e
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise DeviceUnavailable(f"Device {name!r} is not available on this worker.")
+    return device
+
+
+def make_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=hp.learning_rate, momentum=0.9, weight_decay=hp.weight_decay
+        )
+    if hp.optimizer == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
+        )
+    raise UnsupportedInput(
+        f"Optimizer {hp.optimizer!r} is not supported; use adamw or sgd.",
+        code="unsupported_optimizer",
+    )
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch, a function of (seed, epoch) alone, so resuming needs no
+    shuffling state. Seeds are < 2**32 and epochs < 2**16, so each pair gets its own stream."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed << 16 | epoch))
+
+
+def _training_spec(spec: dict) -> dict:
+    """The parts of a spec that shape training; name and priority do not."""
+    return {k: v for k, v in spec.items() if k not in ("name", "priority")}

@@ -1,0 +1,33 @@
+"""``run_job``: the engine's one entry point."""
+
+import torch
+
+from worker.engine.errors import OutOfMemory
+from worker.engine.job import Callbacks, EngineJob, EngineResult, NullCallbacks
+from worker.engine.recipe import DistillationRecipe
+
+
+def run_job(job: EngineJob, callbacks: Callbacks | None = None) -> EngineResult:
+    """Distil ``job``'s teacher into its student, writing artifacts to ``job.output_dir``.
+
+    Raises an ``EngineError`` subclass for anything the user can fix, and ``JobCancelled`` (after
+    checkpointing) when ``callbacks.should_stop()`` says so.
+    """
+    recipe = DistillationRecipe(job, callbacks or NullCallbacks())
+    try:
+        recipe.setup()
+        recipe.train()
+        return recipe.finish()
+    except torch.cuda.OutOfMemoryError as e:
+        raise OutOfMemory(
+            "The GPU ran out of memory; lower batch_size, use a smaller student, or use less "
+            "data (the data set is held on the GPU)."
+        ) from e
+    except RuntimeError as e:
+        if "can't allocate memory" not in str(e):  # the CPU allocator's out-of-memory
+            raise
+        raise OutOfMemory(
+            "The worker ran out of memory; lower batch_size, or use less data or a smaller model."
+        ) from e
+    finally:
+        recipe.cleanup()
