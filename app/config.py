@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     # "auto" picks CUDA when present; "cpu", "cuda", "cuda:1" pin it.
     device: str = "auto"
+    # CPU threads torch may use in a worker process; unset keeps torch's default (one per core).
+    # Set it where the worker shares its cores: spinning threads slow everyone down.
+    torch_threads: int | None = Field(default=None, ge=1)
     # Celery queue the API sends jobs to and workers consume.
     queue_name: str = "distill"
     # How long a worker's claim on a job lasts without a heartbeat.

@@ -51,6 +51,8 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "DISTILL_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
         "DISTILL_DEVICE": "cpu",
         "DISTILL_LEASE_SECONDS": "30",
+        # The worker shares two cores with this process and PostgreSQL.
+        "DISTILL_TORCH_THREADS": "1",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

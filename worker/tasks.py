@@ -2,12 +2,22 @@
 
 import logging
 
+import torch
+from celery.signals import worker_process_init
+
 from app.broker import RUN_JOB_TASK
+from app.config import get_settings
 from worker import presence
 from worker.celery_app import celery_app
 from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
+
+
+@worker_process_init.connect
+def configure_torch(**_: object) -> None:
+    if threads := get_settings().torch_threads:
+        torch.set_num_threads(threads)
 
 
 @celery_app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)

@@ -36,9 +36,9 @@ def render(session: Session, job: Job) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         spec=job.spec,
-        progress=job.progress,  # type: ignore[arg-type]
+        progress=job.progress,
         metrics=job.metrics,
-        error=job.error,  # type: ignore[arg-type]
+        error=job.error,
         queue_position=(
             repository.queue_position(session, job) if job.status == JobStatus.queued else None
         ),

@@ -23,7 +23,7 @@ def _worker(worker: Worker) -> WorkerOut:
         hostname=worker.hostname,
         device=worker.device,
         device_name=worker.device_name,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         job_id=worker.job_id,
         last_heartbeat=worker.last_heartbeat,
     )
