@@ -3,13 +3,7 @@
 from fastapi.testclient import TestClient
 
 from tests.conftest import Client, make_team
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message", "param"}, body
-    return body["error"]
+from tests.helpers.api import error_of
 
 
 def test_health_needs_no_key(api: TestClient) -> None:
@@ -19,10 +13,10 @@ def test_health_needs_no_key(api: TestClient) -> None:
 
 
 def test_missing_and_unknown_keys_are_401(api: TestClient) -> None:
-    assert error_of(api.get("/v1/jobs"))["code"] == "unauthorized"
+    assert error_of(api.get("/v1/jobs"), 401)["code"] == "unauthorized"
     response = api.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
     assert response.status_code == 401
-    assert error_of(response)["code"] == "unauthorized"
+    assert error_of(response, response.status_code)["code"] == "unauthorized"
 
 
 def test_admin_creates_team_and_key(admin: Client) -> None:
@@ -44,13 +38,13 @@ def test_duplicate_team_name_is_409(admin: Client) -> None:
     assert admin.post("/v1/teams", json={"name": "dup-team"}).status_code == 201
     response = admin.post("/v1/teams", json={"name": "dup-team"})
     assert response.status_code == 409
-    assert error_of(response)["param"] == "name"
+    assert error_of(response, response.status_code)["param"] == "name"
 
 
 def test_team_keys_cannot_call_admin_routes(team: Client) -> None:
     response = team.post("/v1/teams", json={"name": "sneaky"})
     assert response.status_code == 403
-    assert error_of(response)["code"] == "forbidden"
+    assert error_of(response, response.status_code)["code"] == "forbidden"
     assert team.get("/v1/teams").status_code == 403
 
 
@@ -67,11 +61,11 @@ def test_revoked_key_is_401(admin: Client) -> None:
 def test_unknown_key_id_is_404(admin: Client) -> None:
     response = admin.delete("/v1/keys/key_missing")
     assert response.status_code == 404
-    assert error_of(response)["code"] == "not_found"
+    assert error_of(response, response.status_code)["code"] == "not_found"
 
 
 def test_validation_error_names_the_field(admin: Client) -> None:
     response = admin.post("/v1/teams", json={"name": "ok-name", "max_running_jobs": 0})
     assert response.status_code == 422
-    error = error_of(response)
+    error = error_of(response, response.status_code)
     assert error["code"] == "invalid_request" and error["param"] == "max_running_jobs"

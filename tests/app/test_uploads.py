@@ -15,32 +15,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app import storage
 from tests.conftest import Client
+from tests.helpers.api import error_of, stored
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # DISTILL_MAX_UPLOAD_BYTES in tests/conftest.py
 CHUNK = 1024 * 1024
-
-
-def error_of(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "param"}, body
-    assert body["error"]["message"], body
-    return body["error"]
-
-
-def stored(team: Client) -> tuple[list[str], set[str], list[str]]:
-    """The team's file ids, the blobs in storage, and the leftover temporary uploads."""
-    listed = team.get("/v1/files", params={"limit": 100})
-    assert listed.status_code == 200, listed.text
-    files_dir = storage.root() / "files"
-    blobs = {p.name for p in files_dir.iterdir()} if files_dir.exists() else set()
-    return (
-        [f["id"] for f in listed.json()["data"]],
-        blobs,
-        [p.name for p in storage.uploads_dir().iterdir()],
-    )
 
 
 @pytest.fixture
