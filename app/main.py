@@ -33,10 +33,8 @@ def readyz() -> JSONResponse:
     except Exception:
         failing.append("broker")
     if failing:
-        body = error_body("not_ready", f"Not answering: {', '.join(failing)}.")
-        body["status"] = "unavailable"
-        body["failing"] = failing
-        return JSONResponse(body, status_code=503)
+        message = f"Not ready: the {' and the '.join(failing)} did not answer."
+        return JSONResponse(error_body("not_ready", message), status_code=503)
     return JSONResponse({"status": "ok"})
 
 

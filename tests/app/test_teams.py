@@ -6,12 +6,6 @@ from tests.conftest import Client, make_team
 from tests.helpers.api import error_of
 
 
-def test_health_needs_no_key(api: TestClient) -> None:
-    assert api.get("/healthz").json() == {"status": "ok"}
-    ready = api.get("/readyz")
-    assert ready.status_code == 200, ready.text
-
-
 def test_missing_and_unknown_keys_are_401(api: TestClient) -> None:
     assert error_of(api.get("/v1/jobs"), 401)["code"] == "unauthorized"
     response = api.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
