@@ -13,8 +13,8 @@ import argparse
 import asyncio
 import re
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path

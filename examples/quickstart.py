@@ -248,14 +248,19 @@ def show_event(
             stats.append(f"val acc {latest['val_accuracy']:.2%}")
         if data.get("eta_seconds") is not None:
             stats.append(f"eta {data['eta_seconds']:.0f}s")
+        # The epoch counts within the phase (the student, then the baseline); the bar and the
+        # steps span the whole job.
         progress.update(
             bar,
-            description=f"epoch {data['epoch']}/{data['epochs']}",
+            description=f"{data.get('phase', 'student')} epoch {data['epoch']}/{data['epochs']}",
             total=data["total_steps"],
             completed=data["step"],
             stats="  ".join(stats),
         )
-    elif event["type"] in ("status", "log"):
+    elif event["type"] == "status" or (
+        event["type"] == "log" and event["level"] in ("warning", "error")
+    ):
+        # Info-level logs (one per epoch and phase) stay in the job's events, not on screen.
         style = {"warning": "yellow", "error": "red"}.get(event["level"], "dim")
         progress.console.print(f"  [{style}]{event['type']:8}[/] {event['message']}")
 
@@ -348,7 +353,7 @@ def distil(client: httpx.Client, teacher: Path, train: Path, val: Path) -> dict[
         "teacher": {"file_id": teacher_file["id"]},
         "student": {"arch": "mlp", "hidden_sizes": [64]},
         "data": {"train_file_id": train_file["id"], "validation_file_id": val_file["id"]},
-        "hyperparameters": {"epochs": 15, "temperature": 4.0, "alpha": 0.7},
+        "hyperparameters": {"epochs": 20, "learning_rate": 0.005, "temperature": 4.0, "alpha": 0.7},
         "baseline": True,
     }
     job = check(client.post("/v1/jobs", json=spec))

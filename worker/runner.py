@@ -66,17 +66,17 @@ class _Reporter:
         self.job_id, self.watcher = job_id, watcher
 
     def on_progress(self, progress: Progress, points: list[dict[str, Any]]) -> None:
-        data: dict[str, Any] = dict(vars(progress))
+        data: dict[str, Any] = progress.as_dict()
         if points:
             data.update({k: v for k, v in points[-1].items() if k not in data})
         message = (
-            f"Epoch {progress.epoch}/{progress.epochs}, "
+            f"{progress.phase.capitalize()} epoch {progress.epoch}/{progress.epochs}, "
             f"step {progress.step}/{progress.total_steps}."
         )
         with session_scope() as session:
             job = session.get(Job, self.job_id)
             if job is not None:
-                job.progress = dict(vars(progress))
+                job.progress = progress.as_dict()
             repository.add_metric_points(session, self.job_id, points)
             repository.add_event(session, self.job_id, "progress", message, data=data)
 

@@ -7,6 +7,7 @@ from app.models import JobStatus
 
 
 class Progress(BaseModel):
+    phase: Literal["student", "baseline"] = "student"
     epoch: int
     epochs: int
     step: int

@@ -3,7 +3,9 @@ the way (``Callbacks``)."""
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+Phase = Literal["student", "baseline"]  # the distillation run, then the optional labels-only one
 
 
 @dataclass
@@ -23,9 +25,11 @@ class EngineJob:
 
 @dataclass
 class Progress:
-    """The job's ``progress`` object. With ``baseline`` on, it spans both trainings: ``epochs`` and
-    ``total_steps`` count the baseline's too."""
+    """The job's ``progress`` object. ``epoch`` counts within the current ``phase`` and ``epochs``
+    is the spec's, in either phase; ``step``, ``total_steps``, ``fraction`` and ``eta_seconds``
+    span the whole job, the baseline's training included when ``baseline`` is on."""
 
+    phase: Phase
     epoch: int
     epochs: int
     step: int

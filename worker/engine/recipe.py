@@ -18,7 +18,7 @@ from worker.engine.checkpoint import load_checkpoint, save_checkpoint
 from worker.engine.data import Dataset, load_dataset, split_validation
 from worker.engine.errors import DeviceUnavailable, JobCancelled, UnsupportedInput
 from worker.engine.evaluation import accuracy, agreement, kl_divergence, latency_ms, predict
-from worker.engine.job import Callbacks, EngineJob, EngineResult
+from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
 from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model, count_parameters
 from worker.engine.reporting import LossMeter, Reporter
@@ -46,7 +46,7 @@ class Hyperparameters:
 class TrainingRun:
     """One model being trained: the distilled ``student``, or the labels-only ``baseline``."""
 
-    phase: str
+    phase: Phase
     alpha: float
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -67,7 +67,9 @@ class DistillationRecipe:
         self.spec = job.spec
         self.callbacks = callbacks
         self.hp = Hyperparameters.from_spec(job.spec)
-        self.phases = ["student", "baseline"] if job.spec.get("baseline") else ["student"]
+        self.phases: list[Phase] = (
+            ["student", "baseline"] if job.spec.get("baseline") else ["student"]
+        )
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -93,7 +95,8 @@ class DistillationRecipe:
             self.callbacks,
             self.job.progress_interval,
             self.steps_per_epoch,
-            hp.epochs * len(self.phases),
+            hp.epochs,
+            self.phases,
         )
         self._log(
             f"Teacher ({self.job.teacher_format}, {self.teacher.num_params:,} parameters) "
@@ -128,7 +131,7 @@ class DistillationRecipe:
         hp, data, steps_per_epoch = self.hp, self.train_data, self.steps_per_epoch
         run.model.train()
         run.started = time.monotonic()
-        self.reporter.begin(self._job_step(run))
+        self.reporter.begin(run.phase, run.step)
         for epoch in range(run.epoch, hp.epochs):
             order = epoch_order(len(data), hp.seed, epoch).to(self.device)
             for i in range(run.step - epoch * steps_per_epoch, steps_per_epoch):
@@ -178,20 +181,16 @@ class DistillationRecipe:
             epoch = math.ceil(run.step / self.steps_per_epoch)
             point = {"step": run.step, "epoch": epoch, **losses, "learning_rate": learning_rate}
             points.append(point | (val or {}))
-        self.reporter.send(self._job_step(run), points)
+        self.reporter.send(run.phase, run.step, points)
         if self.callbacks.should_stop():
             if val is None:  # mid-epoch; at an epoch end the checkpoint is already saved
                 self._save_checkpoint(run)
             self._log(f"Cancelled at step {run.step}; the checkpoint is saved.")
             raise JobCancelled(f"Cancelled at {run.phase} step {run.step}.")
 
-    def _job_step(self, run: TrainingRun) -> int:
-        """Steps across the whole job: the baseline's count on from the student's."""
-        return self.phases.index(run.phase) * self.hp.epochs * self.steps_per_epoch + run.step
-
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def _start_run(self, phase: str, alpha: float, checkpoint: dict | None) -> TrainingRun:
+    def _start_run(self, phase: Phase, alpha: float, checkpoint: dict | None) -> TrainingRun:
         """A fresh run from the seed, or the run as the checkpoint left it."""
         hp = self.hp
         torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights

@@ -2,11 +2,12 @@
 
 import math
 import time
+from collections.abc import Sequence
 
 import torch
 
 from worker.engine.errors import TrainingDiverged
-from worker.engine.job import Callbacks, Progress
+from worker.engine.job import Callbacks, Phase, Progress
 from worker.engine.losses import LossTerms
 
 LOSS_NAMES = ("train_loss", "kd_loss", "ce_loss")
@@ -44,38 +45,55 @@ class LossMeter:
 
 
 class Reporter:
-    """Paces ``on_progress`` to one call per ``interval`` seconds and estimates the time left."""
+    """Paces ``on_progress`` to one call per ``interval`` seconds and estimates the time left.
+
+    Each phase (the student, then the optional baseline) trains ``epochs`` epochs and counts its
+    own steps; the progress it sends counts epochs within the phase and steps across the job."""
 
     def __init__(
-        self, callbacks: Callbacks, interval: float, steps_per_epoch: int, epochs: int
+        self,
+        callbacks: Callbacks,
+        interval: float,
+        steps_per_epoch: int,
+        epochs: int,
+        phases: Sequence[Phase],
     ) -> None:
         self.callbacks = callbacks
         self.interval = interval
         self.steps_per_epoch = steps_per_epoch
-        self.epochs = epochs
-        self.total_steps = steps_per_epoch * epochs
+        self.epochs = epochs  # per phase: the spec's
+        self.phases = list(phases)
+        self.phase_steps = steps_per_epoch * epochs
+        self.total_steps = self.phase_steps * len(self.phases)
         self.last = time.monotonic()
-        self.start: tuple[float, int] | None = None  # (time, step) this session began at
+        self.start: tuple[float, int] | None = None  # (time, job step) this session began at
 
-    def begin(self, step: int) -> None:
+    def job_step(self, phase: Phase, step: int) -> int:
+        """Steps across the whole job: a later phase's count on from the earlier ones'."""
+        return self.phases.index(phase) * self.phase_steps + step
+
+    def begin(self, phase: Phase, step: int) -> None:
         if self.start is None:
-            self.start = (time.monotonic(), step)
+            self.start = (time.monotonic(), self.job_step(phase, step))
 
     def due(self) -> bool:
         return time.monotonic() - self.last >= self.interval
 
-    def send(self, step: int, points: list[dict]) -> None:
+    def send(self, phase: Phase, step: int, points: list[dict]) -> None:
+        """Report ``phase`` at its own ``step`` (1-based, counted within the phase)."""
         self.last = time.monotonic()
-        self.callbacks.on_progress(self.progress(step), points)
+        self.callbacks.on_progress(self.progress(phase, step), points)
 
-    def progress(self, step: int) -> Progress:
+    def progress(self, phase: Phase, step: int) -> Progress:
+        job_step = self.job_step(phase, step)
         return Progress(
+            phase=phase,
             epoch=math.ceil(step / self.steps_per_epoch),
             epochs=self.epochs,
-            step=step,
+            step=job_step,
             total_steps=self.total_steps,
-            fraction=step / self.total_steps,
-            eta_seconds=self._eta(step),
+            fraction=job_step / self.total_steps,
+            eta_seconds=self._eta(job_step),
         )
 
     def _eta(self, step: int) -> float | None:

@@ -17,6 +17,9 @@ from tests.helpers.teachers import (
     train_digits_teacher,
 )
 from worker.engine import EngineJob, NullCallbacks, Progress
+from worker.engine.job import Phase
+
+PHASES: tuple[Phase, ...] = ("student", "baseline")  # the order a job trains them in
 
 # These models are tiny: a second intra-op thread buys nothing, and on a shared two-core
 # machine it makes torch's threads spin against other processes (8x slower, measured).
@@ -80,10 +83,11 @@ def teacher_archs() -> dict[str, dict]:
 
 @dataclass
 class Recorder(NullCallbacks):
-    """Records every callback; asks to stop once a progress report reaches ``stop_after_epoch``
-    (with a long progress_interval: that epoch's end) or ``stop_at_step``."""
+    """Records every callback; asks to stop once a progress report reaches ``stop_after``, a
+    (phase, epoch) pair (with a long progress_interval: that epoch's end), or ``stop_at_step``,
+    counted across the job."""
 
-    stop_after_epoch: int | None = None
+    stop_after: tuple[Phase, int] | None = None
     stop_at_step: int | None = None
     progress: list[Progress] = field(default_factory=list)
     points: list[dict] = field(default_factory=list)
@@ -100,7 +104,11 @@ class Recorder(NullCallbacks):
         if not self.progress:
             return False
         last = self.progress[-1]
-        by_epoch = self.stop_after_epoch is not None and last.epoch >= self.stop_after_epoch
+        reached = (PHASES.index(last.phase), last.epoch)
+        by_epoch = self.stop_after is not None and reached >= (
+            PHASES.index(self.stop_after[0]),
+            self.stop_after[1],
+        )
         by_step = self.stop_at_step is not None and last.step >= self.stop_at_step
         return by_epoch or by_step
 

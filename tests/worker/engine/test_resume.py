@@ -45,9 +45,9 @@ def test_the_same_seed_gives_the_same_student(
 @pytest.mark.parametrize(
     ("stop", "saved_at"),
     [
-        ({"stop_after_epoch": 1}, ("student", 1)),  # at an epoch end
+        ({"stop_after": ("student", 1)}, ("student", 1)),  # at an epoch end
         ({"stop_at_step": 7}, ("student", 0)),  # mid-epoch
-        ({"stop_after_epoch": 3}, ("baseline", 1)),  # in the baseline's first epoch
+        ({"stop_after": ("baseline", 1)}, ("baseline", 1)),  # in the baseline's first epoch
     ],
 )
 def test_a_cancelled_job_resumes_to_the_same_result(
@@ -101,7 +101,7 @@ def test_an_unreadable_checkpoint_is_ignored(cnn_digits: Digits, tmp_path: Path)
 def test_a_checkpoint_of_another_spec_is_ignored(cnn_digits: Digits, tmp_path: Path) -> None:
     job = cnn_digits.job(tmp_path, job_spec(epochs=1))
     with pytest.raises(JobCancelled):
-        run_job(job, Recorder(stop_after_epoch=1))
+        run_job(job, Recorder(stop_after=("student", 1)))
     recorder = Recorder()
 
     run_job(cnn_digits.job(tmp_path, job_spec(epochs=1, seed=5)), recorder)

@@ -136,6 +136,7 @@ def test_progress_and_metric_points(cnn_digits: Digits, tmp_path: Path) -> None:
     total = 2 * steps_per_epoch
     assert [p.step for p in recorder.progress] == list(range(1, total + 1))
     assert [p["step"] for p in recorder.points] == list(range(1, total + 1))
+    assert {p.phase for p in recorder.progress} == {"student"}
     last = recorder.progress[-1]
     assert (last.epoch, last.epochs, last.total_steps, last.fraction) == (2, 2, total, 1.0)
     epoch_ends = [p for p in recorder.points if "val_accuracy" in p]
@@ -268,14 +269,29 @@ def test_csv_with_class_names(mlp_digits: Digits, tmp_path: Path) -> None:
 
 def test_baseline_trains_on_labels_alone(cnn_digits: Digits, tmp_path: Path) -> None:
     recorder = Recorder()
-    job = cnn_digits.job(tmp_path, job_spec(epochs=2, baseline=True))
+    job = cnn_digits.job(tmp_path, job_spec(epochs=2, baseline=True), progress_interval=0.0)
 
     metrics = run_job(job, recorder).metrics
 
     assert 0 < metrics["baseline_accuracy"] <= 1 and metrics["baseline_train_seconds"] > 0
-    last = recorder.progress[-1]
-    assert (last.epoch, last.epochs, last.fraction) == (4, 4, 1.0)
-    assert recorder.points[-1]["step"] == last.total_steps // 2  # points are the student's only
+    steps_per_epoch = -(-len(cnn_digits.trained.x_train) // 64)
+    total = 2 * 2 * steps_per_epoch  # two phases of two epochs
+    progress = recorder.progress
+    # Epochs count within each phase and are always the spec's; the phase switches once.
+    assert all(p.epochs == 2 and p.total_steps == total for p in progress)
+    assert [p.phase for p in progress] == ["student"] * (total // 2) + ["baseline"] * (total // 2)
+    for phase in ("student", "baseline"):
+        epochs = [p.epoch for p in progress if p.phase == phase]
+        assert epochs == sorted(epochs) and (epochs[0], epochs[-1]) == (1, 2)
+    # Steps and the fraction span the whole job.
+    assert [p.step for p in progress] == list(range(1, total + 1))
+    fractions = [p.fraction for p in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 1.0 not in fractions[:-1]
+    assert (progress[-1].phase, progress[-1].epoch) == ("baseline", 2)
+    # Metric points are the student's only.
+    assert [p["step"] for p in recorder.points] == list(range(1, total // 2 + 1))
+    infos = recorder.messages("info")
+    assert "Student epoch 2/2 done." in infos and "Baseline epoch 2/2 done." in infos
 
 
 def test_a_cnn_student(cnn_digits: Digits, tmp_path: Path) -> None:
