@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from app import storage
 from app.config import get_settings
 from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
-from app.files import detect, multipart, repository
+from app.files import formats, multipart, repository
 from app.files.schemas import Purpose
 from app.ids import new_id
 from app.models import File
@@ -67,12 +67,12 @@ async def upload(
     return file
 
 
-def _detect(path: storage.Path, purpose: Purpose) -> detect.Detected:
+def _detect(path: storage.Path, purpose: Purpose) -> formats.Detected:
     try:
-        return detect.detect(path, purpose.value)
-    except detect.UnsafeFile as exc:
+        return formats.detect(path, purpose.value)
+    except formats.UnsafeFile as exc:
         raise Unprocessable(str(exc), param="file", code="unsafe_file") from exc
-    except detect.UnsupportedFormat as exc:
+    except formats.UnsupportedFormat as exc:
         raise Unprocessable(str(exc), param="file", code="unsupported_format") from exc
 
 

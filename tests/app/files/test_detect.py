@@ -20,8 +20,7 @@ from safetensors.torch import save as safetensors_bytes
 from safetensors.torch import save_file
 from torch import nn
 
-from app.files import detect as detect_module
-from app.files.detect import (
+from app.files.formats import (
     ACCEPTED_FORMATS,
     Purpose,
     UnsafeFile,
@@ -29,6 +28,7 @@ from app.files.detect import (
     accepted_formats,
     detect,
 )
+from app.files.formats import archives
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -553,10 +553,10 @@ def test_duplicate_zip_members_are_refused(teachers: dict[str, Path], tmp_path: 
 
 def test_archive_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _zip(tmp_path / "m.zip", _hf_files() | {"zeros.txt": bytes(200_000)})
-    monkeypatch.setattr(detect_module, "RATIO_FLOOR", 100_000)
+    monkeypatch.setattr(archives, "RATIO_FLOOR", 100_000)
     with pytest.raises(UnsafeFile, match="archive bomb"):
         detect(path, "teacher")
-    monkeypatch.setattr(detect_module, "MAX_UNCOMPRESSED", 100)
+    monkeypatch.setattr(archives, "MAX_UNCOMPRESSED", 100)
     with pytest.raises(UnsafeFile, match="archive bomb"):
         detect(_tar(tmp_path / "m.tgz", _hf_files()), "teacher")
 
@@ -610,5 +610,5 @@ def test_accepted_formats_sentence() -> None:
 
 
 def test_detection_never_imports_torch() -> None:
-    code = "import sys, app.files.detect; sys.exit('torch' in sys.modules)"
+    code = "import sys, app.files.formats; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0

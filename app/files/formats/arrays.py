@@ -1,0 +1,44 @@
+"""Facts about an array data set (a float ``x`` and optional integer ``y``), for npz and
+safetensors alike."""
+
+from typing import IO
+
+import numpy as np
+
+from app.files.formats.errors import unsupported
+from app.files.formats.streams import read_exact
+
+LABEL_CHUNK = 1 << 20
+
+
+def dataset_meta(rows: int, sample_shape: list[int], x_dtype: str) -> dict:
+    if rows < 1:
+        raise unsupported("dataset", "The data set has no rows.")
+    return {
+        "rows": rows,
+        "sample_shape": sample_shape,
+        "x_dtype": x_dtype,
+        "has_labels": False,
+        "num_classes": None,
+    }
+
+
+def label_range(stream: IO[bytes], dtype: np.dtype, count: int, where: str) -> tuple[int, int]:
+    """Smallest and largest label, streamed in chunks so a huge ``y`` never sits in memory."""
+    lo, hi = None, None
+    remaining = count
+    while remaining:
+        n = min(remaining, LABEL_CHUNK)
+        chunk = np.frombuffer(read_exact(stream, n * dtype.itemsize), dtype=dtype)
+        lo = int(chunk.min()) if lo is None else min(lo, int(chunk.min()))
+        hi = int(chunk.max()) if hi is None else max(hi, int(chunk.max()))
+        remaining -= n
+    if lo is None or hi is None:
+        raise unsupported("dataset", f"{where} is empty.")
+    if lo < 0:
+        raise unsupported("dataset", f"{where} holds class id {lo}; class ids must be 0 or more.")
+    return lo, hi
+
+
+def label_meta(label_range: tuple[int, int], dtype: np.dtype) -> dict:
+    return {"has_labels": True, "num_classes": label_range[1] + 1, "label_dtype": dtype.name}

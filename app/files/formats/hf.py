@@ -1,0 +1,151 @@
+"""Hugging Face model directories, zipped or tarred: a config.json with weights beside it, no
+remote code, and only tensors in any pickle."""
+
+import json
+import posixpath
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import IO
+
+from app.files.formats.accepted import Detected
+from app.files.formats.archives import ArchiveGuard
+from app.files.formats.errors import (
+    ARCHIVE_ADVICE,
+    UnsafeFile,
+    UnsupportedFormat,
+    readable,
+    unsupported,
+)
+from app.files.formats.pickles import ScanRules, scan_member
+from app.files.formats.safetensors import SafetensorsError, read_safetensors
+from app.files.pickle_scan import weights_only_allowed
+
+MAX_CONFIG_JSON = 16 * 1024 * 1024
+
+_HF_WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)")
+_TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer.model",
+        "spiece.model",
+        "sentencepiece.bpe.model",
+    }
+)
+_HF_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
+
+
+def hf_root(names: list[str] | set[str]) -> str | None:
+    """The folder holding config.json: the archive root, or its one top-level folder."""
+    if "config.json" in names:
+        return ""
+    roots = [n.removesuffix("/config.json") for n in names if n.count("/") == 1]
+    roots = [r for r in roots if f"{r}/config.json" in names]
+    return roots[0] if len(roots) == 1 else None
+
+
+def detect_hf_zip(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo]) -> Detected:
+    scan = _HfScan(spool_dir=None)  # zip member streams seek cheaply enough
+    for info in files:
+        with zf.open(info) as member:
+            scan.add(info.filename, info.file_size, member)
+    return scan.result()
+
+
+def detect_hf_tar(path: Path, size: int) -> Detected:
+    scan = _HfScan(spool_dir=path.parent)
+    with readable("teacher", "tar archive"), tarfile.open(path, "r:*") as tar:
+        guard = ArchiveGuard(size, "tar archive")
+        for member in tar:
+            special = not (member.isreg() or member.isdir() or member.issym() or member.islnk())
+            guard.admit(
+                member.name, member.size, link=member.issym() or member.islnk(), special=special
+            )
+            stream = tar.extractfile(member) if member.isreg() else None
+            if stream is not None:
+                with stream:
+                    scan.add(member.name, member.size, stream)
+    return scan.result()
+
+
+class _HfScan:
+    """Collects what an HF model directory needs while its members stream past once."""
+
+    def __init__(self, spool_dir: Path | None) -> None:
+        self.spool_dir = spool_dir
+        self.names: set[str] = set()
+        self.configs: dict[str, dict] = {}
+        self.rules = ScanRules(
+            allowed=weights_only_allowed,
+            loaded=lambda name: name.endswith(_HF_PICKLES),
+            raw=lambda name: name.endswith(".safetensors"),
+            advice=ARCHIVE_ADVICE,
+        )
+
+    def add(self, name: str, size: int, stream: IO[bytes]) -> None:
+        name = name.removeprefix("./")  # `tar -C model .` writes ./config.json
+        self.names.add(name)
+        if name.count("/") <= 1 and posixpath.basename(name) in _REMOTE_CODE_CONFIGS:
+            self.configs[name] = _parse_config(stream, size, name)
+        elif name.endswith(".safetensors"):
+            try:
+                read_safetensors(stream, size, name)
+            except SafetensorsError as exc:
+                raise UnsupportedFormat(f"The archive's {exc}.") from exc
+        elif size:
+            scan_member(stream, name, self.rules, name, 0, self.spool_dir)
+
+    def result(self) -> Detected:
+        root = hf_root(self.names)
+        if root is None:
+            raise unsupported(
+                "teacher",
+                "This archive has no config.json at its root or in "
+                "one top-level folder, so it is not a Hugging Face model.",
+            )
+        prefix = f"{root}/" if root else ""
+        for name in _REMOTE_CODE_CONFIGS:
+            if "auto_map" in self.configs.get(prefix + name, {}):
+                raise UnsafeFile(
+                    f"'{prefix}{name}' has an auto_map, so loading the model needs "
+                    "trust_remote_code and would run the archive's Python code; "
+                    "only models built into transformers are accepted."
+                )
+        files = {n.removeprefix(prefix) for n in self.names if n.startswith(prefix)}
+        if not any(_HF_WEIGHTS.fullmatch(f) for f in files):
+            raise unsupported(
+                "teacher",
+                "The archive's config.json has no weights beside it "
+                "(model.safetensors or pytorch_model.bin).",
+            )
+        return Detected("hf_archive", _hf_meta(self.configs[prefix + "config.json"], root, files))
+
+
+def _parse_config(stream: IO[bytes], size: int, name: str) -> dict:
+    if size > MAX_CONFIG_JSON:
+        raise UnsupportedFormat(f"'{name}' is larger than {MAX_CONFIG_JSON} bytes.")
+    try:
+        config = json.loads(stream.read(MAX_CONFIG_JSON))
+    except (ValueError, RecursionError) as exc:
+        raise UnsupportedFormat(f"'{name}' is not valid JSON ({exc}).") from exc
+    if not isinstance(config, dict):
+        raise UnsupportedFormat(f"'{name}' must hold a JSON object.")
+    return config
+
+
+def _hf_meta(config: dict, root: str, files: set[str]) -> dict:
+    labels = config.get("id2label")
+    return {
+        "model_type": config.get("model_type"),
+        "architectures": config.get("architectures"),
+        "num_labels": len(labels) if isinstance(labels, dict) else None,
+        "has_tokenizer": bool(files & _TOKENIZER_FILES),
+        "root": root,
+        "weights": "safetensors" if any(f.endswith(".safetensors") for f in files) else "bin",
+    }
