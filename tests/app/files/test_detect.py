@@ -26,9 +26,9 @@ from app.files.formats import (
     UnsafeFile,
     UnsupportedFormat,
     accepted_formats,
+    archives,
     detect,
 )
-from app.files.formats import archives
 
 ROOT = Path(__file__).resolve().parents[3]
 
