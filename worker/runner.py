@@ -32,6 +32,7 @@ from worker.engine import (
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 1.0  # how often the watcher looks for a cancel request
+LOST = "lost: another worker took the job over after this one's lease ran out"
 
 
 class _Watcher(threading.Thread):
@@ -41,6 +42,7 @@ class _Watcher(threading.Thread):
         super().__init__(name=f"watch-{job_id}", daemon=True)
         self.job_id, self.worker_id, self.lease = job_id, worker_id, lease
         self.stop_requested = threading.Event()
+        self.lost = threading.Event()  # another worker holds the job now
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -53,7 +55,8 @@ class _Watcher(threading.Thread):
                     if time.monotonic() - last_renewal >= self.lease.total_seconds() / 3:
                         until = utcnow() + self.lease
                         if not repository.renew_lease(session, self.job_id, self.worker_id, until):
-                            self.stop_requested.set()  # the job is no longer ours
+                            self.lost.set()
+                            self.stop_requested.set()
                         last_renewal = time.monotonic()
             except Exception:
                 log.warning("watcher could not reach the database", exc_info=True)
@@ -155,6 +158,8 @@ class JobRunner:
     def _succeed(self, result: EngineResult) -> str:
         with session_scope() as session:
             job = repository.get_job_for_update(session, self.job_id)
+            if not self._owns(job):
+                return LOST
             assert job is not None
             for path in result.artifacts:
                 session.merge(
@@ -176,6 +181,15 @@ class JobRunner:
     def _finish(self, status: JobStatus, message: str, error: dict[str, Any] | None = None) -> str:
         with session_scope() as session:
             job = repository.get_job_for_update(session, self.job_id)
-            if job is not None and not JobStatus(job.status).is_final:
-                jobs.finish(session, job, status, message=message, error=error)
+            if not self._owns(job):
+                return LOST
+            assert job is not None
+            jobs.finish(session, job, status, message=message, error=error)
         return status.value
+
+    def _owns(self, job: Job | None) -> bool:
+        """Whether the job is still ours to finish: a worker whose lease ran out and was taken
+        over must not overwrite the run that replaced it."""
+        return (
+            job is not None and job.status == JobStatus.running and job.worker_id == self.worker_id
+        )

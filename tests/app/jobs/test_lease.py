@@ -89,3 +89,15 @@ def _set(session: Session, job_id: str, **values: object) -> None:
     assert job is not None
     for key, value in values.items():
         setattr(job, key, value)
+
+
+def test_a_worker_that_lost_its_lease_does_not_finish_the_job(job_id: str) -> None:
+    from worker.runner import LOST, JobRunner
+
+    assert claim(job_id, "worker-a") is True
+    assert claim(job_id, "worker-b", now_offset=LEASE + timedelta(seconds=1)) is True
+    # worker-a comes back from a long stall and tries to report its outcome
+    outcome = JobRunner(job_id, "worker-a")._finish(JobStatus.failed, "Job failed.")
+    assert outcome == LOST
+    job = load(job_id)
+    assert (job.status, job.worker_id, job.error) == (JobStatus.running, "worker-b", None)
