@@ -1,0 +1,99 @@
+"""`distill up` on embedded defaults: SQLite, kombu's filesystem broker and a real Celery worker
+process, with nothing configured, in an empty directory."""
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Digits
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
+    env["DISTILL_TORCH_THREADS"] = "1"  # not a service setting: the worker shares two cores
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "up", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield base, proc, tmp_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_distill_up_runs_a_job_on_embedded_defaults(embedded, digits: Digits) -> None:
+    base, proc, home = embedded
+    key_file = home / "var" / "admin_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600  # readable by its owner only
+    assert (home / "var" / "distill.db").exists()  # SQLite, not a server
+    headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+        ids = {}
+        for name, path, purpose in (("teacher", digits.teacher, "teacher"),
+                                    ("train", digits.train, "dataset")):  # fmt: skip
+            with path.open("rb") as f:
+                response = client.post("/v1/files", files={"file": f}, data={"purpose": purpose})
+            assert response.status_code == 201, response.text
+            ids[name] = response.json()["id"]
+        spec = {
+            "teacher": {"file_id": ids["teacher"]},
+            "student": {"hidden_sizes": [32]},
+            "data": {"train_file_id": ids["train"]},
+            "hyperparameters": {"epochs": 1},
+        }
+        job = client.post("/v1/jobs", json=spec).json()
+        sse = {"Accept": "text/event-stream"}
+        with client.stream(
+            "GET", f"/v1/jobs/{job['id']}/events", headers=sse, timeout=120
+        ) as stream:
+            lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert '"status":"succeeded"' in lines[-1], lines[-1]
+        artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
+        assert {"student.pt", "student.safetensors"} <= {a["name"] for a in artifacts}
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0  # stops cleanly, worker included
+
+
+def test_distill_serve_refuses_to_start_without_an_admin_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "DISTILL_ADMIN_KEY" in result.stdout + result.stderr
+    assert not (tmp_path / "var").exists()  # nothing created
