@@ -38,6 +38,9 @@ def test_cancel_while_queued_and_while_running(team: Client, inputs: dict[str, s
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled"  # at once
 
+    in_use = team.delete(f"/v1/files/{inputs['teacher']}")
+    assert in_use.status_code == 409 and in_use.json()["error"]["code"] == "file_in_use"
+
     requested = team.post(f"/v1/jobs/{running['id']}/cancel").json()
     assert requested["status"] == "running" and requested["cancel_requested"] is True
     events = flow.events_until(team, running["id"], timeout=10)  # the contract's 10 seconds
@@ -48,6 +51,9 @@ def test_cancel_while_queued_and_while_running(team: Client, inputs: dict[str, s
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
     # The queued job's message still reaches the worker, which must not run it.
     assert team.get(f"/v1/jobs/{queued['id']}").json()["status"] == "cancelled"
+    # With no job needing it any more, the teacher can go.
+    assert team.delete(f"/v1/files/{inputs['teacher']}").status_code == 204
+    assert team.get(f"/v1/files/{inputs['teacher']}").status_code == 404
 
 
 def test_idempotent_submit(team: Client, inputs: dict[str, str]) -> None:
