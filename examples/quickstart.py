@@ -242,7 +242,8 @@ def show_event(
     latest.update({k: data[k] for k in ("train_loss", "val_accuracy") if data.get(k) is not None})
     if event["type"] == "progress":
         stats = [f"step {data['step']}/{data['total_steps']}"]
-        if "train_loss" in latest:
+        # Curve points (losses) are the distilled student's; the baseline's run has none.
+        if "train_loss" in latest and data.get("phase", "student") == "student":
             stats.append(f"loss {latest['train_loss']:.4f}")
         if "val_accuracy" in latest:
             stats.append(f"val acc {latest['val_accuracy']:.2%}")
