@@ -1,11 +1,13 @@
 """Database engine and session scope. The request or task scope commits; nobody else does."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,6 +86,33 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_postgres(url: str) -> bool:
+    return make_url(normalize_url(url)).get_backend_name() == "postgresql"
+
+
+@asynccontextmanager
+async def hot_read_pool(url: str) -> AsyncIterator[AsyncConnectionPool | None]:
+    """On PostgreSQL, async connections for the reads every request makes (the key check, the
+    job poll), in plain SQL: through SQLAlchemy they cost several times a bare request's Python
+    time, measured in docs/benchmarks.md. None on SQLite, where the ORM path serves."""
+    if not is_postgres(url):
+        yield None
+        return
+    conninfo = make_url(normalize_url(url)).set(drivername="postgresql")
+    pool = AsyncConnectionPool(
+        conninfo.render_as_string(hide_password=False),
+        min_size=1,
+        max_size=10,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        open=False,
+    )
+    await pool.open()
+    try:
+        yield pool
+    finally:
+        await pool.close()
 
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

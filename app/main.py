@@ -1,11 +1,15 @@
 """The ASGI app: ``app.main:app``."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app import broker
-from app.db import get_engine
+from app.config import get_settings
+from app.db import get_engine, hot_read_pool
 from app.errors import error_body, install_handlers
 from app.files.router import router as files_router
 from app.jobs.router import router as jobs_router
@@ -38,17 +42,24 @@ def readyz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with hot_read_pool(get_settings().database_url) as pool:
+        app.state.hot_reads = pool
+        yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="Distillery",
         version="1.0.0",
         description="Self-hosted knowledge distillation: teacher in, smaller student out.",
     )
     install_handlers(app)
-    v1 = APIRouter(prefix="/v1")
-    for router in (teams_router, files_router, jobs_router, queue_router):
-        v1.include_router(router)
-    app.include_router(v1)
+    # Jobs first: clients poll them, and routes are matched in order.
+    for router in (jobs_router, files_router, teams_router, queue_router):
+        app.include_router(router, prefix="/v1")
     app.include_router(ops)
     return app
 

@@ -74,21 +74,25 @@ def measure(url: str, headers: dict[str, str], args: argparse.Namespace) -> dict
     return asyncio.run(hammer(url, headers, args.requests, args.concurrency))
 
 
-def a_real_job(base: str, admin_key: str) -> str:
-    """Insert a job row the way the API does, so GET reads a real, full job."""
+def a_team_and_its_job(base: str, admin_key: str) -> tuple[str, str]:
+    """A team key made through the API (so every request pays the key lookup, as a member's
+    does), and a full job row of that team, inserted the way the API stores one."""
     from app.db import session_scope
     from app.ids import new_id
     from app.models import Job
 
+    admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin_key}"})
+    team = admin.post("/v1/teams", json={"name": "bench"}).raise_for_status().json()
+    key = admin.post(f"/v1/teams/{team['id']}/keys", json={"name": "bench"}).raise_for_status()
     job_id = new_id("job")
     spec = {"teacher": {"file_id": "file_x"}, "data": {"train_file_id": "file_y"}}
     with session_scope() as session:
         session.add(
-            Job(id=job_id, team_id="team_default", spec=spec, teacher_file_id="file_x",
+            Job(id=job_id, team_id=team["id"], spec=spec, teacher_file_id="file_x",
                 train_file_id="file_y", status="succeeded",
                 metrics={"student_accuracy": 0.97, "teacher_accuracy": 0.98})
         )  # fmt: skip
-    return job_id
+    return key.json()["key"], job_id
 
 
 def main() -> None:
@@ -102,8 +106,8 @@ def main() -> None:
     args = parser.parse_args()
 
     with _service.distillery(with_worker=False) as (base, admin_key, _env):
-        job_id = a_real_job(base, admin_key)
-        headers = {"Authorization": f"Bearer {admin_key}"}
+        team_key, job_id = a_team_and_its_job(base, admin_key)
+        headers = {"Authorization": f"Bearer {team_key}"}
         distill = measure(f"{base}/v1/jobs/{job_id}", headers, args)
         port = _service.free_port()
         bare_proc = _service.serve("bare_app:app", {"PYTHONPATH": str(Path(__file__).parent)}, port)

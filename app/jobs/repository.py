@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,18 @@ from app.pagination import page
 def get_job(session: Session, team_id: str, job_id: str) -> Job | None:
     job = session.get(Job, job_id)
     return job if job is not None and job.team_id == team_id else None
+
+
+async def job_sql(conn: AsyncConnection[Any], team_id: str, job_id: str) -> dict[str, Any] | None:
+    """``get_job`` in plain SQL, for the hot path (``app.db.hot_read_pool``), with the job's
+    queue position when it is queued (the same rule as ``queue_position``)."""
+    cursor = await conn.execute(
+        "SELECT *, CASE WHEN status = 'queued' THEN"
+        " (SELECT count(*) FROM jobs ahead WHERE ahead.status = 'queued' AND ahead.id < jobs.id)"
+        " END AS queue_position FROM jobs WHERE id = %s AND team_id = %s",
+        (job_id, team_id),
+    )
+    return await cursor.fetchone()
 
 
 def get_job_for_update(session: Session, job_id: str) -> Job | None:

@@ -1,5 +1,7 @@
 from collections.abc import Sequence
+from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -17,6 +19,22 @@ def get_team_by_name(session: Session, name: str) -> Team | None:
 
 def list_teams(session: Session, *, limit: int, after: str | None) -> tuple[Sequence[Team], bool]:
     return page(session, select(Team), Team.id, limit=limit, after=after)
+
+
+def team_for_key(session: Session, key_hash: str) -> str | None:
+    """The team of a live (unrevoked) key."""
+    return session.scalar(
+        select(ApiKey.team_id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    )
+
+
+async def team_for_key_sql(conn: AsyncConnection[Any], key_hash: str) -> str | None:
+    """``team_for_key`` in plain SQL, for the hot path (``app.db.hot_read_pool``)."""
+    cursor = await conn.execute(
+        "SELECT team_id FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL", (key_hash,)
+    )
+    row = await cursor.fetchone()
+    return None if row is None else str(row["team_id"])
 
 
 def get_key(session: Session, key_id: str) -> ApiKey | None:

@@ -82,6 +82,8 @@ def test_distill_up_runs_a_job_on_embedded_defaults(embedded, digits: Digits) ->
         ) as stream:
             lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
         assert '"status":"succeeded"' in lines[-1], lines[-1]
+        finished = client.get(f"/v1/jobs/{job['id']}").json()  # the ORM path, on SQLite
+        assert finished["status"] == "succeeded" and finished["metrics"]["student_params"] > 0
         artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
         assert {"student.pt", "student.safetensors"} <= {a["name"] for a in artifacts}
     proc.send_signal(signal.SIGINT)
