@@ -101,7 +101,9 @@ def job_metrics(
     session: SessionDep,
     caller: CallerDep,
     limit: Limit = 20,
-    after: Annotated[int | None, Query(ge=0, description="Cursor: the last step seen.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**31 - 1, description="Cursor: the last step seen.")
+    ] = None,
 ) -> ListPage[MetricPoint]:
     job = service.get(session, caller.team_id, job_id)
     rows, has_more = repository.list_metrics(session, job.id, limit=limit, after=after)
