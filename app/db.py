@@ -76,16 +76,27 @@ def read_scope() -> Iterator[Session]:
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on error."""
+    """One unit of work: commits on success, rolls back on error, and then also removes the
+    files the work stored for rows that will never exist (see ``discard_on_rollback``)."""
     session = _session_factory()()
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
+        for path in session.info.pop(_DISCARD, []):
+            path.unlink(missing_ok=True)
         raise
     finally:
         session.close()
+
+
+_DISCARD = "discard_on_rollback"
+
+
+def discard_on_rollback(session: Session, path: Path) -> None:
+    """Remove ``path`` if this unit of work rolls back: a stored blob without its row."""
+    session.info.setdefault(_DISCARD, []).append(path)
 
 
 def is_postgres(url: str) -> bool:

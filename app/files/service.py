@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import get_settings
+from app.db import discard_on_rollback
 from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
 from app.files import formats, multipart, repository
 from app.files.schemas import Purpose
@@ -60,6 +61,7 @@ async def upload(
             meta=found.meta,
         )
         storage.publish(tmp, storage.file_path(file.id))
+        discard_on_rollback(session, storage.file_path(file.id))
     finally:
         tmp.unlink(missing_ok=True)
     session.add(file)
