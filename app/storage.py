@@ -30,6 +30,11 @@ def artifacts_dir(job_id: str) -> Path:
     return job_dir(job_id) / "artifacts"
 
 
+def teacher_cache_dir() -> Path:
+    """The workers' teacher-output cache, content-addressed; safe to delete at any time."""
+    return root() / "cache" / "teacher"
+
+
 def uploads_dir() -> Path:
     path = root() / "tmp"
     path.mkdir(parents=True, exist_ok=True)

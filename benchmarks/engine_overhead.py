@@ -3,7 +3,8 @@
     python benchmarks/engine_overhead.py [--epochs 6] [--repeats 5] [--device auto] [--threads 1]
 
 Both train the same student (same init seed) on the same data, batch size, device, loss and
-optimizer, with the teacher's logits computed per batch. The engine runs as a worker runs it:
+optimizer, with the teacher's logits computed per batch (the engine's teacher cache is
+switched off; benchmarks/teacher_cache.py measures it). The engine runs as a worker runs it:
 progress callbacks every second, validation and a checkpoint at every epoch end, a float loss
 sum kept on the device. Its epoch time is the gap between two epoch-end progress callbacks, so
 it includes that validation and checkpoint; setup, final metrics, latency timing and artifacts
@@ -117,6 +118,7 @@ def time_engine(folder: Path, round_: int, device: str) -> tuple[float, float]:
         checkpoint_path=folder / f"engine{round_}.ckpt",
         device=device,
         progress_interval=1.0,
+        teacher_cache=False,  # the teacher per batch, as in the hand loop
     )
     clock = EpochClock()
     run_job(job, clock)

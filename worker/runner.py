@@ -153,6 +153,8 @@ class JobRunner:
                 output_dir=storage.artifacts_dir(self.job_id),
                 checkpoint_path=storage.job_dir(self.job_id) / "checkpoint.pt",
                 device=resolve_device(self.settings.device),
+                cache_dir=storage.teacher_cache_dir(),
+                teacher_sha256=teacher.sha256,
             )
 
     def _succeed(self, result: EngineResult) -> str:

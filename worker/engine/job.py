@@ -21,6 +21,13 @@ class EngineJob:
     checkpoint_path: Path  # resumed from when it exists at start
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress_interval: float = 1.0  # seconds between progress callbacks
+    # The teacher's logits on the training rows are computed once per job unless this is False
+    # (then the teacher runs on every batch). With ``cache_dir`` they are also stored there and
+    # reused by later jobs on the same teacher and data; ``teacher_sha256`` (the teacher file's)
+    # saves hashing the file again.
+    teacher_cache: bool = True
+    cache_dir: Path | None = None
+    teacher_sha256: str | None = None
 
 
 @dataclass

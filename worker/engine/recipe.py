@@ -23,6 +23,7 @@ from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model, count_parameters
 from worker.engine.reporting import LossMeter, Reporter
 from worker.engine.teacher import load_teacher
+from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
 
 
 @dataclass
@@ -62,6 +63,11 @@ class TrainingRun:
 
 
 class DistillationRecipe:
+    # Every epoch shows the teacher the very same training rows (there is no augmentation), so
+    # its outputs can be computed once and cached. Anything that changes the inputs between
+    # epochs must set this False, which sends the teacher back to running on every batch.
+    inputs_fixed = True
+
     def __init__(self, job: EngineJob, callbacks: Callbacks):
         self.job = job
         self.spec = job.spec
@@ -90,6 +96,7 @@ class DistillationRecipe:
         )
         # The teacher is frozen, so its validation logits never change: compute them once.
         self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
+        self.teacher_outputs = self._teacher_outputs()
         self.steps_per_epoch = math.ceil(len(self.train_data) / hp.batch_size)
         self.reporter = Reporter(
             self.callbacks,
@@ -103,6 +110,29 @@ class DistillationRecipe:
             f"gives {self.num_classes} classes; {len(self.train_data)} training and "
             f"{len(self.val_data)} validation rows of shape {self.train_data.input_shape}, "
             f"on {self.device}."
+        )
+
+    def _teacher_outputs(self) -> TeacherOutputs:
+        """The teacher's logits on the training rows, once for the whole job, when that is sound:
+        every epoch shows it the same rows (``inputs_fixed``) and the loss uses them."""
+        job, teacher = self.job, self.teacher
+        if not (job.teacher_cache and self.inputs_fixed and self.hp.alpha > 0):
+            return TeacherOutputs(teacher, None, "off")
+        key_parts = None
+        if job.cache_dir is not None:
+            key_parts = {
+                "teacher_sha256": job.teacher_sha256 or file_sha256(job.teacher_path),
+                "teacher_format": job.teacher_format,
+                "teacher_arch": self.spec["teacher"].get("arch"),
+                "device": self.device.type,  # a GPU's last bits differ from a CPU's
+            }
+        return teacher_outputs(
+            teacher,
+            self.train_data.x,
+            self.num_classes,
+            key_parts,
+            job.cache_dir,
+            lambda level, message: self._log(message, level=level),
         )
 
     def _load_data(self) -> tuple[Dataset, Dataset]:
@@ -138,7 +168,7 @@ class DistillationRecipe:
                 index = order[i * hp.batch_size : (i + 1) * hp.batch_size]
                 x = data.x[index]
                 y = data.y[index] if data.y is not None and run.alpha < 1 else None
-                teacher_logits = self.teacher(x) if run.alpha > 0 else None
+                teacher_logits = self.teacher_outputs(index, x) if run.alpha > 0 else None
                 loss = distillation_loss(run.model(x), teacher_logits, y, hp.temperature, run.alpha)
                 run.optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
@@ -280,6 +310,7 @@ class DistillationRecipe:
             "speedup": teacher_ms / student_ms,
             "train_seconds": self.runs["student"].train_seconds(),
             "device": str(self.device),
+            "teacher_cache": self.teacher_outputs.status,
         }
         if "baseline" in self.runs:
             baseline_logits = predict(self.runs["baseline"].model, val.x, batch_size)
@@ -290,7 +321,14 @@ class DistillationRecipe:
     def cleanup(self) -> None:
         """Let go of the teacher, the data and the models now, and of the GPU memory they held:
         a failed job's traceback would otherwise keep them alive in a long-lived worker."""
-        for name in ("teacher", "train_data", "val_data", "val_teacher_logits", "runs"):
+        for name in (
+            "teacher",
+            "train_data",
+            "val_data",
+            "val_teacher_logits",
+            "teacher_outputs",
+            "runs",
+        ):
             self.__dict__.pop(name, None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

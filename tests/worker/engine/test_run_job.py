@@ -46,6 +46,7 @@ METRICS = {
     "speedup",
     "train_seconds",
     "device",
+    "teacher_cache",
 }
 STUDENT = {"arch": "mlp", "hidden_sizes": [64], "activation": "relu", "dropout": 0.0}
 
