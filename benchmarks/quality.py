@@ -1,0 +1,596 @@
+"""Proof of quality: teacher, distilled student and the same student without distillation, on
+three data sets that ship with scikit-learn, over several seeds, through the service's HTTP API.
+
+    scripts/with-services.sh .venv/bin/python benchmarks/quality.py [--seeds 3] [--quick]
+
+It starts a throwaway Distillery (the API and one worker as real processes, on PostgreSQL and
+Redis: ``benchmarks/_service.py``). For each data set it makes one fixed, stratified 60/20/20
+train/validation/test split, trains a teacher here (a few seconds on one CPU thread), saves it
+as TorchScript and uploads it with the train and validation data (npz). The test split never
+leaves this script. Then, for each seed, it submits one job with ``baseline: true`` (the same
+student trained on the labels alone, same seed and budget), follows the job's Server-Sent
+Events to its final status, downloads ``student.pt`` (checking its sha256) and scores it on
+the test split with ``torch.jit.load`` alone.
+
+Every student number comes from those jobs: validation accuracies, ``compression_ratio`` and
+``speedup`` from the job's ``metrics``; test accuracy from its downloaded artifact. The
+baseline student is not an artifact, so KD and baseline are compared on validation.
+
+A full run writes the table (mean ± std over seeds) between the markers in docs/quality.md and
+the plot to docs/quality.png. ``--quick`` (one seed, fewer epochs) is a smoke run: it prints
+the table and leaves the docs alone.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import matplotlib
+import numpy as np
+import torch
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._service import distillery
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "quality.md"
+PLOT = ROOT / "docs" / "quality.png"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+SPLIT_SEED = 0  # the data split and the teacher's initialisation; the job seeds vary the student
+FINAL = {"succeeded", "failed", "cancelled"}
+# The same temperature and mix for every data set: the defaults a user would start from.
+KD = {"temperature": 4.0, "alpha": 0.7, "optimizer": "adamw"}
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+# --- the data sets and their teachers ---------------------------------------------------------
+
+
+def digits() -> Arrays:
+    data = load_digits()
+    return (data.images / 16.0).astype(np.float32)[:, None], data.target.astype(np.int64)
+
+
+def tabular(loader: Callable[..., Any]) -> Callable[[], Arrays]:
+    def load() -> Arrays:
+        x, y = loader(return_X_y=True)
+        return x.astype(np.float32), y.astype(np.int64)
+
+    return load
+
+
+def digits_cnn(classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
+        nn.Linear(128, classes),
+    )
+
+
+def wide_mlp(features: int, classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(features, 256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(256, classes),
+    )
+
+
+@dataclass
+class DataSet:
+    """One benchmark: the data, how to build and train its teacher, and the job's student and
+    budget (the same for the distilled student and the baseline: that is what baseline does)."""
+
+    name: str
+    load: Callable[[], Arrays]
+    standardize: bool
+    teacher: Callable[[int, int], nn.Module]  # (input features, classes) -> an untrained model
+    teacher_epochs: int
+    student: dict[str, Any]
+    hyperparameters: dict[str, Any]
+
+
+DATASETS = [
+    DataSet(
+        name="digits",
+        load=digits,
+        standardize=False,
+        teacher=lambda _features, classes: digits_cnn(classes),
+        teacher_epochs=30,
+        student={"arch": "mlp", "hidden_sizes": [16]},
+        hyperparameters={"epochs": 100, "batch_size": 64, "learning_rate": 0.005},
+    ),
+    DataSet(
+        name="breast_cancer",
+        load=tabular(load_breast_cancer),
+        standardize=True,
+        teacher=wide_mlp,
+        teacher_epochs=60,
+        student={"arch": "mlp", "hidden_sizes": [8]},
+        hyperparameters={"epochs": 60, "batch_size": 32, "learning_rate": 0.003},
+    ),
+    DataSet(
+        name="wine",
+        load=tabular(load_wine),
+        standardize=True,
+        teacher=wide_mlp,
+        teacher_epochs=100,
+        student={"arch": "mlp", "hidden_sizes": [8]},
+        hyperparameters={"epochs": 80, "batch_size": 16, "learning_rate": 0.005},
+    ),
+]
+
+
+@dataclass
+class Splits:
+    train: Arrays
+    val: Arrays
+    test: Arrays
+
+    @property
+    def classes(self) -> int:
+        return int(self.train[1].max()) + 1
+
+
+def split(data: DataSet) -> Splits:
+    """Stratified 60/20/20; tabular features standardised with the training split's statistics."""
+    x, y = data.load()
+    x_train, x_rest, y_train, y_rest = train_test_split(
+        x, y, test_size=0.4, stratify=y, random_state=SPLIT_SEED
+    )
+    x_val, x_test, y_val, y_test = train_test_split(
+        x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=SPLIT_SEED
+    )
+    if data.standardize:
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-8
+        x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
+    return Splits((x_train, y_train), (x_val, y_val), (x_test, y_test))
+
+
+def accuracy(model: nn.Module, arrays: Arrays) -> float:
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(arrays[0])).argmax(dim=1).numpy()
+    return float((predicted == arrays[1]).mean())
+
+
+def train_teacher(data: DataSet, splits: Splits) -> nn.Module:
+    torch.manual_seed(SPLIT_SEED)
+    x, y = (torch.from_numpy(a) for a in splits.train)
+    model = data.teacher(int(np.prod(x.shape[1:])), splits.classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(SPLIT_SEED)
+    for _ in range(data.teacher_epochs):
+        model.train()
+        for batch in torch.randperm(len(x), generator=generator).split(32):
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def check(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json() if response.content else None
+    raise RuntimeError(
+        f"{response.request.method} {response.request.url.path} -> "
+        f"{response.status_code} {response.text[:500]}"
+    )
+
+
+def upload(client: httpx.Client, path: Path, purpose: str) -> str:
+    with path.open("rb") as fh:
+        files = {"file": (path.name, fh)}
+        return str(check(client.post("/v1/files", files=files, data={"purpose": purpose}))["id"])
+
+
+def save_npz(path: Path, arrays: Arrays) -> Path:
+    np.savez(path, x=arrays[0], y=arrays[1])
+    return path
+
+
+def sse_events(client: httpx.Client, job_id: str, after: str | None) -> Iterator[dict[str, Any]]:
+    """The job's events as Server-Sent Events, oldest first, until the server closes the stream
+    (after the final status)."""
+    params = {"after": after} if after else {}
+    headers = {"Accept": "text/event-stream"}
+    timeout = httpx.Timeout(10, read=900)
+    url = f"/v1/jobs/{job_id}/events"
+    with client.stream("GET", url, params=params, headers=headers, timeout=timeout) as response:
+        if not response.is_success:
+            response.read()
+            check(response)
+        data: list[str] = []
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+            elif not line and data:
+                yield json.loads("\n".join(data))
+                data = []
+
+
+def follow(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    """Follow the job's event stream to its final status and return the job. A stream that
+    closes early is resumed after the last event seen."""
+    last: str | None = None
+    for _ in range(20):
+        for event in sse_events(client, job_id, last):
+            last = event["id"]
+            if event["level"] in ("warning", "error"):
+                print(f"    {event['level']}: {event['message']}")
+        job: dict[str, Any] = check(client.get(f"/v1/jobs/{job_id}"))
+        if job["status"] in FINAL:
+            return job
+    raise RuntimeError(f"{job_id}: the event stream kept closing before the job ended")
+
+
+def download_student(client: httpx.Client, job_id: str, folder: Path) -> Path:
+    """``student.pt`` of a succeeded job, checked against the sha256 the listing gives."""
+    listing = check(client.get(f"/v1/jobs/{job_id}/artifacts"))["data"]
+    expected = next(a["sha256"] for a in listing if a["name"] == "student.pt")
+    body = check_bytes(client.get(f"/v1/jobs/{job_id}/artifacts/student.pt"))
+    if hashlib.sha256(body).hexdigest() != expected:
+        raise RuntimeError(f"{job_id}: student.pt does not match its sha256")
+    path = folder / f"{job_id}-student.pt"
+    path.write_bytes(body)
+    return path
+
+
+def check_bytes(response: httpx.Response) -> bytes:
+    if not response.is_success:
+        check(response)
+    return response.content
+
+
+# --- one data set -----------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    rows: tuple[int, int, int]  # train, validation, test
+    teacher_test: float
+    runs: list[dict[str, Any]] = field(default_factory=list)  # one per seed
+
+
+def run_dataset(
+    client: httpx.Client, data: DataSet, seeds: int, epoch_scale: float, work: Path
+) -> Result:
+    splits = split(data)
+    started = time.monotonic()
+    teacher = train_teacher(data, splits)
+    teacher_path = work / f"{data.name}-teacher.pt"
+    torch.jit.save(torch.jit.script(teacher), str(teacher_path))
+    # Scored from the saved file, as the service will load it.
+    teacher_test = accuracy(torch.jit.load(str(teacher_path)), splits.test)
+    result = Result(data.name, tuple(len(s[1]) for s in (splits.train, splits.val, splits.test)),
+                    teacher_test)  # fmt: skip
+    print(
+        f"{data.name}: {result.rows[0]}/{result.rows[1]}/{result.rows[2]} rows; teacher "
+        f"test accuracy {teacher_test:.2%} ({time.monotonic() - started:.1f} s to train)"
+    )
+    teacher_id = upload(client, teacher_path, "teacher")
+    train_id = upload(client, save_npz(work / f"{data.name}-train.npz", splits.train), "dataset")
+    val_id = upload(client, save_npz(work / f"{data.name}-val.npz", splits.val), "dataset")
+
+    hyperparameters = KD | data.hyperparameters
+    hyperparameters["epochs"] = max(1, round(hyperparameters["epochs"] * epoch_scale))
+    jobs = []
+    for seed in range(seeds):  # all queued at once; the worker takes them in order
+        spec = {
+            "name": f"quality-{data.name}-seed{seed}",
+            "teacher": {"file_id": teacher_id},
+            "student": data.student,
+            "data": {"train_file_id": train_id, "validation_file_id": val_id},
+            "hyperparameters": hyperparameters | {"seed": seed},
+            "baseline": True,
+        }
+        jobs.append(check(client.post("/v1/jobs", json=spec)))
+    for seed, submitted in enumerate(jobs):
+        job = follow(client, submitted["id"])
+        if job["status"] != "succeeded":
+            raise RuntimeError(f"{job['id']} {job['status']}: {job['error']}")
+        student = torch.jit.load(str(download_student(client, job["id"], work)))
+        metrics = job["metrics"]
+        run = {"seed": seed, "job_id": job["id"], "spec": job["spec"], **metrics}
+        run["job_seconds"] = (
+            datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+        ).total_seconds()
+        run["student_test_accuracy"] = accuracy(student, splits.test)
+        result.runs.append(run)
+        print(
+            f"  seed {seed} {job['id']}: KD val {metrics['student_accuracy']:.2%} "
+            f"test {run['student_test_accuracy']:.2%} | baseline val "
+            f"{metrics['baseline_accuracy']:.2%} | {metrics['compression_ratio']:.1f}x smaller, "
+            f"{metrics['speedup']:.1f}x faster, {metrics['train_seconds']:.1f} s"
+        )
+    return result
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def values(result: Result, key: str) -> list[float]:
+    return [float(run[key]) for run in result.runs]
+
+
+def std(xs: list[float]) -> float:
+    """The sample standard deviation; 0 for a single seed."""
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def mean_std(
+    xs: list[float], scale: float = 100.0, digits: int = 1, unit: str = "", sign: str = ""
+) -> str:
+    mean = f"{statistics.fmean(xs) * scale:{sign}.{digits}f}"
+    if len(xs) < 2:
+        return f"{mean}{unit}"
+    return f"{mean} ± {std(xs) * scale:.{digits}f}{unit}"
+
+
+def summary_table(results: list[Result]) -> str:
+    lines = [
+        "| data set | rows train/val/test | teacher val | teacher test | KD student val "
+        "| KD student test | baseline val | KD - baseline (val) | compression | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        gain = [run["student_accuracy"] - run["baseline_accuracy"] for run in r.runs]
+        cells = [
+            r.name,
+            "/".join(map(str, r.rows)),
+            f"{statistics.fmean(values(r, 'teacher_accuracy')) * 100:.1f}",  # one teacher
+            f"{r.teacher_test * 100:.1f}",
+            mean_std(values(r, "student_accuracy")),
+            mean_std(values(r, "student_test_accuracy")),
+            mean_std(values(r, "baseline_accuracy")),
+            mean_std(gain, unit=" pt", sign="+"),
+            f"{statistics.fmean(values(r, 'compression_ratio')):.0f}x",  # fixed by the archs
+            mean_std(values(r, "speedup"), scale=1, unit="x"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def runs_table(results: list[Result]) -> str:
+    lines = [
+        "| data set | seed | job | KD val | KD test | baseline val | teacher params "
+        "| student params | speed-up | KD training s | job s (KD + baseline + measuring) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        for run in r.runs:
+            cells = [
+                r.name,
+                str(run["seed"]),
+                f"`{run['job_id']}`",
+                f"{run['student_accuracy'] * 100:.1f}",
+                f"{run['student_test_accuracy'] * 100:.1f}",
+                f"{run['baseline_accuracy'] * 100:.1f}",
+                f"{run['teacher_params']:,}",
+                f"{run['student_params']:,}",
+                f"{run['speedup']:.1f}x",
+                f"{run['train_seconds']:.1f}",
+                f"{run['job_seconds']:.1f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def setups(results: list[Result]) -> str:
+    """Each data set's student and budget, as the service echoed them in the job's spec."""
+    lines = []
+    for r in results:
+        spec = r.runs[0]["spec"]
+        student, hp = spec["student"], spec["hyperparameters"]
+        cache = Counter(str(run.get("teacher_cache", "not reported")) for run in r.runs)
+        lines.append(
+            f"- **{r.name}**: student `{student['arch']}` hidden {student['hidden_sizes']}; "
+            f"{hp['epochs']} epochs, batch {hp['batch_size']}, {hp['optimizer']} lr "
+            f"{hp['learning_rate']}, temperature {hp['temperature']}, alpha {hp['alpha']}; "
+            f"teacher-output cache: {', '.join(f'{k} {n}x' for k, n in sorted(cache.items()))}."
+        )
+    return "\n".join(lines)
+
+
+def verdicts(results: list[Result]) -> str:
+    """One plain sentence per data set: did distillation beat the same student alone?"""
+    lines = []
+    for r in results:
+        gain = [run["student_accuracy"] - run["baseline_accuracy"] for run in r.runs]
+        mean = statistics.fmean(gain) * 100
+        spread = std(gain) * 100
+        wins = sum(g > 0 for g in gain)
+        ties = sum(g == 0 for g in gain)
+        if mean > spread and mean > 0:
+            verdict = "KD beat the baseline"
+        elif mean < -spread and mean < 0:
+            verdict = "KD did **not** beat the baseline: the student alone did better"
+        else:
+            verdict = (
+                "KD did **not** clearly beat the baseline (the difference is within the noise)"
+            )
+        lines.append(
+            f"- **{r.name}**: {verdict}; mean KD - baseline on validation {mean:+.1f} points "
+            f"(± {spread:.1f}), KD ahead in {wins}, tied in {ties}, behind in "
+            f"{len(gain) - wins - ties} of {len(gain)} seeds."
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]  # fmt: skip
+        model = names[0] if names else model
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{os.cpu_count()} CPU cores ({model}), {gpu}; torch {torch.__version__}, "
+        f"Python {platform.python_version()}; one torch thread in the worker and here"
+    )
+
+
+def revision() -> str:
+    """The commit measured, and whether the working tree had changes on top of it."""
+    git = ["git", "-C", str(ROOT)]
+    try:
+        commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True,
+                               check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit"
+    return f"commit `{commit}`" + (" with uncommitted changes" if dirty else "")
+
+
+def report(results: list[Result], command: str, seconds: float) -> str:
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    seeds = len(results[0].runs)
+    return "\n".join([
+        f"Measured {date} on {machine()}, at {revision()}, in {seconds / 60:.1f} minutes, with",
+        "",
+        f"```bash\n{command}\n```",
+        "",
+        f"Mean ± standard deviation over {seeds} job seed(s), in percent accuracy. One fixed split "
+        "and one teacher per data set, so the teacher's test accuracy is a single number.",
+        "",
+        summary_table(results),
+        "",
+        "Students and budgets (the same for the KD student and its baseline), from the jobs' "
+        "specs:",
+        "",
+        setups(results),
+        "",
+        "Does distillation earn its keep? Judged on validation, the only split where the baseline "
+        "is measured:",
+        "",
+        verdicts(results),
+        "",
+        "![teacher, KD student and baseline accuracy per data set](quality.png)",
+        "",
+        "<details><summary>Every job</summary>",
+        "",
+        runs_table(results),
+        "",
+        "</details>",
+    ])  # fmt: skip
+
+
+def write_doc(block: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Quality\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text = f"{text.rstrip()}\n\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{START}\n{block}\n{END}{tail}")
+
+
+def plot(results: list[Result], path: Path) -> None:
+    """Grouped bars on validation accuracy: teacher, KD student, baseline; error bars = std."""
+    series = [
+        ("teacher", "teacher_accuracy", "#4c72b0"),
+        ("KD student", "student_accuracy", "#dd8452"),
+        ("baseline (same student, labels only)", "baseline_accuracy", "#8c8c8c"),
+    ]
+    width = 0.26
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    lowest = 100.0
+    for i, (label, key, colour) in enumerate(series):
+        means = [statistics.fmean(values(r, key)) * 100 for r in results]
+        stds = [std(values(r, key)) * 100 for r in results]
+        lowest = min(lowest, *(m - s for m, s in zip(means, stds, strict=True)))
+        xs = [j + (i - 1) * width for j in range(len(results))]
+        bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=label, color=colour)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+    floor = max(0, 5 * int((lowest - 6) // 5))
+    ax.set_ylim(floor, 102)
+    ax.set_xticks(range(len(results)), [r.name for r in results])
+    ax.set_ylabel(f"validation accuracy, % (axis starts at {floor})")
+    seeds = len(results[0].runs)
+    ax.set_title(f"Teacher vs distilled student vs baseline, mean ± std over {seeds} seeds", pad=12)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3, help="job seeds per data set")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, half the epochs; print only, docs untouched"
+    )
+    args = parser.parse_args()
+    seeds, epoch_scale = (1, 0.5) if args.quick else (args.seeds, 1.0)
+    command = "scripts/with-services.sh .venv/bin/python benchmarks/quality.py " + " ".join(
+        sys.argv[1:]
+    )
+
+    # One thread here and in the worker: these models are tiny, and on a 2-core machine more
+    # threads only spin against each other. The worker reads DISTILL_TORCH_THREADS.
+    torch.set_num_threads(1)
+    os.environ.setdefault("DISTILL_TORCH_THREADS", "1")
+    started = time.monotonic()
+    with (
+        distillery() as (base, admin_key, _settings),
+        tempfile.TemporaryDirectory(prefix="distill-quality-") as tmp,
+        httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=60
+        ) as client,
+    ):
+        results = [run_dataset(client, data, seeds, epoch_scale, Path(tmp)) for data in DATASETS]
+    seconds = time.monotonic() - started
+
+    block = report(results, command.strip(), seconds)
+    print(f"\n{block}")
+    if args.quick:
+        print("\n--quick: docs/quality.md and docs/quality.png left as they were.")
+        return 0
+    plot(results, PLOT)
+    write_doc(block)
+    print(f"\nWrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
