@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -145,6 +147,13 @@ def install_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+    @app.exception_handler(sqlalchemy.exc.DataError)
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable(_: Request, exc: Exception) -> JSONResponse:
+        # The database refused a value from the request (a NUL character in an id, say).
+        message = "A value in this request cannot be stored or looked up (e.g. it holds a NUL)."
+        return JSONResponse(error_body("invalid_request", message), 422)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

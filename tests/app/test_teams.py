@@ -63,3 +63,15 @@ def test_validation_error_names_the_field(admin: Client) -> None:
     assert response.status_code == 422
     error = error_of(response, response.status_code)
     assert error["code"] == "invalid_request" and error["param"] == "max_running_jobs"
+
+
+def test_a_nul_in_an_id_is_a_422_not_a_500(admin: Client, team: Client) -> None:
+    for response in (
+        team.get("/v1/jobs/job_%00x"),
+        team.get("/v1/files/file_%00x"),
+        team.post(
+            "/v1/jobs", json={"teacher": {"file_id": "\u0000"}, "data": {"train_file_id": "f"}}
+        ),
+        admin.delete("/v1/keys/key_%00"),
+    ):
+        assert error_of(response, 422)["code"] == "invalid_request"
