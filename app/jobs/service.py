@@ -98,12 +98,25 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
                 param=param,
                 code="unsupported_data",
             )
+    hp = spec.hyperparameters
     unlabelled = not train.meta.get("has_labels", False)
-    if unlabelled and spec.hyperparameters.alpha < 1.0:
+    if unlabelled and min(hp.alpha, 1.0 if hp.alpha_end is None else hp.alpha_end) < 1.0:
         raise Unprocessable(
             "The training data has no labels, so the student can learn from the teacher alone: "
-            "set hyperparameters.alpha to 1.0.",
+            "set hyperparameters.alpha (and alpha_end) to 1.0.",
             param="hyperparameters.alpha",
+            code="labels_required",
+        )
+    validation = datasets[-1][0]  # the validation file, or the training file it is split from
+    if (
+        hp.early_stopping is not None
+        and hp.early_stopping.metric == "val_accuracy"
+        and not validation.meta.get("has_labels", False)
+    ):
+        raise Unprocessable(
+            "Early stopping on val_accuracy needs labelled validation data; use the metric "
+            "val_loss, or give a labelled validation file.",
+            param="hyperparameters.early_stopping.metric",
             code="labels_required",
         )
     if unlabelled and spec.baseline:

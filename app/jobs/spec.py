@@ -2,7 +2,16 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PositiveSize = Annotated[int, Field(ge=1, le=65536)]
 
@@ -59,6 +68,15 @@ class DataSpec(_Strict):
         return self
 
 
+class EarlyStopping(_Strict):
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs;
+    the job returns the best epoch's student."""
+
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    patience: int = Field(default=3, ge=1, le=1000)
+    min_delta: float = Field(default=0.0, ge=0.0, le=1e6)
+
+
 class Hyperparameters(_Strict):
     epochs: int = Field(default=10, ge=1, le=1000)
     batch_size: int = Field(default=64, ge=1, le=65536)
@@ -68,6 +86,26 @@ class Hyperparameters(_Strict):
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.5, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    # Everything below is off by default: a spec without it trains exactly as before.
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
+    temperature_schedule: Literal["constant", "linear"] = "constant"
+    temperature_end: float | None = Field(default=None, gt=0.0, le=100.0)
+    alpha_schedule: Literal["constant", "linear"] = "constant"
+    alpha_end: float | None = Field(default=None, ge=0.0, le=1.0)
+    grad_clip_norm: float | None = Field(default=None, gt=0.0, le=1e6)
+    grad_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    early_stopping: EarlyStopping | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("temperature_end", "alpha_end")
+    @classmethod
+    def _end_needs_a_linear_schedule(cls, end: float | None, info: ValidationInfo) -> float | None:
+        name = info.field_name or ""
+        schedule = name.removesuffix("_end") + "_schedule"
+        if end is not None and info.data.get(schedule) != "linear":
+            raise ValueError(f"{name} needs {schedule} 'linear'")
+        return end
 
 
 class JobSpec(_Strict):

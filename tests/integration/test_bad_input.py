@@ -110,6 +110,30 @@ BAD_SPECS = [
     ("hyperparameters.alpha", 1.5, "hyperparameters.alpha"),
     ("hyperparameters.seed", -1, "hyperparameters.seed"),
     ("hyperparameters.momentum", 0.9, "hyperparameters.momentum"),  # unknown field
+    ("hyperparameters.lr_schedule", "step", "hyperparameters.lr_schedule"),
+    ("hyperparameters.warmup_steps", -1, "hyperparameters.warmup_steps"),
+    ("hyperparameters.temperature_schedule", "cosine", "hyperparameters.temperature_schedule"),
+    ("hyperparameters.temperature_end", 2.0, "hyperparameters.temperature_end"),  # constant
+    ("hyperparameters.alpha_end", 0.5, "hyperparameters.alpha_end"),  # schedule is constant
+    ("hyperparameters.grad_clip_norm", 0, "hyperparameters.grad_clip_norm"),
+    ("hyperparameters.grad_accumulation_steps", 0, "hyperparameters.grad_accumulation_steps"),
+    ("hyperparameters.grad_accumulation_steps", 1025, "hyperparameters.grad_accumulation_steps"),
+    ("hyperparameters.precision", "fp8", "hyperparameters.precision"),
+    (
+        "hyperparameters.early_stopping",
+        {"metric": "train_loss", "patience": 1},
+        "hyperparameters.early_stopping.metric",
+    ),
+    (
+        "hyperparameters.early_stopping",
+        {"metric": "val_loss", "patience": 0},
+        "hyperparameters.early_stopping.patience",
+    ),
+    (
+        "hyperparameters.early_stopping",
+        {"metric": "val_loss", "patience": 1, "min_delta": -0.1},
+        "hyperparameters.early_stopping.min_delta",
+    ),
     ("colour", "blue", "colour"),  # unknown top-level field
     ("teacher", DELETE, "teacher"),
     ("data.train_file_id", DELETE, "data.train_file_id"),

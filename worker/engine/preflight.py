@@ -23,6 +23,23 @@ def check_labels_present(train: Dataset, alpha: float, baseline: bool) -> None:
         )
 
 
+def check_early_stopping(metric: str, val: Dataset, min_alpha: float, baseline: bool) -> None:
+    """Early stopping needs its metric at every epoch end: accuracy needs labels, and so does the
+    validation loss wherever it has a label term (alpha below 1, or the baseline)."""
+    if val.y is not None:
+        return
+    if metric == "val_accuracy":
+        raise LabelsRequired(
+            "early_stopping watches val_accuracy, but the validation data has no labels; "
+            "use the metric val_loss with alpha 1.0, or give labelled validation data."
+        )
+    if min_alpha < 1 or baseline:
+        raise LabelsRequired(
+            "early_stopping watches val_loss, which has a label term here (alpha below 1.0, or "
+            "the baseline), but the validation data has no labels; give labelled validation data."
+        )
+
+
 def check_inputs(
     teacher: Teacher, train: Dataset, val: Dataset, student_arch: dict, batch_size: int
 ) -> int:

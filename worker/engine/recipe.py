@@ -16,12 +16,14 @@ from worker.engine import jit, preflight
 from worker.engine.artifacts import write_metrics, write_student
 from worker.engine.checkpoint import load_checkpoint, save_checkpoint
 from worker.engine.data import Dataset, load_dataset, split_validation
-from worker.engine.errors import DeviceUnavailable, JobCancelled, UnsupportedInput
+from worker.engine.early_stopping import EarlyStopping
+from worker.engine.errors import DeviceUnavailable, JobCancelled, LabelsRequired, UnsupportedInput
 from worker.engine.evaluation import accuracy, agreement, kl_divergence, latency_ms, predict
 from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
-from worker.engine.losses import distillation_loss
+from worker.engine.losses import LossTerms, distillation_loss
 from worker.engine.models import build_model, count_parameters
 from worker.engine.reporting import LossMeter, Reporter
+from worker.engine.schedules import Schedules
 from worker.engine.teacher import load_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
 
@@ -36,11 +38,32 @@ class Hyperparameters:
     temperature: float = 4.0
     alpha: float = 0.5
     seed: int = 0
+    lr_schedule: str = "constant"  # constant | cosine | linear
+    warmup_steps: int = 0
+    temperature_schedule: str = "constant"  # constant | linear, to temperature_end
+    temperature_end: float | None = None
+    alpha_schedule: str = "constant"  # constant | linear, to alpha_end
+    alpha_end: float | None = None
+    grad_clip_norm: float | None = None
+    grad_accumulation_steps: int = 1
+    early_stopping: dict | None = None  # {"metric", "patience", "min_delta"}
+    precision: str = "fp32"  # fp32 | bf16 | fp16
 
     @classmethod
     def from_spec(cls, spec: dict) -> "Hyperparameters":
         given = spec.get("hyperparameters") or {}
         return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
+
+    @property
+    def temperatures(self) -> tuple[float, float]:
+        """(first step's, last step's)."""
+        end = self.temperature_end if self.temperature_schedule == "linear" else None
+        return self.temperature, self.temperature if end is None else end
+
+    @property
+    def alphas(self) -> tuple[float, float]:
+        end = self.alpha_end if self.alpha_schedule == "linear" else None
+        return self.alpha, self.alpha if end is None else end
 
 
 @dataclass
@@ -48,14 +71,33 @@ class TrainingRun:
     """One model being trained: the distilled ``student``, or the labels-only ``baseline``."""
 
     phase: Phase
-    alpha: float
     model: nn.Module
     optimizer: torch.optim.Optimizer
+    schedules: Schedules
+    stopper: EarlyStopping | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
     epoch: int = 0  # epochs completed
-    step: int = 0  # optimizer steps taken, 1 per batch
+    step: int = 0  # optimizer steps taken (grad_accumulation_steps batches each)
     seconds: float = 0.0  # training time in earlier sessions of this job
     started: float | None = None  # monotonic time this session started training it
     meter: LossMeter = field(default_factory=LossMeter)
+    # The current step's values: the schedules' first unless they change (set_step_values).
+    temperature: float = field(init=False)
+    alpha: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.temperature, self.alpha = self.schedules.temperature[0], self.schedules.alpha[0]
+
+    def set_step_values(self) -> None:
+        """The schedules' values for the step about to be taken (the default path skips this)."""
+        values = self.schedules.at(self.step)
+        self.temperature, self.alpha = values.temperature, values.alpha
+        for group in self.optimizer.param_groups:
+            group["lr"] = values.learning_rate
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopper is not None and self.stopper.stopped_early
 
     def train_seconds(self) -> float:
         running = 0.0 if self.started is None else time.monotonic() - self.started
@@ -82,8 +124,14 @@ class DistillationRecipe:
     def setup(self) -> None:
         hp = self.hp
         self.device = resolve_device(self.job.device)
+        self.autocast_dtype = autocast_dtype(hp.precision, self.device)
         self.train_data, self.val_data = self._load_data()
-        preflight.check_labels_present(self.train_data, hp.alpha, len(self.phases) > 1)
+        baseline = len(self.phases) > 1
+        preflight.check_labels_present(self.train_data, min(hp.alphas), baseline)
+        if hp.early_stopping is not None:
+            preflight.check_early_stopping(
+                hp.early_stopping["metric"], self.val_data, min(hp.alphas), baseline
+            )
         self.teacher = load_teacher(
             self.job.teacher_path,
             self.job.teacher_format,
@@ -97,7 +145,9 @@ class DistillationRecipe:
         # The teacher is frozen, so its validation logits never change: compute them once.
         self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
         self.teacher_outputs = self._teacher_outputs()
-        self.steps_per_epoch = math.ceil(len(self.train_data) / hp.batch_size)
+        self.batches_per_epoch = math.ceil(len(self.train_data) / hp.batch_size)
+        # A step is an optimizer step; an epoch's last one may take fewer batches.
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / hp.grad_accumulation_steps)
         self.reporter = Reporter(
             self.callbacks,
             self.job.progress_interval,
@@ -116,7 +166,7 @@ class DistillationRecipe:
         """The teacher's logits on the training rows, once for the whole job, when that is sound:
         every epoch shows it the same rows (``inputs_fixed``) and the loss uses them."""
         job, teacher = self.job, self.teacher
-        if not (job.teacher_cache and self.inputs_fixed and self.hp.alpha > 0):
+        if not (job.teacher_cache and self.inputs_fixed and max(self.hp.alphas) > 0):
             return TeacherOutputs(teacher, None, "off")
         key_parts = None
         if job.cache_dir is not None:
@@ -151,51 +201,94 @@ class DistillationRecipe:
         checkpoint = self._load_checkpoint()
         self.runs = {}
         for phase in self.phases:
-            alpha = self.hp.alpha if phase == "student" else 0.0
-            self.runs[phase] = self._start_run(phase, alpha, checkpoint)
+            self.runs[phase] = self._start_run(phase, checkpoint)
             self._train(self.runs[phase])
 
     def _train(self, run: TrainingRun) -> None:
-        """Train ``run`` from where it stands to its last epoch, reading the data in a seeded
-        order per epoch, so that a run resumed mid-epoch sees the very same batches."""
-        hp, data, steps_per_epoch = self.hp, self.train_data, self.steps_per_epoch
+        """Train ``run`` from where it stands to its last epoch (or until early stopping), reading
+        the data in a seeded order per epoch, so that a run resumed mid-epoch sees the very same
+        batches. With early stopping, the run ends with its best epoch's weights."""
         run.model.train()
         run.started = time.monotonic()
         self.reporter.begin(run.phase, run.step)
-        for epoch in range(run.epoch, hp.epochs):
-            order = epoch_order(len(data), hp.seed, epoch).to(self.device)
-            for i in range(run.step - epoch * steps_per_epoch, steps_per_epoch):
-                index = order[i * hp.batch_size : (i + 1) * hp.batch_size]
-                x = data.x[index]
-                y = data.y[index] if data.y is not None and run.alpha < 1 else None
-                teacher_logits = self.teacher_outputs(index, x) if run.alpha > 0 else None
-                loss = distillation_loss(run.model(x), teacher_logits, y, hp.temperature, run.alpha)
-                run.optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                run.optimizer.step()
-                run.step += 1
-                run.meter.add(loss)
-                if i < steps_per_epoch - 1 and self.reporter.due():
+        while run.epoch < self.hp.epochs and not run.stopped_early:
+            order = epoch_order(len(self.train_data), self.hp.seed, run.epoch).to(self.device)
+            for i in range(run.step - run.epoch * self.steps_per_epoch, self.steps_per_epoch):
+                self._optimizer_step(run, order, i)
+                if i < self.steps_per_epoch - 1 and self.reporter.due():
                     self._report(run, run.meter.flush())
-            run.epoch = epoch + 1
+            run.epoch += 1
             self._end_epoch(run)
+        if run.stopper is not None:
+            run.stopper.restore_best(run.model)
         run.seconds, run.started = run.train_seconds(), None
+
+    def _optimizer_step(self, run: TrainingRun, order: torch.Tensor, i: int) -> None:
+        """Step ``i`` of the epoch: the gradients of its batches (up to grad_accumulation_steps;
+        fewer at an epoch's end), averaged, then clipped and applied."""
+        hp = self.hp
+        if not run.schedules.constant:
+            run.set_step_values()
+        first = i * hp.grad_accumulation_steps
+        batches = range(first, min(first + hp.grad_accumulation_steps, self.batches_per_epoch))
+        run.optimizer.zero_grad(set_to_none=True)
+        for b in batches:
+            loss = self._loss(run, order[b * hp.batch_size : (b + 1) * hp.batch_size])
+            total = loss.total if len(batches) == 1 else loss.total / len(batches)
+            (total if run.scaler is None else run.scaler.scale(total)).backward()
+            run.meter.add(loss)
+        if run.scaler is not None:
+            run.scaler.unscale_(run.optimizer)  # so clipping sees the true gradients
+        if hp.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), hp.grad_clip_norm)
+        if run.scaler is None:
+            run.optimizer.step()
+        else:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+        run.step += 1
+
+    def _loss(self, run: TrainingRun, index: torch.Tensor) -> LossTerms:
+        data = self.train_data
+        x = data.x[index]
+        y = data.y[index] if data.y is not None and run.alpha < 1 else None
+        teacher_logits = self.teacher_outputs(index, x) if run.alpha > 0 else None
+        if self.autocast_dtype is None:
+            student_logits = run.model(x)
+        else:  # the loss casts the logits to float32 before its softmax
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                student_logits = run.model(x)
+        return distillation_loss(student_logits, teacher_logits, y, run.temperature, run.alpha)
 
     def _end_epoch(self, run: TrainingRun) -> None:
         losses = run.meter.flush()  # raises on divergence, before a broken state is saved
         val = self._validate(run)
+        if run.stopper is not None:
+            self._watch(run, run.stopper, val)
         self._save_checkpoint(run)
         self._log(f"{run.phase.capitalize()} epoch {run.epoch}/{self.hp.epochs} done.", val)
         self._report(run, losses, val)
+
+    def _watch(self, run: TrainingRun, stopper: EarlyStopping, val: dict) -> None:
+        value = val[stopper.metric]
+        if value is None:  # setup's checks make this unreachable; say so rather than guess
+            raise LabelsRequired(
+                f"Early stopping on {stopper.metric} needs labelled validation data."
+            )
+        stopper.update(run.epoch, value, run.model)
+        if stopper.should_stop and run.epoch < self.hp.epochs:
+            stopper.stopped_early = True
+            self._log(
+                f"Stopping the {run.phase} early: {stopper.metric} has not improved for "
+                f"{stopper.patience} epochs; keeping epoch {stopper.best_epoch}'s weights."
+            )
 
     def _validate(self, run: TrainingRun) -> dict:
         logits = predict(run.model, self.val_data.x, self.hp.batch_size)
         labels, teacher_logits = self.val_data.y, self.val_teacher_logits
         val_loss = None
         if labels is not None or run.alpha == 1:
-            terms = distillation_loss(
-                logits, teacher_logits, labels, self.hp.temperature, run.alpha
-            )
+            terms = distillation_loss(logits, teacher_logits, labels, run.temperature, run.alpha)
             val_loss = terms.total.item()
         return {
             "val_accuracy": accuracy(logits, labels),
@@ -220,20 +313,28 @@ class DistillationRecipe:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def _start_run(self, phase: Phase, alpha: float, checkpoint: dict | None) -> TrainingRun:
+    def _start_run(self, phase: Phase, checkpoint: dict | None) -> TrainingRun:
         """A fresh run from the seed, or the run as the checkpoint left it."""
         hp = self.hp
         torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights
         model = build_model(self.spec["student"], self.train_data.input_shape, self.num_classes)
         model.to(self.device)
-        run = TrainingRun(phase, alpha, model, make_optimizer(model, hp))
+        run = TrainingRun(phase, model, make_optimizer(model, hp), self._schedules(phase))
+        if hp.early_stopping is not None:
+            run.stopper = EarlyStopping(**hp.early_stopping)
+        if self.autocast_dtype == torch.float16:
+            run.scaler = torch.amp.GradScaler(self.device.type)
         if checkpoint is None or phase not in checkpoint:
             return run
         model.load_state_dict(checkpoint[phase])
         run.seconds = checkpoint["train_seconds"][phase]
+        if run.stopper is not None:
+            run.stopper.load_state_dict(checkpoint["early_stopping"][phase])
         if checkpoint["phase"] == phase:  # this training was under way
             run.optimizer.load_state_dict(checkpoint["optimizer"])
             run.epoch, run.step = checkpoint["epoch"], checkpoint["step"]
+            if run.scaler is not None:
+                run.scaler.load_state_dict(checkpoint["scaler"])
             torch.set_rng_state(checkpoint["rng"])
             if "cuda_rng" in checkpoint and self.device.type == "cuda":
                 torch.cuda.set_rng_state(checkpoint["cuda_rng"], self.device)
@@ -241,6 +342,18 @@ class DistillationRecipe:
             run.epoch, run.step = hp.epochs, hp.epochs * self.steps_per_epoch
         self._log(f"Resumed the {phase} at epoch {run.epoch}, step {run.step}.")
         return run
+
+    def _schedules(self, phase: Phase) -> Schedules:
+        """The baseline gets the student's schedules and budget, with alpha held at 0."""
+        hp = self.hp
+        return Schedules(
+            base_lr=hp.learning_rate,
+            lr_schedule=hp.lr_schedule,
+            warmup_steps=hp.warmup_steps,
+            temperature=hp.temperatures,
+            alpha=hp.alphas if phase == "student" else (0.0, 0.0),
+            total_steps=hp.epochs * self.steps_per_epoch,
+        )
 
     def _save_checkpoint(self, run: TrainingRun) -> None:
         state = {
@@ -253,6 +366,12 @@ class DistillationRecipe:
             "train_seconds": {p: r.train_seconds() for p, r in self.runs.items()},
         }
         state |= {p: r.model.state_dict() for p, r in self.runs.items()}
+        if self.hp.early_stopping is not None:
+            state["early_stopping"] = {
+                p: r.stopper.state_dict() for p, r in self.runs.items() if r.stopper is not None
+            }
+        if run.scaler is not None:
+            state["scaler"] = run.scaler.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(self.job.checkpoint_path, state)
@@ -316,6 +435,11 @@ class DistillationRecipe:
             baseline_logits = predict(self.runs["baseline"].model, val.x, batch_size)
             metrics["baseline_accuracy"] = accuracy(baseline_logits, val.y)
             metrics["baseline_train_seconds"] = self.runs["baseline"].train_seconds()
+        for phase, run in self.runs.items():
+            if run.stopper is not None:
+                prefix = "" if phase == "student" else "baseline_"
+                metrics[f"{prefix}stopped_early"] = run.stopper.stopped_early
+                metrics[f"{prefix}best_epoch"] = run.stopper.best_epoch
         return metrics
 
     def cleanup(self) -> None:
@@ -349,6 +473,28 @@ def resolve_device(name: str) -> torch.device:
     ):
         raise DeviceUnavailable(f"Device {name!r} is not available on this worker.")
     return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the student's forward passes run in under autocast; None for plain float32."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16" and device.type != "cuda":
+        raise UnsupportedInput(
+            f"precision fp16 needs a CUDA device, and this job runs on {device}; use bf16 or fp32.",
+            code="unsupported_precision",
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UnsupportedInput(
+            f"This GPU ({device}) does not support bf16; use fp16 or fp32.",
+            code="unsupported_precision",
+        )
+    if precision not in ("bf16", "fp16"):
+        raise UnsupportedInput(
+            f"precision {precision!r} is not supported; use fp32, bf16 or fp16.",
+            code="unsupported_precision",
+        )
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
