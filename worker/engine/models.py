@@ -33,32 +33,43 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Per ``channels`` entry: conv (same padding), activation, 2x2 max-pool while the image is at
-    least 2x2; then flatten and an MLP head ending in the ``out`` layer."""
+    """Images (C, H, W) get 2-D convolutions, signals (C, L) 1-D ones, and a bare signal (L,) is
+    one channel. Per ``channels`` entry: conv (same padding), activation, max-pool by 2 while every
+    spatial size is at least 2; then flatten and an MLP head ending in the ``out`` layer."""
 
     def __init__(self, input_shape: tuple[int, ...], arch: dict, num_outputs: int):
         super().__init__()
-        channels, height, width = input_shape
+        # Unsqueezing inside the model lets student.pt take (N, L) data exactly as it was trained.
+        self.channel = _OneChannel() if len(input_shape) == 1 else nn.Identity()
+        channels, *sizes = (1, *input_shape) if len(input_shape) == 1 else input_shape
+        conv, pool = (nn.Conv1d, nn.MaxPool1d) if len(sizes) == 1 else (nn.Conv2d, nn.MaxPool2d)
         kernel = int(arch.get("kernel_size", 3))
         layers: list[nn.Module] = []
         for out_channels in arch.get("channels", [16, 32]):
             layers += [
-                nn.Conv2d(channels, out_channels, kernel, padding=kernel // 2),
+                conv(channels, out_channels, kernel, padding=kernel // 2),
                 ACTIVATIONS[arch.get("activation", "relu")](),
             ]
-            height, width = _conv_size(height, kernel), _conv_size(width, kernel)
-            if min(height, width) >= 2:
-                layers.append(nn.MaxPool2d(2))
-                height, width = height // 2, width // 2
+            sizes = [_conv_size(size, kernel) for size in sizes]
+            if min(sizes) >= 2:
+                layers.append(pool(2))
+                sizes = [size // 2 for size in sizes]
             channels = out_channels
         self.features = nn.Sequential(*layers)
         self.flatten = nn.Flatten()
-        in_features = channels * height * width
+        in_features = channels * _numel(tuple(sizes))
         self.body = _hidden_layers(in_features, arch)
         self.out = nn.Linear(_width(in_features, arch), num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(self.flatten(self.features(x))))
+        return self.out(self.body(self.flatten(self.features(self.channel(x)))))
+
+
+class _OneChannel(nn.Module):
+    """(N, L) to (N, 1, L): a bare signal is a one-channel one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1)
 
 
 def build_model(arch: dict, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
@@ -77,10 +88,11 @@ def build_model(arch: dict, input_shape: tuple[int, ...], num_outputs: int) -> n
         )
     if kind == "mlp":
         return MLP(_numel(input_shape), arch, num_outputs)
-    if len(input_shape) != 3:
+    if len(input_shape) not in (1, 2, 3):
         raise ShapeMismatch(
-            f"A cnn needs image data of shape (N, C, H, W), but the data has shape "
-            f"(N, {', '.join(map(str, input_shape))}); reshape the data, or use an mlp."
+            "A cnn needs images of shape (N, C, H, W) or signals of shape (N, C, L) or (N, L), "
+            f"but the data has shape (N, {', '.join(map(str, input_shape))}); "
+            "reshape the data, or use an mlp."
         )
     return CNN(input_shape, arch, num_outputs)
 

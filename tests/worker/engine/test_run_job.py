@@ -305,11 +305,20 @@ def test_a_cnn_student(cnn_digits: Digits, tmp_path: Path) -> None:
     assert result.metrics["student_accuracy"] > 0.8
 
 
-def test_a_cnn_student_needs_images(mlp_digits: Digits, tmp_path: Path) -> None:
+def test_a_cnn_student_needs_images_or_signals(mlp_digits: Digits, tmp_path: Path) -> None:
     student = {"arch": "cnn", "channels": [8], "kernel_size": 3, "hidden_sizes": [32]}
+    trained = mlp_digits.trained  # the mlp teacher flattens, so only the student objects
+    train = save_npz(
+        tmp_path / "train.npz", trained.x_train.reshape(-1, 1, 1, 8, 8), trained.y_train
+    )
+    val = save_npz(tmp_path / "val.npz", trained.x_val.reshape(-1, 1, 1, 8, 8), trained.y_val)
+    recorder = Recorder()
+    job = mlp_digits.job(tmp_path, job_spec(student=student), train_path=train, validation_path=val)
 
-    with pytest.raises(ShapeMismatch, match="needs image data"):
-        run_job(mlp_digits.job(tmp_path, job_spec(student=student)))
+    with pytest.raises(ShapeMismatch, match=r"images of shape \(N, C, H, W\) or signals") as info:
+        run_job(job, recorder)
+    assert "the data has shape (N, 1, 1, 8, 8)" in str(info.value)
+    assert recorder.progress == [] and not job.checkpoint_path.exists()
 
 
 class _Marker:
