@@ -14,6 +14,8 @@ class Progress(BaseModel):
     total_steps: int
     fraction: float
     eta_seconds: float | None
+    run: int | None = None  # a sweep's run under way, 0-based
+    runs: int | None = None  # a sweep's number of runs
 
 
 class JobError(BaseModel):

@@ -107,6 +107,12 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
             param="hyperparameters.alpha",
             code="labels_required",
         )
+    if unlabelled and spec.sweep is not None and min(spec.sweep.alpha or [1.0]) < 1.0:
+        raise Unprocessable(
+            "The training data has no labels, so every swept alpha must be 1.0.",
+            param="sweep.alpha",
+            code="labels_required",
+        )
     validation = datasets[-1][0]  # the validation file, or the training file it is split from
     if (
         hp.early_stopping is not None

@@ -1,5 +1,6 @@
 """The job spec: what a user submits, validated and defaulted; the job echoes it in ``spec``."""
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -14,6 +15,10 @@ from pydantic import (
 )
 
 PositiveSize = Annotated[int, Field(ge=1, le=65536)]
+LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
+Temperature = Annotated[float, Field(gt=0.0, le=100.0)]
+Alpha = Annotated[float, Field(ge=0.0, le=1.0)]
+MAX_SWEEP_RUNS = 16
 
 
 class _Strict(BaseModel):
@@ -28,6 +33,9 @@ class MlpArch(_Strict):
 
 
 class CnnArch(_Strict):
+    """A convolutional net for images (N, C, H, W) or signals (N, C, L) / (N, L): 2-D convolutions
+    for images, 1-D for signals; (N, L) data is one channel."""
+
     arch: Literal["cnn"]
     channels: list[Annotated[int, Field(ge=1, le=2048)]] = Field(
         default_factory=lambda: [16, 32], min_length=1, max_length=8
@@ -80,11 +88,11 @@ class EarlyStopping(_Strict):
 class Hyperparameters(_Strict):
     epochs: int = Field(default=10, ge=1, le=1000)
     batch_size: int = Field(default=64, ge=1, le=65536)
-    learning_rate: float = Field(default=0.001, gt=0.0, le=10.0)
+    learning_rate: LearningRate = 0.001
     optimizer: Literal["adamw", "sgd"] = "adamw"
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    temperature: float = Field(default=4.0, gt=0.0, le=100.0)
-    alpha: float = Field(default=0.5, ge=0.0, le=1.0)
+    temperature: Temperature = 4.0
+    alpha: Alpha = 0.5
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     # Everything below is off by default: a spec without it trains exactly as before.
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
@@ -108,6 +116,26 @@ class Hyperparameters(_Strict):
         return end
 
 
+class Sweep(_Strict):
+    """Values to try, each list replacing its hyperparameter; the job trains every combination
+    and keeps the best student on validation."""
+
+    temperature: list[Temperature] | None = Field(default=None, min_length=1, max_length=16)
+    alpha: list[Alpha] | None = Field(default=None, min_length=1, max_length=16)
+    learning_rate: list[LearningRate] | None = Field(default=None, min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _a_small_grid(self) -> "Sweep":
+        sizes = [len(v) for v in (self.temperature, self.alpha, self.learning_rate) if v]
+        if not sizes:
+            raise ValueError("sweep needs at least one of temperature, alpha, learning_rate")
+        if math.prod(sizes) > MAX_SWEEP_RUNS:
+            raise ValueError(
+                f"sweep has {math.prod(sizes)} combinations; at most {MAX_SWEEP_RUNS} are allowed"
+            )
+        return self
+
+
 class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
     teacher: TeacherSpec
@@ -115,4 +143,5 @@ class JobSpec(_Strict):
     data: DataSpec
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     baseline: bool = False
+    sweep: Sweep | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)

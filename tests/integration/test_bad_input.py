@@ -135,6 +135,12 @@ BAD_SPECS = [
         "hyperparameters.early_stopping.min_delta",
     ),
     ("colour", "blue", "colour"),  # unknown top-level field
+    ("sweep", {"momentum": [0.9]}, "sweep.momentum"),  # not a sweepable hyperparameter
+    ("sweep", {"temperature": []}, "sweep.temperature"),
+    ("sweep", {"alpha": [0.5, 1.5]}, "sweep.alpha.1"),
+    ("sweep", {"learning_rate": [0]}, "sweep.learning_rate.0"),
+    ("sweep", {}, "sweep"),
+    ("sweep", {"temperature": [1, 2, 4, 8, 16], "alpha": [0.1, 0.5, 0.9, 1.0]}, "sweep"),  # 20
     ("teacher", DELETE, "teacher"),
     ("data.train_file_id", DELETE, "data.train_file_id"),
     ("data.validation_split", 0.9, "data.validation_split"),

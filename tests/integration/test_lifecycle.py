@@ -139,3 +139,26 @@ def test_downloaded_student_gives_the_reported_accuracy(finished: dict, digits: 
     assert measured == pytest.approx(job["metrics"]["student_accuracy"], abs=0.01)
     # and on data neither the job nor the teacher's training saw:
     assert accuracy(student, digits.x_test, digits.y_test) >= 0.95 * digits.teacher_test_accuracy
+
+
+def test_sweep_job_reports_its_table_and_keeps_the_best(team: Client, digits: Digits) -> None:
+    teacher = flow.upload(team, digits.teacher, "teacher")["id"]
+    train = flow.upload(team, digits.train, "dataset")["id"]
+    validation = flow.upload(team, digits.validation, "dataset")["id"]
+    spec = flow.spec(
+        teacher, train, validation,
+        hyperparameters={"epochs": 1}, sweep={"alpha": [0.0, 0.9]},
+    )  # fmt: skip
+
+    job = flow.run_to_end(team, flow.submit(team, spec)["id"])
+
+    assert job["status"] == "succeeded", job["error"]
+    assert job["spec"]["sweep"] == {"temperature": None, "alpha": [0.0, 0.9], "learning_rate": None}
+    rows = job["metrics"]["sweep"]
+    assert [row["alpha"] for row in rows] == [0.0, 0.9]
+    chosen = next(row for row in rows if row["chosen"])
+    assert chosen["val_accuracy"] == max(row["val_accuracy"] for row in rows)
+    assert job["metrics"]["student_accuracy"] == pytest.approx(chosen["val_accuracy"])
+    assert (job["progress"]["run"], job["progress"]["runs"]) == (1, 2)
+    points = team.get(f"/v1/jobs/{job['id']}/metrics", params={"limit": 100}).json()["data"]
+    assert [p["run"] for p in points] == sorted(p["run"] for p in points)

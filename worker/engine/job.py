@@ -34,7 +34,7 @@ class EngineJob:
 class Progress:
     """The job's ``progress`` object. ``epoch`` counts within the current ``phase`` and ``epochs``
     is the spec's, in either phase; ``step``, ``total_steps``, ``fraction`` and ``eta_seconds``
-    span the whole job, the baseline's training included when ``baseline`` is on."""
+    span the whole job, the baseline's training (and every sweep run) included."""
 
     phase: Phase
     epoch: int
@@ -43,9 +43,15 @@ class Progress:
     total_steps: int
     fraction: float
     eta_seconds: float | None
+    # In a sweep: the run under way (0-based; None in the baseline) and how many there are.
+    run: int | None = None
+    runs: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        progress = asdict(self)
+        if self.runs is None:  # no sweep: the contract's fields only
+            del progress["run"], progress["runs"]
+        return progress
 
 
 @dataclass

@@ -7,7 +7,8 @@ finds it resumes mid-epoch if need be, and ends bit-identical to one that was ne
 
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from worker.engine.losses import LossTerms, distillation_loss
 from worker.engine.models import build_model, count_parameters
 from worker.engine.reporting import LossMeter, Reporter
 from worker.engine.schedules import Schedules
+from worker.engine.sweep import SWEPT, SweepState, combinations
 from worker.engine.teacher import load_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
 
@@ -118,6 +120,11 @@ class DistillationRecipe:
         self.phases: list[Phase] = (
             ["student", "baseline"] if job.spec.get("baseline") else ["student"]
         )
+        # A sweep trains the student once per combination, each from the seed with the budget.
+        sweep = job.spec.get("sweep")
+        self.sweep = [replace(self.hp, **c) for c in combinations(sweep)] if sweep else None
+        all_alphas = [a for hp in self.sweep or [self.hp] for a in hp.alphas]
+        self.alpha_range = min(all_alphas), max(all_alphas)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -127,10 +134,10 @@ class DistillationRecipe:
         self.autocast_dtype = autocast_dtype(hp.precision, self.device)
         self.train_data, self.val_data = self._load_data()
         baseline = len(self.phases) > 1
-        preflight.check_labels_present(self.train_data, min(hp.alphas), baseline)
+        preflight.check_labels_present(self.train_data, self.alpha_range[0], baseline)
         if hp.early_stopping is not None:
             preflight.check_early_stopping(
-                hp.early_stopping["metric"], self.val_data, min(hp.alphas), baseline
+                hp.early_stopping["metric"], self.val_data, self.alpha_range[0], baseline
             )
         self.teacher = load_teacher(
             self.job.teacher_path,
@@ -154,6 +161,7 @@ class DistillationRecipe:
             self.steps_per_epoch,
             hp.epochs,
             self.phases,
+            runs=len(self.sweep or [self.hp]),
         )
         self._log(
             f"Teacher ({self.job.teacher_format}, {self.teacher.num_params:,} parameters) "
@@ -166,7 +174,7 @@ class DistillationRecipe:
         """The teacher's logits on the training rows, once for the whole job, when that is sound:
         every epoch shows it the same rows (``inputs_fixed``) and the loss uses them."""
         job, teacher = self.job, self.teacher
-        if not (job.teacher_cache and self.inputs_fixed and max(self.hp.alphas) > 0):
+        if not (job.teacher_cache and self.inputs_fixed and self.alpha_range[1] > 0):
             return TeacherOutputs(teacher, None, "off")
         key_parts = None
         if job.cache_dir is not None:
@@ -199,10 +207,61 @@ class DistillationRecipe:
 
     def train(self) -> None:
         checkpoint = self._load_checkpoint()
-        self.runs = {}
+        self.runs: dict[Phase, TrainingRun] = {}
+        self.sweep_state: SweepState | None = None
         for phase in self.phases:
+            if phase == "student" and self.sweep is not None:
+                self.runs[phase] = self._train_sweep(self.sweep, checkpoint)
+                continue
             self.runs[phase] = self._start_run(phase, checkpoint)
             self._train(self.runs[phase])
+
+    def _train_sweep(self, runs: list[Hyperparameters], checkpoint: dict | None) -> TrainingRun:
+        """Train one student per combination, in order, and return the best on validation. The
+        checkpoint carries the finished runs' rows and the best student so far, so a resumed
+        sweep carries on with the run under way (or, in the baseline, with the sweep done)."""
+        state = SweepState()
+        if checkpoint is not None and "sweep" in checkpoint:
+            state = SweepState.from_state(checkpoint["sweep"])
+        self.sweep_state = state
+        if checkpoint is not None and checkpoint["phase"] == "student":
+            checkpoint = checkpoint if "sweep" in checkpoint else None
+        while checkpoint is None or checkpoint["phase"] == "student":
+            i = len(state.rows)
+            if i == len(runs):
+                checkpoint = None
+                break
+            self.reporter.run = i
+            resuming = checkpoint is not None and checkpoint.get("sweep_run") == i
+            run = self._start_run("student", checkpoint if resuming else None, runs[i])
+            self.runs["student"] = run
+            self._train(run)
+            state.add(
+                self._sweep_row(run, runs[i]),
+                run.model,
+                None if run.stopper is None else run.stopper.state_dict(),
+                run.train_seconds(),
+            )
+            checkpoint = None
+        assert state.best is not None and state.best_model is not None
+        chosen = self._start_run("student", checkpoint, runs[state.best])
+        if checkpoint is None:  # a checkpoint from the baseline holds the chosen student already
+            chosen.model.load_state_dict(state.best_model)
+            if chosen.stopper is not None and state.best_stopper is not None:
+                chosen.stopper.load_state_dict(state.best_stopper)
+            chosen.epoch, chosen.step = self.hp.epochs, self.hp.epochs * self.steps_per_epoch
+        chosen.seconds = state.seconds
+        self._log(f"Sweep done: run {state.best} of {len(runs)} chosen.", state.rows[state.best])
+        return chosen
+
+    def _sweep_row(self, run: TrainingRun, hp: Hyperparameters) -> dict:
+        val = self._validate(run)
+        logits = predict(run.model, self.val_data.x, self.hp.batch_size)
+        return {name: getattr(hp, name) for name in SWEPT} | {
+            "val_accuracy": val["val_accuracy"],
+            "val_loss": val["val_loss"],
+            "val_kl": kl_divergence(logits, self.val_teacher_logits),
+        }
 
     def _train(self, run: TrainingRun) -> None:
         """Train ``run`` from where it stands to its last epoch (or until early stopping), reading
@@ -302,7 +361,10 @@ class DistillationRecipe:
         if run.phase == "student":
             learning_rate = run.optimizer.param_groups[0]["lr"]
             epoch = math.ceil(run.step / self.steps_per_epoch)
-            point = {"step": run.step, "epoch": epoch, **losses, "learning_rate": learning_rate}
+            step = self.reporter.job_step(run.phase, run.step)
+            point = {"step": step, "epoch": epoch, **losses, "learning_rate": learning_rate}
+            if self.sweep is not None:
+                point["run"] = self.reporter.run
             points.append(point | (val or {}))
         self.reporter.send(run.phase, run.step, points)
         if self.callbacks.should_stop():
@@ -313,13 +375,16 @@ class DistillationRecipe:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def _start_run(self, phase: Phase, checkpoint: dict | None) -> TrainingRun:
-        """A fresh run from the seed, or the run as the checkpoint left it."""
-        hp = self.hp
+    def _start_run(
+        self, phase: Phase, checkpoint: dict | None, hp: Hyperparameters | None = None
+    ) -> TrainingRun:
+        """A fresh run from the seed, or the run as the checkpoint left it; ``hp`` is a sweep
+        run's hyperparameters (the spec's by default)."""
+        hp = hp or self.hp
         torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights
         model = build_model(self.spec["student"], self.train_data.input_shape, self.num_classes)
         model.to(self.device)
-        run = TrainingRun(phase, model, make_optimizer(model, hp), self._schedules(phase))
+        run = TrainingRun(phase, model, make_optimizer(model, hp), self._schedules(phase, hp))
         if hp.early_stopping is not None:
             run.stopper = EarlyStopping(**hp.early_stopping)
         if self.autocast_dtype == torch.float16:
@@ -343,9 +408,8 @@ class DistillationRecipe:
         self._log(f"Resumed the {phase} at epoch {run.epoch}, step {run.step}.")
         return run
 
-    def _schedules(self, phase: Phase) -> Schedules:
+    def _schedules(self, phase: Phase, hp: Hyperparameters) -> Schedules:
         """The baseline gets the student's schedules and budget, with alpha held at 0."""
-        hp = self.hp
         return Schedules(
             base_lr=hp.learning_rate,
             lr_schedule=hp.lr_schedule,
@@ -356,7 +420,7 @@ class DistillationRecipe:
         )
 
     def _save_checkpoint(self, run: TrainingRun) -> None:
-        state = {
+        state: dict[str, Any] = {
             "phase": run.phase,
             "epoch": run.epoch,
             "step": run.step,
@@ -372,6 +436,9 @@ class DistillationRecipe:
             }
         if run.scaler is not None:
             state["scaler"] = run.scaler.state_dict()
+        if self.sweep_state is not None:
+            state["sweep"] = self.sweep_state.state_dict()
+            state["sweep_run"] = self.reporter.run if run.phase == "student" else None
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(self.job.checkpoint_path, state)
@@ -415,7 +482,7 @@ class DistillationRecipe:
         teacher_ms = latency_ms(self.teacher, val.x[:1])
         student_ms = latency_ms(deployed, val.x[:1])
         teacher_params, student_params = self.teacher.num_params, count_parameters(student)
-        metrics = {
+        metrics: dict[str, Any] = {
             "teacher_accuracy": accuracy(teacher_logits, val.y),
             "student_accuracy": accuracy(student_logits, val.y),
             "agreement": agreement(student_logits, teacher_logits),
@@ -431,6 +498,11 @@ class DistillationRecipe:
             "device": str(self.device),
             "teacher_cache": self.teacher_outputs.status,
         }
+        if self.sweep_state is not None:
+            chosen = self.sweep_state.table()[self.sweep_state.best or 0]
+            metrics["sweep"] = self.sweep_state.table()
+            metrics["chosen"] = {name: chosen[name] for name in SWEPT}
+            metrics["sweep_metric"] = "val_accuracy" if val.y is not None else "val_kl"
         if "baseline" in self.runs:
             baseline_logits = predict(self.runs["baseline"].model, val.x, batch_size)
             metrics["baseline_accuracy"] = accuracy(baseline_logits, val.y)

@@ -57,6 +57,7 @@ class Reporter:
         steps_per_epoch: int,
         epochs: int,
         phases: Sequence[Phase],
+        runs: int = 1,
     ) -> None:
         self.callbacks = callbacks
         self.interval = interval
@@ -64,13 +65,17 @@ class Reporter:
         self.epochs = epochs  # per phase: the spec's
         self.phases = list(phases)
         self.phase_steps = steps_per_epoch * epochs
-        self.total_steps = self.phase_steps * len(self.phases)
+        # A sweep trains the student ``runs`` times; ``run`` is the one under way (0-based).
+        self.runs, self.run = runs, 0
+        self.total_steps = self.phase_steps * (runs + len(self.phases) - 1)
         self.last = time.monotonic()
         self.start: tuple[float, int] | None = None  # (time, job step) this session began at
 
     def job_step(self, phase: Phase, step: int) -> int:
-        """Steps across the whole job: a later phase's count on from the earlier ones'."""
-        return self.phases.index(phase) * self.phase_steps + step
+        """Steps across the whole job: a later phase's (or sweep run's) count on from the
+        earlier ones'."""
+        earlier = self.run if phase == "student" else self.runs + self.phases.index(phase) - 1
+        return earlier * self.phase_steps + step
 
     def begin(self, phase: Phase, step: int) -> None:
         if self.start is None:
@@ -94,6 +99,8 @@ class Reporter:
             total_steps=self.total_steps,
             fraction=job_step / self.total_steps,
             eta_seconds=self._eta(job_step),
+            run=self.run if self.runs > 1 and phase == "student" else None,
+            runs=self.runs if self.runs > 1 else None,
         )
 
     def _eta(self, step: int) -> float | None:
