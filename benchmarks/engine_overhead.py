@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,17 +97,20 @@ def make_teacher(folder: Path) -> torch.nn.Module:
     return teacher
 
 
-def time_engine(folder: Path, round_: int, device: str) -> tuple[float, float]:
+def engine_job(
+    folder: Path, name: str, device: str, teacher: dict = TEACHER, **options: Any
+) -> EngineJob:
+    """The benchmark's job as a worker hands it to the engine: a state_dict teacher, npz data."""
     spec = {
         "name": None,
-        "teacher": {"file_id": "file_t", "arch": TEACHER},
+        "teacher": {"file_id": "file_t", "arch": teacher},
         "student": STUDENT,
         "data": {"train_file_id": "file_d", "validation_file_id": "file_v"},
         "hyperparameters": HP,
         "baseline": False,
         "priority": 0,
     }
-    job = EngineJob(
+    return EngineJob(
         spec=spec,
         teacher_path=folder / "teacher.pt",
         teacher_format="state_dict",
@@ -114,12 +118,17 @@ def time_engine(folder: Path, round_: int, device: str) -> tuple[float, float]:
         train_format="npz",
         validation_path=folder / "val.npz",
         validation_format="npz",
-        output_dir=folder / f"engine{round_}",
-        checkpoint_path=folder / f"engine{round_}.ckpt",
+        output_dir=folder / name,
+        checkpoint_path=folder / f"{name}.ckpt",
         device=device,
         progress_interval=1.0,
-        teacher_cache=False,  # the teacher per batch, as in the hand loop
+        **options,
     )
+
+
+def time_engine(folder: Path, round_: int, device: str) -> tuple[float, float]:
+    # The teacher per batch, as in the hand loop.
+    job = engine_job(folder, f"engine{round_}", device, teacher_cache=False)
     clock = EpochClock()
     run_job(job, clock)
     return epoch_times(clock.epoch_ends)

@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.engine_overhead import HP, STUDENT, make_data, now
-from worker.engine import EngineJob, NullCallbacks, Progress, run_job
+from benchmarks.engine_overhead import HP, STUDENT, engine_job, make_data, now
+from worker.engine import NullCallbacks, Progress, run_job
 from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model
 from worker.engine.recipe import resolve_device
@@ -57,29 +57,7 @@ def elapsed(start: Clock, end: Clock) -> Clock:
 
 
 def time_engine(folder: Path, name: str, device: str, **options: object) -> tuple[Clock, str]:
-    spec = {
-        "name": None,
-        "teacher": {"file_id": "file_t", "arch": TEACHER},
-        "student": STUDENT,
-        "data": {"train_file_id": "file_d", "validation_file_id": "file_v"},
-        "hyperparameters": HP,
-        "baseline": False,
-        "priority": 0,
-    }
-    job = EngineJob(
-        spec=spec,
-        teacher_path=folder / "teacher.pt",
-        teacher_format="state_dict",
-        train_path=folder / "train.npz",
-        train_format="npz",
-        validation_path=folder / "val.npz",
-        validation_format="npz",
-        output_dir=folder / name,
-        checkpoint_path=folder / f"{name}.ckpt",
-        device=device,
-        progress_interval=1.0,
-        **options,  # type: ignore[arg-type]
-    )
+    job = engine_job(folder, name, device, TEACHER, **options)
     clock = LastEpochEnd()
     start = now()
     result = run_job(job, clock)
