@@ -98,6 +98,7 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
                 param=param,
                 code="unsupported_data",
             )
+    _check_task(spec, datasets)
     hp = spec.hyperparameters
     unlabelled = not train.meta.get("has_labels", False)
     if unlabelled and min(hp.alpha, 1.0 if hp.alpha_end is None else hp.alpha_end) < 1.0:
@@ -131,6 +132,42 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
             param="baseline",
             code="labels_required",
         )
+
+
+def _check_task(spec: JobSpec, datasets: list[tuple[File, str]]) -> None:
+    """Labels must suit the task: real-valued labels need regression, and regression needs
+    numbers (integer labels are taken as numbers; csv class names are refused)."""
+    for data, param in datasets:
+        kind = data.meta.get("label_kind")
+        if spec.task == "classification" and kind == "real":
+            raise Unprocessable(
+                f"File {data.id} has real-valued labels, which a classification job cannot "
+                'train on; set "task": "regression" to distil a teacher with real outputs.',
+                param="task",
+                code="invalid_request",
+            )
+        if spec.task == "regression" and _has_class_names(data):
+            raise Unprocessable(
+                f"File {data.id} labels its rows with class names, but a regression job needs "
+                'numeric targets; set "task": "classification" or give numeric labels.',
+                param=param,
+                code="invalid_request",
+            )
+    early_stopping = spec.hyperparameters.early_stopping
+    if spec.task == "regression" and early_stopping and early_stopping.metric != "val_loss":
+        raise Unprocessable(
+            f"Regression has no {early_stopping.metric}; early stopping watches val_loss.",
+            param="hyperparameters.early_stopping.metric",
+            code="invalid_request",
+        )
+
+
+def _has_class_names(data: File) -> bool:
+    meta = data.meta
+    if not meta.get("has_labels") or meta.get("label_kind") == "real":
+        return False
+    # csv labels that are not all integers are names (listed, or too many to list)
+    return meta.get("classes") is not None or meta.get("num_classes") is None
 
 
 def request_hash(spec: JobSpec) -> str:

@@ -138,6 +138,8 @@ class Sweep(_Strict):
 
 class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
+    # classification: the teacher gives class logits; regression: K real outputs (MSE losses).
+    task: Literal["classification", "regression"] = "classification"
     teacher: TeacherSpec
     student: Arch = Field(default_factory=MlpArch)
     data: DataSpec

@@ -135,6 +135,7 @@ BAD_SPECS = [
         "hyperparameters.early_stopping.min_delta",
     ),
     ("colour", "blue", "colour"),  # unknown top-level field
+    ("task", "ranking", "task"),
     ("sweep", {"momentum": [0.9]}, "sweep.momentum"),  # not a sweepable hyperparameter
     ("sweep", {"temperature": []}, "sweep.temperature"),
     ("sweep", {"alpha": [0.5, 1.5]}, "sweep.alpha.1"),

@@ -1,5 +1,6 @@
 """Data sets in the contract's formats, checked and held as tensors: ``x`` float32 (N, ...) and
-``y`` int64 (N,) or None for unlabelled data."""
+``y`` int64 (N,) class ids, float32 (N, K) regression targets (a (N,) ``y`` is K = 1), or None
+for unlabelled data."""
 
 import csv
 import math
@@ -30,9 +31,13 @@ class Dataset:
         return replace(self, x=self.x.to(device), y=y)
 
 
-def load_dataset(path: Path, fmt: str, class_names: list[str] | None = None) -> Dataset:
+def load_dataset(
+    path: Path, fmt: str, class_names: list[str] | None = None, task: str = "classification"
+) -> Dataset:
     """Load and check a data set. ``class_names`` maps csv label names the way the training data
-    did, so a validation file gets the same class ids."""
+    did, so a validation file gets the same class ids. For ``task`` "regression" the labels are
+    real targets (integers are taken as numbers, not class ids)."""
+    regression = task == "regression"
     if fmt == "jsonl":
         raise UnsupportedInput(
             "Text (jsonl) data sets are not supported by this worker yet; "
@@ -46,9 +51,13 @@ def load_dataset(path: Path, fmt: str, class_names: list[str] | None = None) -> 
         x, y = _read_safetensors(path)
         names = None
     elif fmt == "csv":
-        x, y, names = _read_csv(path, class_names)
+        x, y, names = _read_csv(path, class_names, regression)
     else:
         raise UnsupportedInput(f"Unknown data format {fmt!r}.", code="unsupported_data")
+    if regression:
+        _check_x(x, path.name)
+        y = None if y is None else _regression_targets(y, len(x), path.name)
+        return Dataset(x.float().contiguous(), y, None)
     _check(x, y, path.name)
     return Dataset(x.float().contiguous(), None if y is None else y.long(), names)
 
@@ -115,7 +124,7 @@ def _read_safetensors(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def _read_csv(
-    path: Path, class_names: list[str] | None
+    path: Path, class_names: list[str] | None, regression: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -141,6 +150,9 @@ def _read_csv(
             labels.append(row[label_column].strip())
     if label_column is None:
         return torch.from_numpy(x), None, None
+    if regression:
+        targets = [_csv_number(label, "label", n + 2, path) for n, label in enumerate(labels)]
+        return torch.from_numpy(x), torch.tensor(targets, dtype=torch.float32), None
     y, names = _csv_labels(labels, class_names, path)
     return torch.from_numpy(x), y, names
 
@@ -183,7 +195,40 @@ def _as_class_id(label: str) -> int | None:
     return int(value) if math.isfinite(value) and value.is_integer() else None
 
 
+def _regression_targets(y: torch.Tensor, rows: int, name: str) -> torch.Tensor:
+    """Real targets as float32 (N, K); integer targets are taken as numbers."""
+    if y.is_complex() or y.dtype == torch.bool:
+        raise DataLoadError(f"In {name}, y has dtype {y.dtype}; regression needs real numbers.")
+    if y.ndim not in (1, 2) or len(y) != rows:
+        raise DataLoadError(
+            f"In {name}, y has shape {tuple(y.shape)}; for regression it must be ({rows},) or "
+            f"({rows}, K): one target (or K) per row."
+        )
+    y = y.float().reshape(rows, -1).contiguous()
+    if not torch.isfinite(y).all():
+        raise DataLoadError(f"In {name}, y holds NaN or infinite values; clean the data first.")
+    return y
+
+
 def _check(x: torch.Tensor, y: torch.Tensor | None, name: str) -> None:
+    _check_x(x, name)
+    if y is None:
+        return
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataLoadError(
+            f"In {name}, y has dtype {y.dtype}; it must hold int64 class ids "
+            '(for real-valued targets, set "task": "regression").'
+        )
+    if tuple(y.shape) != (len(x),):
+        raise DataLoadError(
+            f"In {name}, y has shape {tuple(y.shape)}; it must be ({len(x)},): "
+            "one class id per row."
+        )
+    if (y < 0).any():
+        raise DataLoadError(f"In {name}, y holds negative class ids; ids start at 0.")
+
+
+def _check_x(x: torch.Tensor, name: str) -> None:
     if not x.is_floating_point():
         raise DataLoadError(
             f"In {name}, x has dtype {x.dtype}; it must be float (e.g. x.astype('float32'))."
@@ -194,14 +239,3 @@ def _check(x: torch.Tensor, y: torch.Tensor | None, name: str) -> None:
         )
     if not torch.isfinite(x).all():
         raise DataLoadError(f"In {name}, x holds NaN or infinite values; clean the data first.")
-    if y is None:
-        return
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise DataLoadError(f"In {name}, y has dtype {y.dtype}; it must hold int64 class ids.")
-    if tuple(y.shape) != (len(x),):
-        raise DataLoadError(
-            f"In {name}, y has shape {tuple(y.shape)}; it must be ({len(x)},): "
-            "one class id per row."
-        )
-    if (y < 0).any():
-        raise DataLoadError(f"In {name}, y holds negative class ids; ids start at 0.")

@@ -1,4 +1,5 @@
-"""Measurements on the validation data: accuracy, agreement, KL, and latency."""
+"""Measurements on the validation data: accuracy, agreement, KL (classification), MSE and R²
+(regression), and latency."""
 
 import statistics
 import time
@@ -43,6 +44,29 @@ def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
         log_target=True,
         reduction="batchmean",
     ).item()
+
+
+def mse(outputs: torch.Tensor, targets: torch.Tensor | None) -> float | None:
+    """Mean squared error over every row and output."""
+    if targets is None:
+        return None
+    return F.mse_loss(outputs.float(), targets.float()).item()
+
+
+def r2(outputs: torch.Tensor, targets: torch.Tensor | None) -> float | None:
+    """The coefficient of determination, per output then averaged (scikit-learn's
+    ``uniform_average``); an output whose targets are constant counts as 1.0 if predicted
+    exactly, else 0.0, as there."""
+    if targets is None:
+        return None
+    targets = targets.float()
+    residual = ((targets - outputs.float()) ** 2).sum(dim=0)
+    total = ((targets - targets.mean(dim=0)) ** 2).sum(dim=0)
+    constant = total == 0
+    scores = torch.where(
+        constant, (residual == 0).float(), 1 - residual / torch.where(constant, 1.0, total)
+    )
+    return scores.mean().item()
 
 
 @torch.no_grad()

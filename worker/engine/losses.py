@@ -1,4 +1,6 @@
-"""The contract's loss: ``alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE``."""
+"""The contract's losses. Classification: ``alpha * T^2 * KL(p_teacher || p_student) +
+(1 - alpha) * CE``. Regression: ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, y)``.
+"""
 
 from typing import NamedTuple
 
@@ -45,6 +47,33 @@ def distillation_loss(
     if alpha < 1:
         assert labels is not None, "alpha < 1 needs labels"
         ce = F.cross_entropy(student_logits.float(), labels)
+    if kd is None:
+        assert ce is not None
+        return LossTerms(ce, None, ce)
+    total = kd if ce is None else alpha * kd + (1 - alpha) * ce
+    return LossTerms(total, kd, ce)
+
+
+def regression_loss(
+    student_outputs: torch.Tensor,
+    teacher_outputs: torch.Tensor | None,
+    targets: torch.Tensor | None,
+    alpha: float,
+) -> LossTerms:
+    """``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, y)`` for real-valued outputs.
+
+    There is no softmax, so no temperature. The terms come back in the ``kd`` (teacher) and
+    ``ce`` (labels) slots, so reporting treats both tasks alike; as above, a term alpha switches
+    off is skipped and may be given as None.
+    """
+    student = student_outputs.float()
+    kd = ce = None
+    if alpha > 0:
+        assert teacher_outputs is not None, "alpha > 0 needs the teacher's outputs"
+        kd = F.mse_loss(student, teacher_outputs.float())
+    if alpha < 1:
+        assert targets is not None, "alpha < 1 needs labels"
+        ce = F.mse_loss(student, targets.float())
     if kd is None:
         assert ce is not None
         return LossTerms(ce, None, ce)

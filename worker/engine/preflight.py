@@ -3,7 +3,7 @@
 import torch
 
 from worker.engine.data import Dataset
-from worker.engine.errors import LabelsRequired, ShapeMismatch
+from worker.engine.errors import LabelsRequired, ShapeMismatch, UnsupportedInput
 from worker.engine.models import build_model
 from worker.engine.teacher import Teacher
 
@@ -41,16 +41,26 @@ def check_early_stopping(metric: str, val: Dataset, min_alpha: float, baseline: 
 
 
 def check_inputs(
-    teacher: Teacher, train: Dataset, val: Dataset, student_arch: dict, batch_size: int
+    teacher: Teacher,
+    train: Dataset,
+    val: Dataset,
+    student_arch: dict,
+    batch_size: int,
+    regression: bool = False,
 ) -> int:
-    """Run the teacher and a throwaway student on one batch; return the number of classes K."""
+    """Run the teacher and a throwaway student on one batch; return the number of classes K (for
+    regression, the number of real outputs K)."""
     if val.input_shape != train.input_shape:
         raise ShapeMismatch(
             f"The validation data has shape (N, {_dims(val)}) but the training data has "
             f"(N, {_dims(train)}); they must match."
         )
     sample = train.x[:batch_size]
-    num_classes = teacher.check(sample)
+    num_classes = teacher.check(sample, regression)
+    if regression:
+        _check_targets(train, val, num_classes)
+        _check_student(student_arch, sample, num_classes)
+        return num_classes
     for name, data in (("training", train), ("validation", val)):
         if data.y is not None and int(data.y.max()) >= num_classes:
             raise ShapeMismatch(
@@ -59,6 +69,22 @@ def check_inputs(
             )
     _check_student(student_arch, sample, num_classes)
     return num_classes
+
+
+def _check_targets(train: Dataset, val: Dataset, outputs: int) -> None:
+    for name, data in (("training", train), ("validation", val)):
+        if data.y is not None and data.y.shape[1] != outputs:
+            raise ShapeMismatch(
+                f"The {name} targets y have {data.y.shape[1]} value(s) per row, but the teacher "
+                f"returns {outputs} output(s); they must match."
+            )
+
+
+def check_regression_early_stopping(metric: str) -> None:
+    if metric != "val_loss":
+        raise UnsupportedInput(
+            f"early_stopping watches {metric}, which regression does not have; use val_loss."
+        )
 
 
 def _check_student(arch: dict, sample: torch.Tensor, num_classes: int) -> None:

@@ -19,9 +19,17 @@ from worker.engine.checkpoint import load_checkpoint, save_checkpoint
 from worker.engine.data import Dataset, load_dataset, split_validation
 from worker.engine.early_stopping import EarlyStopping
 from worker.engine.errors import DeviceUnavailable, JobCancelled, LabelsRequired, UnsupportedInput
-from worker.engine.evaluation import accuracy, agreement, kl_divergence, latency_ms, predict
+from worker.engine.evaluation import (
+    accuracy,
+    agreement,
+    kl_divergence,
+    latency_ms,
+    mse,
+    predict,
+    r2,
+)
 from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
-from worker.engine.losses import LossTerms, distillation_loss
+from worker.engine.losses import LossTerms, distillation_loss, regression_loss
 from worker.engine.models import build_model, count_parameters
 from worker.engine.reporting import LossMeter, Reporter
 from worker.engine.schedules import Schedules
@@ -117,6 +125,8 @@ class DistillationRecipe:
         self.spec = job.spec
         self.callbacks = callbacks
         self.hp = Hyperparameters.from_spec(job.spec)
+        # Regression: real outputs, MSE losses and metrics; the temperature is unused.
+        self.regression = job.spec.get("task", "classification") == "regression"
         self.phases: list[Phase] = (
             ["student", "baseline"] if job.spec.get("baseline") else ["student"]
         )
@@ -135,6 +145,8 @@ class DistillationRecipe:
         self.train_data, self.val_data = self._load_data()
         baseline = len(self.phases) > 1
         preflight.check_labels_present(self.train_data, self.alpha_range[0], baseline)
+        if hp.early_stopping is not None and self.regression:
+            preflight.check_regression_early_stopping(hp.early_stopping["metric"])
         if hp.early_stopping is not None:
             preflight.check_early_stopping(
                 hp.early_stopping["metric"], self.val_data, self.alpha_range[0], baseline
@@ -147,7 +159,12 @@ class DistillationRecipe:
             self.device,
         )
         self.num_classes = preflight.check_inputs(
-            self.teacher, self.train_data, self.val_data, self.spec["student"], hp.batch_size
+            self.teacher,
+            self.train_data,
+            self.val_data,
+            self.spec["student"],
+            hp.batch_size,
+            self.regression,
         )
         # The teacher is frozen, so its validation logits never change: compute them once.
         self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
@@ -165,7 +182,8 @@ class DistillationRecipe:
         )
         self._log(
             f"Teacher ({self.job.teacher_format}, {self.teacher.num_params:,} parameters) "
-            f"gives {self.num_classes} classes; {len(self.train_data)} training and "
+            f"gives {self.num_classes} {'outputs' if self.regression else 'classes'}; "
+            f"{len(self.train_data)} training and "
             f"{len(self.val_data)} validation rows of shape {self.train_data.input_shape}, "
             f"on {self.device}."
         )
@@ -195,12 +213,15 @@ class DistillationRecipe:
 
     def _load_data(self) -> tuple[Dataset, Dataset]:
         job = self.job
-        train = load_dataset(job.train_path, job.train_format)
+        task = "regression" if self.regression else "classification"
+        train = load_dataset(job.train_path, job.train_format, task=task)
         if job.validation_path is None:
             fraction = self.spec["data"].get("validation_split", 0.1)
             train, val = split_validation(train, fraction, self.hp.seed)
         else:
-            val = load_dataset(job.validation_path, job.validation_format or "", train.class_names)
+            val = load_dataset(
+                job.validation_path, job.validation_format or "", train.class_names, task
+            )
         return train.to(self.device), val.to(self.device)
 
     # -- train ----------------------------------------------------------------------------------
@@ -256,8 +277,11 @@ class DistillationRecipe:
 
     def _sweep_row(self, run: TrainingRun, hp: Hyperparameters) -> dict:
         val = self._validate(run)
+        swept = {name: getattr(hp, name) for name in SWEPT}
+        if self.regression:
+            return swept | val
         logits = predict(run.model, self.val_data.x, self.hp.batch_size)
-        return {name: getattr(hp, name) for name in SWEPT} | {
+        return swept | {
             "val_accuracy": val["val_accuracy"],
             "val_loss": val["val_loss"],
             "val_kl": kl_divergence(logits, self.val_teacher_logits),
@@ -317,6 +341,8 @@ class DistillationRecipe:
         else:  # the loss casts the logits to float32 before its softmax
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 student_logits = run.model(x)
+        if self.regression:
+            return regression_loss(student_logits, teacher_logits, y, run.alpha)
         return distillation_loss(student_logits, teacher_logits, y, run.temperature, run.alpha)
 
     def _end_epoch(self, run: TrainingRun) -> None:
@@ -345,6 +371,8 @@ class DistillationRecipe:
     def _validate(self, run: TrainingRun) -> dict:
         logits = predict(run.model, self.val_data.x, self.hp.batch_size)
         labels, teacher_logits = self.val_data.y, self.val_teacher_logits
+        if self.regression:
+            return self._validate_regression(run, logits)
         val_loss = None
         if labels is not None or run.alpha == 1:
             terms = distillation_loss(logits, teacher_logits, labels, run.temperature, run.alpha)
@@ -353,6 +381,17 @@ class DistillationRecipe:
             "val_accuracy": accuracy(logits, labels),
             "val_loss": val_loss,
             "val_agreement": agreement(logits, teacher_logits),
+        }
+
+    def _validate_regression(self, run: TrainingRun, outputs: torch.Tensor) -> dict:
+        targets, teacher_outputs = self.val_data.y, self.val_teacher_logits
+        val_loss = None
+        if targets is not None or run.alpha == 1:
+            val_loss = regression_loss(outputs, teacher_outputs, targets, run.alpha).total.item()
+        return {
+            "val_loss": val_loss,
+            "val_mse": mse(outputs, targets),
+            "val_agreement_mse": mse(outputs, teacher_outputs),
         }
 
     def _report(self, run: TrainingRun, losses: dict, val: dict | None = None) -> None:
@@ -475,18 +514,14 @@ class DistillationRecipe:
         return EngineResult(metrics, artifacts)
 
     def _metrics(self, student: nn.Module) -> dict:
-        val, teacher_logits, batch_size = self.val_data, self.val_teacher_logits, self.hp.batch_size
+        val, batch_size = self.val_data, self.hp.batch_size
         student_logits = predict(student, val.x, batch_size)
         # Time the artifact users deploy, student.pt, against the teacher as it was given.
         deployed = jit.load(self.job.output_dir / "student.pt", self.device)
         teacher_ms = latency_ms(self.teacher, val.x[:1])
         student_ms = latency_ms(deployed, val.x[:1])
         teacher_params, student_params = self.teacher.num_params, count_parameters(student)
-        metrics: dict[str, Any] = {
-            "teacher_accuracy": accuracy(teacher_logits, val.y),
-            "student_accuracy": accuracy(student_logits, val.y),
-            "agreement": agreement(student_logits, teacher_logits),
-            "kl_divergence": kl_divergence(student_logits, teacher_logits),
+        metrics: dict[str, Any] = self._quality(student_logits) | {
             "teacher_params": teacher_params,
             "student_params": student_params,
             "compression_ratio": teacher_params / student_params,
@@ -502,10 +537,14 @@ class DistillationRecipe:
             chosen = self.sweep_state.table()[self.sweep_state.best or 0]
             metrics["sweep"] = self.sweep_state.table()
             metrics["chosen"] = {name: chosen[name] for name in SWEPT}
-            metrics["sweep_metric"] = "val_accuracy" if val.y is not None else "val_kl"
+            metrics["sweep_metric"] = self._sweep_metric()
         if "baseline" in self.runs:
             baseline_logits = predict(self.runs["baseline"].model, val.x, batch_size)
-            metrics["baseline_accuracy"] = accuracy(baseline_logits, val.y)
+            if self.regression:
+                metrics["baseline_r2"] = r2(baseline_logits, val.y)
+                metrics["baseline_mse"] = mse(baseline_logits, val.y)
+            else:
+                metrics["baseline_accuracy"] = accuracy(baseline_logits, val.y)
             metrics["baseline_train_seconds"] = self.runs["baseline"].train_seconds()
         for phase, run in self.runs.items():
             if run.stopper is not None:
@@ -513,6 +552,30 @@ class DistillationRecipe:
                 metrics[f"{prefix}stopped_early"] = run.stopper.stopped_early
                 metrics[f"{prefix}best_epoch"] = run.stopper.best_epoch
         return metrics
+
+    def _quality(self, student_outputs: torch.Tensor) -> dict[str, Any]:
+        """How good the student is next to the teacher and the labels, on validation."""
+        labels, teacher_outputs = self.val_data.y, self.val_teacher_logits
+        if self.regression:
+            return {
+                "teacher_r2": r2(teacher_outputs, labels),
+                "student_r2": r2(student_outputs, labels),
+                "teacher_mse": mse(teacher_outputs, labels),
+                "student_mse": mse(student_outputs, labels),
+                "agreement_mse": mse(student_outputs, teacher_outputs),
+            }
+        return {
+            "teacher_accuracy": accuracy(teacher_outputs, labels),
+            "student_accuracy": accuracy(student_outputs, labels),
+            "agreement": agreement(student_outputs, teacher_outputs),
+            "kl_divergence": kl_divergence(student_outputs, teacher_outputs),
+        }
+
+    def _sweep_metric(self) -> str:
+        labelled = self.val_data.y is not None
+        if self.regression:
+            return "val_mse" if labelled else "val_agreement_mse"
+        return "val_accuracy" if labelled else "val_kl"
 
     def cleanup(self) -> None:
         """Let go of the teacher, the data and the models now, and of the GPU memory they held:

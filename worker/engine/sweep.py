@@ -18,10 +18,16 @@ def combinations(sweep: dict) -> list[dict[str, Any]]:
 
 def better(row: dict, best: dict | None) -> bool:
     """Whether ``row`` beats ``best`` on validation: higher accuracy (lower KL to the teacher
-    breaking ties) when the validation data has labels, else lower KL. Exact ties keep the
-    earlier run."""
+    breaking ties) when the validation data has labels, else lower KL. For regression, lower
+    MSE on the labels (lower MSE to the teacher breaking ties, or alone without labels). Exact
+    ties keep the earlier run."""
     if best is None:
         return True
+    if "val_agreement_mse" in row:  # regression: lower MSE on the labels, else to the teacher
+        error, best_error = row["val_mse"], best["val_mse"]
+        if error is not None and best_error is not None and error != best_error:
+            return error < best_error
+        return row["val_agreement_mse"] < best["val_agreement_mse"]
     accuracy, best_accuracy = row["val_accuracy"], best["val_accuracy"]
     if accuracy is not None and best_accuracy is not None and accuracy != best_accuracy:
         return accuracy > best_accuracy

@@ -49,23 +49,24 @@ class Teacher:
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or len(logits) != len(x):
             raise ShapeMismatch(
                 f"On a batch of shape {_shape(x)} the teacher returned {_describe(logits)}; "
-                f"it must return a ({len(x)}, K) tensor of class logits."
+                f"it must return a ({len(x)}, K) tensor: K class logits, or for regression K "
+                f"real outputs (a single output as ({len(x)}, 1))."
             )
         return logits if logits.dtype == torch.float32 else logits.float()
 
-    def check(self, sample: torch.Tensor) -> int:
+    def check(self, sample: torch.Tensor, regression: bool = False) -> int:
         """Run one batch and a batch of one (latency is measured on it); return K."""
         logits = self(sample)
         if len(sample) > 1:
             self(sample[:1])
-        if logits.shape[1] < 2:
+        if logits.shape[1] < 2 and not (regression and logits.shape[1] == 1):
             raise ShapeMismatch(
                 f"The teacher returns {logits.shape[1]} output per example; distillation needs "
                 "logits over at least 2 classes."
             )
         if not torch.isfinite(logits).all():
             raise TrainingDiverged(
-                "The teacher returned NaN or infinite logits on the first batch; check that the "
+                "The teacher returned NaN or infinite outputs on the first batch; check that the "
                 "data is scaled the way the teacher was trained on."
             )
         return int(logits.shape[1])

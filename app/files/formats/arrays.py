@@ -1,5 +1,5 @@
-"""Facts about an array data set (a float ``x`` and optional integer ``y``), for npz and
-safetensors alike."""
+"""Facts about an array data set (a float ``x`` and an optional ``y``: integer class ids, or
+real regression targets), for npz and safetensors alike."""
 
 from typing import IO
 
@@ -19,6 +19,7 @@ def dataset_meta(rows: int, sample_shape: list[int], x_dtype: str) -> dict:
         "sample_shape": sample_shape,
         "x_dtype": x_dtype,
         "has_labels": False,
+        "label_kind": None,
         "num_classes": None,
     }
 
@@ -41,4 +42,25 @@ def label_range(stream: IO[bytes], dtype: np.dtype, count: int, where: str) -> t
 
 
 def label_meta(label_range: tuple[int, int], dtype: np.dtype) -> dict:
-    return {"has_labels": True, "num_classes": label_range[1] + 1, "label_dtype": dtype.name}
+    return {
+        "has_labels": True,
+        "label_kind": "class",
+        "num_classes": label_range[1] + 1,
+        "label_dtype": dtype.name,
+    }
+
+
+def real_label_meta(shape: tuple[int, ...], rows: int, dtype: str, where: str) -> dict:
+    """Float labels are regression targets, one per row (N,) or K per row (N, K)."""
+    if len(shape) not in (1, 2) or shape[0] != rows:
+        raise unsupported(
+            "dataset",
+            f"{where} holds real-valued targets, which must be shaped ({rows},) or ({rows}, K) "
+            f"to match 'x'; it is shaped {list(shape)}.",
+        )
+    return {
+        "has_labels": True,
+        "label_kind": "real",
+        "label_dtype": dtype,
+        "num_targets": 1 if len(shape) == 1 else shape[1],
+    }

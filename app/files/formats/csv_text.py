@@ -34,6 +34,7 @@ def detect_csv(lines: Iterator[str]) -> Detected:
         "sample_shape": [len(features)],
         "has_labels": label_at is not None,
         "columns": features,
+        "label_kind": None,
         "num_classes": None,
         "classes": None,
     }
@@ -87,7 +88,8 @@ def _is_number(value: str) -> bool:
 
 
 class _Labels:
-    """Class labels as they stream past: integer ids if every one parses, else class names."""
+    """Labels as they stream past: integer class ids if every one parses, real regression targets
+    if every one is a finite number and some are not whole, else class names."""
 
     def __init__(self) -> None:
         self.ints_only = True
@@ -95,6 +97,8 @@ class _Labels:
         self.negative: tuple[int, int] | None = None  # (line, value) of the first negative id
         self.names: set[str] = set()
         self.too_many_names = False
+        self.numbers_only = True
+        self.fractional = False  # some label is a number that is not whole, e.g. 0.5
 
     def add(self, raw: str, line: int) -> None:
         value = raw.strip()
@@ -102,6 +106,8 @@ class _Labels:
             raise unsupported("dataset", f"Line {line} has an empty label.")
         if self.ints_only:
             self._add_id(value, line)
+        if self.numbers_only and not self.ints_only:
+            self._add_number(value)
         if len(self.names) < MAX_CLASS_NAMES:
             self.names.add(value)
         elif value not in self.names:
@@ -117,7 +123,16 @@ class _Labels:
         if number < 0 and self.negative is None:
             self.negative = (line, number)
 
+    def _add_number(self, value: str) -> None:
+        if not _is_number(value):
+            self.numbers_only = False
+        elif not float(value).is_integer():
+            self.fractional = True
+
     def meta(self) -> dict:
+        if self.numbers_only and self.fractional:
+            return {"label_kind": "real", "num_classes": None, "classes": None}
+        kind = {"label_kind": "class"}
         if self.ints_only:
             if self.negative is not None:
                 line, value = self.negative
@@ -126,7 +141,7 @@ class _Labels:
                     f"Line {line} has label {value}; integer labels are "
                     "class ids and must be 0 or more.",
                 )
-            return {"num_classes": self.max_id + 1, "classes": None}
+            return kind | {"num_classes": self.max_id + 1, "classes": None}
         if self.too_many_names:
-            return {"num_classes": None, "classes": None}
-        return {"num_classes": len(self.names), "classes": sorted(self.names)}
+            return kind | {"num_classes": None, "classes": None}
+        return kind | {"num_classes": len(self.names), "classes": sorted(self.names)}

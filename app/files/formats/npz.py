@@ -9,7 +9,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from app.files.formats.accepted import Detected, Purpose
-from app.files.formats.arrays import dataset_meta, label_meta, label_range
+from app.files.formats.arrays import dataset_meta, label_meta, label_range, real_label_meta
 from app.files.formats.errors import UnsafeFile, UnsupportedFormat, unsupported, wrong_purpose
 from app.files.formats.streams import read_exact
 
@@ -37,12 +37,15 @@ def detect_npz(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo], purpose: Purpo
         )
     rows = x[1].shape[0]
     meta = dataset_meta(rows, list(x[1].shape[1:]), x[1].dtype.name)
-    if y is not None:
+    if y is not None and y[1].dtype.kind == "f":
+        meta |= real_label_meta(y[1].shape, rows, y[1].dtype.name, "Array 'y'")
+    elif y is not None:
         info, header = y
         if header.dtype.kind not in "iu" or header.shape != (rows,):
             raise unsupported(
                 "dataset",
-                f"Array 'y' must hold integer class ids shaped ({rows},) "
+                f"Array 'y' must hold integer class ids shaped ({rows},) (or real-valued "
+                "regression targets) "
                 f"to match 'x'; it is {header.dtype} shaped {list(header.shape)}.",
             )
         with zf.open(info) as f:

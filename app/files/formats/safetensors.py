@@ -9,7 +9,7 @@ from typing import IO, BinaryIO, TypeGuard
 import numpy as np
 
 from app.files.formats.accepted import Detected, Purpose
-from app.files.formats.arrays import dataset_meta, label_meta, label_range
+from app.files.formats.arrays import dataset_meta, label_meta, label_range, real_label_meta
 from app.files.formats.errors import unsupported
 from app.files.formats.streams import read_exact
 
@@ -151,11 +151,14 @@ def _safetensors_dataset(f: BinaryIO, tensors: list[_Tensor]) -> Detected:
         )
     rows = x.shape[0]
     meta = dataset_meta(rows, list(x.shape[1:]), _ST_FLOATS[x.dtype])
-    if y is not None:
+    if y is not None and y.dtype in _ST_FLOATS:
+        meta |= real_label_meta(tuple(y.shape), rows, _ST_FLOATS[y.dtype], "Tensor 'y'")
+    elif y is not None:
         if y.dtype not in _ST_INTS or y.shape != (rows,):
             raise unsupported(
                 "dataset",
-                f"Tensor 'y' must hold integer class ids shaped ({rows},) "
+                f"Tensor 'y' must hold integer class ids shaped ({rows},) (or real-valued "
+                "regression targets) "
                 f"to match 'x'; it is {y.dtype} shaped {list(y.shape)}.",
             )
         f.seek(y.begin)

@@ -185,6 +185,7 @@ def test_npz_dataset(tmp_path: Path, save: Callable) -> None:
         "sample_shape": [1, 4, 4],
         "x_dtype": "float32",
         "has_labels": True,
+        "label_kind": "class",
         "num_classes": 3,
         "label_dtype": "int64",
     }
@@ -204,6 +205,26 @@ def test_npz_labels_must_match_and_be_ids(tmp_path: Path) -> None:
     np.savez(tmp_path / "neg.npz", x=x, y=y - 1)
     with pytest.raises(UnsupportedFormat, match="class id -1"):
         detect(tmp_path / "neg.npz", "dataset")
+
+
+@pytest.mark.parametrize("shape", [(20,), (20, 2)])
+def test_npz_with_real_labels_is_a_regression_set(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    x, _ = _xy()
+    np.savez(tmp_path / "d.npz", x=x, y=np.linspace(-1, 1, 20 * len(shape)).reshape(shape))
+    meta = detect(tmp_path / "d.npz", "dataset").meta
+    assert (meta["has_labels"], meta["label_kind"]) == (True, "real")
+    assert (meta["num_classes"], meta["num_targets"]) == (None, len(shape))
+    np.savez(tmp_path / "bad.npz", x=x, y=np.zeros((20, 2, 2)))
+    with pytest.raises(UnsupportedFormat, match="real-valued targets"):
+        detect(tmp_path / "bad.npz", "dataset")
+
+
+def test_safetensors_with_real_labels_is_a_regression_set(tmp_path: Path) -> None:
+    x, _ = _xy(rows=10)
+    y = torch.linspace(0, 1, 10)
+    save_file({"x": torch.from_numpy(x), "y": y}, tmp_path / "d.safetensors")
+    meta = detect(tmp_path / "d.safetensors", "dataset").meta
+    assert (meta["label_kind"], meta["label_dtype"], meta["num_targets"]) == ("real", "float32", 1)
 
 
 def test_npz_uploaded_as_teacher(tmp_path: Path) -> None:
@@ -236,6 +257,7 @@ def test_csv_with_integer_labels(tmp_path: Path) -> None:
         "rows": 25_000,
         "sample_shape": [2],
         "has_labels": True,
+        "label_kind": "class",
         "columns": ["a", "b"],
         "num_classes": 4,
         "classes": None,
@@ -248,6 +270,14 @@ def test_csv_with_class_names_and_a_bom(tmp_path: Path) -> None:
     meta = detect(tmp_path / "d.csv", "dataset").meta
     assert meta["columns"] == ["petal", "sepal"]
     assert (meta["classes"], meta["num_classes"]) == (["setosa", "virginica"], 2)
+
+
+def test_csv_with_real_labels_is_a_regression_set(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,3\n3,4,0.25\n5,6,-1e3\n")
+    meta = detect(tmp_path / "d.csv", "dataset").meta
+    assert (meta["has_labels"], meta["label_kind"], meta["num_classes"]) == (True, "real", None)
+    (tmp_path / "names.csv").write_text("a,label\n1,0.5\n2,cat\n")
+    assert detect(tmp_path / "names.csv", "dataset").meta["label_kind"] == "class"
 
 
 def test_csv_without_labels(tmp_path: Path) -> None:
