@@ -19,6 +19,12 @@ baseline student is not an artifact, so KD and baseline are compared on validati
 validation curves (``GET /v1/jobs/{id}/metrics`` for the KD student, the job's per-epoch events
 for the baseline) are summarised to show both have converged.
 
+mnist1d also gets a 1-D ``cnn`` student (its own row, same teacher, files and budget). And every
+data set's main student gets one more job per seed with ``"sweep": {"alpha": [0.0, 0.5, 0.9]}``
+and ``baseline: true``: the table shows, per seed, the chosen alpha (``metrics.chosen``), every
+run's validation accuracy (``metrics.sweep``), and that the chosen student is never below the
+alpha-0 run, which should equal the job's baseline.
+
 Unlabelled: the digits training split is uploaded again with ``x`` only and distilled with
 ``alpha: 1.0`` (no baseline: there are no labels to train it on), validated on the labelled
 validation file, so the job measures the student's accuracy against the teacher's.
@@ -167,6 +173,9 @@ class DataSet:
     student: dict[str, Any]
     hyperparameters: dict[str, Any]
     teacher_lr: float = 1e-3
+    # Further students on the same split, teacher and files, each a row of its own:
+    # (row label, student, hyperparameters overriding the data set's).
+    variants: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
 
 DATASETS = [
@@ -206,9 +215,21 @@ DATASETS = [
         teacher_lr=3e-3,
         student={"arch": "mlp", "hidden_sizes": [256]},  # 40-256-10, as in issue 3
         hyperparameters={"epochs": 200, "batch_size": 64, "learning_rate": 0.001},
+        # A conv student on the (N, 40) signals (the cnn arch's 1-D convolutions), same budget.
+        variants=[
+            (
+                "mnist1d, cnn student",
+                {"arch": "cnn", "channels": [16, 32], "kernel_size": 5, "hidden_sizes": [64]},
+                {},
+            )
+        ],
     ),
 ]
 UNLABELLED = "digits"  # the data set distilled again from its training inputs alone
+# The sweep every data set's main student gets once per seed, in one job: alpha 0 is the
+# student trained on the labels alone, so the job's chosen student can never be worse than it
+# on validation. Temperature stays at KD's 4.
+SWEEP = {"alpha": [0.0, 0.5, 0.9]}
 
 
 @dataclass
@@ -398,7 +419,10 @@ def submit_and_collect(
 
 def run_dataset(
     client: httpx.Client, data: DataSet, seeds: int, epoch_scale: float, work: Path
-) -> Result:
+) -> tuple[list[Result], Result]:
+    """Train and upload the teacher and data, then one job per seed (``baseline: true``) for the
+    data set's student and for each variant, and one sweep job per seed for its student. Returns
+    the rows (main student first, then the variants) and the sweep."""
     splits = split(data)
     started = time.monotonic()
     teacher = train_teacher(data, splits)
@@ -406,41 +430,67 @@ def run_dataset(
     torch.jit.save(torch.jit.script(teacher), str(teacher_path))
     # Scored from the saved file, as the service will load it.
     teacher_test = accuracy(torch.jit.load(str(teacher_path)), splits.test)
-    result = Result(data.name, tuple(len(s[1]) for s in (splits.train, splits.val, splits.test)),
-                    teacher_test)  # fmt: skip
+    rows = (len(splits.train[1]), len(splits.val[1]), len(splits.test[1]))
     print(
-        f"{data.name}: {result.rows[0]}/{result.rows[1]}/{result.rows[2]} rows; teacher "
-        f"test accuracy {teacher_test:.2%} ({time.monotonic() - started:.1f} s to train)"
+        f"{data.name}: {rows[0]}/{rows[1]}/{rows[2]} rows; teacher test accuracy "
+        f"{teacher_test:.2%} ({time.monotonic() - started:.1f} s to train)"
     )
     teacher_id = upload(client, teacher_path, "teacher")
     train_id = upload(client, save_npz(work / f"{data.name}-train.npz", splits.train), "dataset")
     val_id = upload(client, save_npz(work / f"{data.name}-val.npz", splits.val), "dataset")
+    file_ids = {"teacher": teacher_id, "train": train_id, "validation": val_id}
 
-    result.splits = splits
-    result.file_ids = {"teacher": teacher_id, "validation": val_id}
+    def jobs(
+        label: str, student: dict[str, Any], overrides: dict[str, Any], extra: dict[str, Any]
+    ) -> Result:
+        result = Result(label, rows, teacher_test, splits=splits, file_ids=file_ids)
+        hyperparameters = KD | data.hyperparameters | overrides
+        hyperparameters["epochs"] = max(1, round(hyperparameters["epochs"] * epoch_scale))
+        tag = label.replace(", ", "-").replace(" ", "-")
+        specs = [
+            {
+                "name": f"quality-{tag}-seed{seed}",
+                "teacher": {"file_id": teacher_id},
+                "student": student,
+                "data": {"train_file_id": train_id, "validation_file_id": val_id},
+                "hyperparameters": hyperparameters | {"seed": seed},
+                "baseline": True,
+            }
+            | extra
+            for seed in range(seeds)
+        ]
+        result.runs = submit_and_collect(client, specs, splits.test, work)
+        return result
 
-    hyperparameters = KD | data.hyperparameters
-    hyperparameters["epochs"] = max(1, round(hyperparameters["epochs"] * epoch_scale))
-    specs = [
-        {
-            "name": f"quality-{data.name}-seed{seed}",
-            "teacher": {"file_id": teacher_id},
-            "student": data.student,
-            "data": {"train_file_id": train_id, "validation_file_id": val_id},
-            "hyperparameters": hyperparameters | {"seed": seed},
-            "baseline": True,
-        }
-        for seed in range(seeds)
-    ]
-    result.runs = submit_and_collect(client, specs, splits.test, work)
-    for run in result.runs:
+    results = []
+    for label, student, overrides in [(data.name, data.student, {}), *data.variants]:
+        result = jobs(label, student, overrides, {})
+        if label != data.name:
+            print(f"{label}:")
+        for run in result.runs:
+            print(
+                f"  seed {run['seed']} {run['job_id']}: KD val {run['student_accuracy']:.2%} "
+                f"test {run['student_test_accuracy']:.2%} | baseline val "
+                f"{run['baseline_accuracy']:.2%} | {run['compression_ratio']:.1f}x smaller, "
+                f"{run['speedup']:.1f}x faster, {run['train_seconds']:.1f} s"
+            )
+        results.append(result)
+
+    print(f"{data.name}, sweep {SWEEP}:")
+    sweep = jobs(f"{data.name} sweep", data.student, {}, {"sweep": SWEEP})
+    for run in sweep.runs:
+        row0 = alpha0(run)
         print(
-            f"  seed {run['seed']} {run['job_id']}: KD val {run['student_accuracy']:.2%} "
-            f"test {run['student_test_accuracy']:.2%} | baseline val "
-            f"{run['baseline_accuracy']:.2%} | {run['compression_ratio']:.1f}x smaller, "
-            f"{run['speedup']:.1f}x faster, {run['train_seconds']:.1f} s"
+            f"  seed {run['seed']} {run['job_id']}: chosen {run['chosen']} val "
+            f"{run['student_accuracy']:.2%} | alpha-0 run val {row0['val_accuracy']:.2%} | "
+            f"baseline val {run['baseline_accuracy']:.2%}"
         )
-    return result
+    return results, sweep
+
+
+def alpha0(run: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's alpha = 0 row (the student trained on the labels alone, inside the sweep)."""
+    return next(row for row in run["sweep"] if row["alpha"] == 0)
 
 
 def run_unlabelled(
@@ -560,11 +610,87 @@ def setups(results: list[Result]) -> str:
         student, hp = spec["student"], spec["hyperparameters"]
         cache = Counter(str(run.get("teacher_cache", "not reported")) for run in r.runs)
         lines.append(
-            f"- **{r.name}**: student `{student['arch']}` hidden {student['hidden_sizes']}; "
+            f"- **{r.name}**: student {describe(student)}; "
             f"{hp['epochs']} epochs, batch {hp['batch_size']}, {hp['optimizer']} lr "
             f"{hp['learning_rate']}, temperature {hp['temperature']}, alpha {hp['alpha']}; "
             f"teacher-output cache: {', '.join(f'{k} {n}x' for k, n in sorted(cache.items()))}."
         )
+    return "\n".join(lines)
+
+
+def describe(student: dict[str, Any]) -> str:
+    """An arch spec in a few words, as the job echoed it."""
+    if student["arch"] == "cnn":
+        return (
+            f"`cnn` channels {student['channels']} kernel {student['kernel_size']} (1-D on "
+            f"`(N, 40)`), hidden {student['hidden_sizes']}"
+        )
+    return f"`{student['arch']}` hidden {student['hidden_sizes']}"
+
+
+def sweep_table(sweeps: list[Result], results: list[Result]) -> str:
+    """Per seed: every sweep row's validation accuracy, the chosen alpha and student, the alpha-0
+    row, and the baseline the same job trained; with the alpha 0.7 job's baseline of the same seed
+    as a check that the baseline is reproducible across jobs."""
+    alphas = SWEEP["alpha"]
+    lines = [
+        "| data set | seed | job | val at alpha " + " / ".join(f"{a:g}" for a in alphas)
+        + " | val KL at alpha " + " / ".join(f"{a:g}" for a in alphas)
+        + " | chosen alpha | chosen val | alpha-0 run val | chosen >= alpha 0 "
+        "| baseline val (this job) | baseline val (alpha 0.7 job) | chosen test |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    main = {r.name: {run["seed"]: run for run in r.runs} for r in results}
+    for sweep in sweeps:
+        name = sweep.name.removesuffix(" sweep")
+        for run in sweep.runs:
+            by_alpha = {row["alpha"]: row["val_accuracy"] for row in run["sweep"]}
+            kl = {row["alpha"]: row["val_kl"] for row in run["sweep"]}
+            zero = alpha0(run)["val_accuracy"]
+            other = main.get(name, {}).get(run["seed"])
+            held = run["student_accuracy"] >= zero
+            cells = [
+                name,
+                str(run["seed"]),
+                f"`{run['job_id']}`",
+                " / ".join(f"{by_alpha[a] * 100:.1f}" for a in alphas),
+                " / ".join(f"{kl[a]:.3f}" for a in alphas),
+                f"{run['chosen']['alpha']:g}",
+                f"{run['student_accuracy'] * 100:.1f}",
+                f"{zero * 100:.1f}",
+                f"yes ({(run['student_accuracy'] - zero) * 100:+.1f})" if held else "**NO**",
+                f"{run['baseline_accuracy'] * 100:.1f}",
+                f"{other['baseline_accuracy'] * 100:.1f}" if other else "",
+                f"{run['student_test_accuracy'] * 100:.1f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def sweep_verdicts(sweeps: list[Result], results: list[Result]) -> str:
+    """Per data set, computed: did the guarantee hold, and does the alpha-0 run reproduce the
+    baseline the same job trained?"""
+    main = {r.name: r for r in results}
+    lines = []
+    for sweep in sweeps:
+        name = sweep.name.removesuffix(" sweep")
+        n = len(sweep.runs)
+        held = sum(run["student_accuracy"] >= alpha0(run)["val_accuracy"] for run in sweep.runs)
+        gaps = [alpha0(run)["val_accuracy"] - run["baseline_accuracy"] for run in sweep.runs]
+        same = sum(abs(g) < 1e-9 for g in gaps)
+        chosen = Counter(f"{run['chosen']['alpha']:g}" for run in sweep.runs)
+        fixed = main.get(name)
+        lines.append(
+            f"- **{name}**: chosen >= alpha-0 run in {held} of {n} seeds; chosen alpha "
+            f"{', '.join(f'{a} ({k}x)' for a, k in sorted(chosen.items()))}; chosen student "
+            f"{mean_std(values(sweep, 'student_accuracy'))} against the baseline's "
+            f"{mean_std(values(sweep, 'baseline_accuracy'))}"
+            + (f" and the fixed alpha 0.7 student's {mean_std(values(fixed, 'student_accuracy'))}"
+               if fixed else "")
+            + f"; the alpha-0 run equals the job's baseline in {same} of {n} seeds"
+            + ("." if same == n else f" (alpha-0 minus baseline: "
+               f"{', '.join(f'{g * 100:+.1f}' for g in gaps)} points).")
+        )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -694,7 +820,10 @@ def revision() -> str:
     return f"commit `{commit}`" + (" with uncommitted changes" if dirty else "")
 
 
-def report(results: list[Result], unlabelled: Result | None, command: str, seconds: float) -> str:
+def report(
+    results: list[Result], sweeps: list[Result], unlabelled: Result | None, command: str,
+    seconds: float,
+) -> str:  # fmt: skip
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     seeds = len(results[0].runs)
     return "\n".join([
@@ -717,12 +846,27 @@ def report(results: list[Result], unlabelled: Result | None, command: str, secon
         "",
         verdicts(results),
         "",
-        "![teacher, KD student and baseline accuracy per data set](quality.png)",
+        "![teacher, KD student, the alpha sweep's chosen student and baseline accuracy per data "
+        "set](quality.png)",
         "",
         "Convergence: validation accuracy (%, mean over seeds) along the way, the KD student's "
         "from `GET /v1/jobs/{id}/metrics`, the baseline's from its per-epoch events:",
         "",
         convergence_table(results),
+        "",
+        f"### A sweep over alpha {SWEEP['alpha']} (temperature 4)",
+        "",
+        "One job per data set and seed with `\"sweep\": {\"alpha\": [0.0, 0.5, 0.9]}` and "
+        "`baseline: true`, the data set's main student and budget: the job trains the student "
+        "once per alpha from the same seed, keeps the best on validation (`metrics.chosen`) and "
+        "reports every run in `metrics.sweep` (validation accuracy, and "
+        "`val_kl`, KL(teacher ‖ student) at T=1, which breaks ties on accuracy). Alpha 0 is "
+        "the student trained on the labels alone, so the chosen student should never be below "
+        "it. Accuracies in %; the last column is the chosen student's `student.pt` scored on test:",
+        "",
+        sweep_table(sweeps, results),
+        "",
+        sweep_verdicts(sweeps, results),
         "",
         *([
             "### Distilling from unlabelled data (digits)",
@@ -736,7 +880,7 @@ def report(results: list[Result], unlabelled: Result | None, command: str, secon
         ] if unlabelled else []),
         "<details><summary>Every job</summary>",
         "",
-        runs_table(results + ([unlabelled] if unlabelled else [])),
+        runs_table(results + sweeps + ([unlabelled] if unlabelled else [])),
         "",
         "</details>",
     ])  # fmt: skip
@@ -751,30 +895,35 @@ def write_doc(block: str) -> None:
     DOC.write_text(f"{head}{START}\n{block}\n{END}{tail}")
 
 
-def plot(results: list[Result], path: Path) -> None:
-    """Grouped bars on validation accuracy: teacher, KD student, baseline; error bars = std."""
+def plot(results: list[Result], sweeps: list[Result], path: Path) -> None:
+    """Grouped bars on validation accuracy: teacher, KD student (alpha 0.7), the alpha sweep's
+    chosen student (main students only), baseline; error bars = std over seeds."""
+    by_name = {r.name.removesuffix(" sweep"): r for r in sweeps}
     series = [
-        ("teacher", "teacher_accuracy", "#4c72b0"),
-        ("KD student", "student_accuracy", "#dd8452"),
-        ("baseline (same student, labels only)", "baseline_accuracy", "#8c8c8c"),
-    ]
-    width = 0.26
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+        ("teacher", "teacher_accuracy", "#4c72b0", results),
+        ("KD student (alpha 0.7)", "student_accuracy", "#dd8452", results),
+        ("sweep's chosen student (alpha 0/0.5/0.9)", "student_accuracy", "#55a868",
+         [by_name.get(r.name) for r in results]),
+        ("baseline (same student, labels only)", "baseline_accuracy", "#8c8c8c", results),
+    ]  # fmt: skip
+    width = 0.2
+    fig, ax = plt.subplots(figsize=(9, 4.4), dpi=120)
     lowest = 100.0
-    for i, (label, key, colour) in enumerate(series):
-        means = [statistics.fmean(values(r, key)) * 100 for r in results]
-        stds = [std(values(r, key)) * 100 for r in results]
+    for i, (label, key, colour, rows) in enumerate(series):
+        present = [(j, r) for j, r in enumerate(rows) if r is not None]
+        means = [statistics.fmean(values(r, key)) * 100 for _, r in present]
+        stds = [std(values(r, key)) * 100 for _, r in present]
         lowest = min(lowest, *(m - s for m, s in zip(means, stds, strict=True)))
-        xs = [j + (i - 1) * width for j in range(len(results))]
+        xs = [j + (i - 1.5) * width for j, _ in present]
         bars = ax.bar(xs, means, width, yerr=stds, capsize=3, label=label, color=colour)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=2)
     floor = max(0, 5 * int((lowest - 6) // 5))
     ax.set_ylim(floor, 102)
-    ax.set_xticks(range(len(results)), [r.name for r in results])
+    ax.set_xticks(range(len(results)), [r.name.replace(", ", ",\n") for r in results])
     ax.set_ylabel(f"validation accuracy, % (axis starts at {floor})")
     seeds = len(results[0].runs)
     ax.set_title(f"Teacher vs distilled student vs baseline, mean ± std over {seeds} seeds", pad=12)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -808,21 +957,25 @@ def main() -> int:
             base_url=base, headers={"Authorization": f"Bearer {admin_key}"}, timeout=60
         ) as client,
     ):
-        results = [run_dataset(client, data, seeds, epoch_scale, Path(tmp)) for data in DATASETS]
-        digits_data, digits_result = next(
-            (d, r) for d, r in zip(DATASETS, results, strict=True) if d.name == UNLABELLED
-        )
+        results: list[Result] = []
+        sweeps: list[Result] = []
+        for data in DATASETS:
+            rows, sweep = run_dataset(client, data, seeds, epoch_scale, Path(tmp))
+            results += rows
+            sweeps.append(sweep)
+        digits_data = next(d for d in DATASETS if d.name == UNLABELLED)
+        digits_result = next(r for r in results if r.name == UNLABELLED)
         unlabelled = run_unlabelled(
             client, digits_data, digits_result, seeds, epoch_scale, Path(tmp)
         )
     seconds = time.monotonic() - started
 
-    block = report(results, unlabelled, command.strip(), seconds)
+    block = report(results, sweeps, unlabelled, command.strip(), seconds)
     print(f"\n{block}")
     if args.quick:
         print("\n--quick: docs/quality.md and docs/quality.png left as they were.")
         return 0
-    plot(results, PLOT)
+    plot(results, sweeps, PLOT)
     write_doc(block)
     print(f"\nWrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}.")
     return 0
