@@ -3,6 +3,7 @@ builder. Nothing here needs a database or a broker."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,6 +27,26 @@ PHASES: tuple[Phase, ...] = ("student", "baseline")  # the order a job trains th
 torch.set_num_threads(1)
 
 
+def engine_job(
+    tmp_path: Path, spec: dict, teacher: Path, train: Path, validation: Path, **overrides: Any
+) -> EngineJob:
+    """An engine job on a torchscript teacher and npz data, writing under ``tmp_path``."""
+    fields = {
+        "spec": spec,
+        "teacher_path": teacher,
+        "teacher_format": "torchscript",
+        "train_path": train,
+        "train_format": "npz",
+        "validation_path": validation,
+        "validation_format": "npz",
+        "output_dir": tmp_path / "out",
+        "checkpoint_path": tmp_path / "checkpoint.pt",
+        "device": "cpu",
+        "progress_interval": 3600.0,  # epoch ends only, unless a test asks for more
+    }
+    return EngineJob(**(fields | overrides))
+
+
 @dataclass
 class Digits:
     """A trained teacher saved in every format, with its data as npz files."""
@@ -38,20 +59,10 @@ class Digits:
 
     def job(self, tmp_path: Path, spec: dict | None = None, **overrides) -> EngineJob:
         """An engine job on these files: the torchscript teacher and npz data unless overridden."""
-        fields = {
-            "spec": spec or job_spec(),
-            "teacher_path": self.teachers["torchscript"],
-            "teacher_format": "torchscript",
-            "train_path": self.train,
-            "train_format": "npz",
-            "validation_path": self.validation,
-            "validation_format": "npz",
-            "output_dir": tmp_path / "out",
-            "checkpoint_path": tmp_path / "checkpoint.pt",
-            "device": "cpu",
-            "progress_interval": 3600.0,  # epoch ends only, unless a test asks for more
-        }
-        return EngineJob(**(fields | overrides))
+        return engine_job(
+            tmp_path, spec or job_spec(), self.teachers["torchscript"], self.train,
+            self.validation, **overrides,
+        )  # fmt: skip
 
 
 def _digits(folder: Path, kind: str) -> Digits:

@@ -10,7 +10,7 @@ import torch
 
 from tests.helpers.regression import TrainedRegressor, train_diabetes_teacher
 from tests.helpers.teachers import job_spec, save_npz, save_teacher
-from tests.worker.engine.conftest import Recorder
+from tests.worker.engine.conftest import Recorder, engine_job
 from worker.engine import EngineJob, EngineResult, JobCancelled, run_job
 from worker.engine.artifacts import load_student
 from worker.engine.data import load_dataset
@@ -35,20 +35,7 @@ class Diabetes:
     validation: Path
 
     def job(self, tmp_path: Path, spec: dict, **overrides) -> EngineJob:
-        fields = {
-            "spec": spec,
-            "teacher_path": self.teacher,
-            "teacher_format": "torchscript",
-            "train_path": self.train,
-            "train_format": "npz",
-            "validation_path": self.validation,
-            "validation_format": "npz",
-            "output_dir": tmp_path / "out",
-            "checkpoint_path": tmp_path / "checkpoint.pt",
-            "device": "cpu",
-            "progress_interval": 3600.0,
-        }
-        return EngineJob(**(fields | overrides))
+        return engine_job(tmp_path, spec, self.teacher, self.train, self.validation, **overrides)
 
 
 @pytest.fixture(scope="module")
