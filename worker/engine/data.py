@@ -1,6 +1,7 @@
 """Data sets in the contract's formats, checked and held as tensors: ``x`` float32 (N, ...) and
 ``y`` int64 (N,) class ids, float32 (N, K) regression targets (a (N,) ``y`` is K = 1), or None
-for unlabelled data."""
+for unlabelled data. Text (jsonl) is tokenized by the teacher's tokenizer into int64 ``x`` of
+shape (N, 2, L): token ids and attention mask, packed (``worker.engine.text``)."""
 
 import csv
 import math
@@ -18,6 +19,7 @@ class Dataset:
     x: torch.Tensor
     y: torch.Tensor | None
     class_names: list[str] | None = None  # csv label names, in class-id order
+    text: bool = False  # x holds packed token ids and attention masks
 
     def __len__(self) -> int:
         return len(self.x)
@@ -32,16 +34,24 @@ class Dataset:
 
 
 def load_dataset(
-    path: Path, fmt: str, class_names: list[str] | None = None, task: str = "classification"
+    path: Path,
+    fmt: str,
+    class_names: list[str] | None = None,
+    task: str = "classification",
+    tokenizer: object = None,
+    max_length: int = 128,
 ) -> Dataset:
     """Load and check a data set. ``class_names`` maps csv label names the way the training data
     did, so a validation file gets the same class ids. For ``task`` "regression" the labels are
-    real targets (integers are taken as numbers, not class ids)."""
+    real targets (integers are taken as numbers, not class ids). Text needs the teacher's
+    ``tokenizer``; sequences are cut at ``max_length`` tokens."""
     regression = task == "regression"
     if fmt == "jsonl":
+        return _load_text(path, tokenizer, max_length, regression)
+    if tokenizer is not None:
         raise UnsupportedInput(
-            "Text (jsonl) data sets are not supported by this worker yet; "
-            "upload npz, safetensors or csv.",
+            f"A Hugging Face teacher reads text, but {path.name} is {fmt}; give jsonl data "
+            '({"text": ..., "label": ...} per line).',
             code="unsupported_data",
         )
     if fmt == "npz":
@@ -60,6 +70,40 @@ def load_dataset(
         return Dataset(x.float().contiguous(), y, None)
     _check(x, y, path.name)
     return Dataset(x.float().contiguous(), None if y is None else y.long(), names)
+
+
+def _load_text(path: Path, tokenizer: object, max_length: int, regression: bool) -> Dataset:
+    from worker.engine.text import load_jsonl
+
+    if tokenizer is None:
+        raise UnsupportedInput(
+            "Text (jsonl) data needs a teacher that carries a tokenizer: a Hugging Face model "
+            "archive (hf_archive).",
+            code="unsupported_data",
+        )
+    if regression:
+        raise UnsupportedInput(
+            "Text jobs are classification for now; drop task regression.", code="unsupported_data"
+        )
+    x, y = load_jsonl(path, tokenizer, max_length)
+    return Dataset(x, y, None, text=True)
+
+
+def same_length(a: Dataset, b: Dataset, tokenizer: object) -> tuple[Dataset, Dataset]:
+    """Pad two text data sets to one sequence length (padding tokens, mask 0), so that training
+    and validation batches have one shape."""
+    length = max(a.x.shape[-1], b.x.shape[-1])
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    return _pad_text(a, length, pad_id), _pad_text(b, length, pad_id)
+
+
+def _pad_text(data: Dataset, length: int, pad_id: int) -> Dataset:
+    missing = length - data.x.shape[-1]
+    if missing == 0:
+        return data
+    padding = torch.zeros(len(data), 2, missing, dtype=data.x.dtype)
+    padding[:, 0] = pad_id
+    return replace(data, x=torch.cat([data.x, padding], dim=-1))
 
 
 def split_validation(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -12,9 +12,9 @@ Phase = Literal["student", "baseline"]  # the distillation run, then the optiona
 class EngineJob:
     spec: dict  # the full, defaulted job spec, as the API echoes it
     teacher_path: Path
-    teacher_format: str  # torchscript | torch_export | state_dict | safetensors
+    teacher_format: str  # torchscript | torch_export | state_dict | safetensors | hf_archive
     train_path: Path
-    train_format: str  # npz | safetensors | csv
+    train_format: str  # npz | safetensors | csv | jsonl
     validation_path: Path | None
     validation_format: str | None
     output_dir: Path
@@ -28,6 +28,8 @@ class EngineJob:
     teacher_cache: bool = True
     cache_dir: Path | None = None
     teacher_sha256: str | None = None
+    # A Hugging Face teacher archive may unpack to at most this many bytes (zip bombs).
+    max_unpacked_bytes: int = 4 * 2**30
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """The contract's losses. Classification: ``alpha * T^2 * KL(p_teacher || p_student) +
-(1 - alpha) * CE``. Regression: ``alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, y)``.
+(1 - alpha) * CE``, or with ``losses.logits = "mse"``, ``alpha * MSE(student logits, teacher
+logits) + (1 - alpha) * CE``. Regression: ``alpha * MSE(student, teacher) + (1 - alpha) *
+MSE(student, y)``. Layer-matching terms are added on top of these (``layer_losses``).
 """
 
 from typing import NamedTuple
@@ -10,11 +12,14 @@ import torch.nn.functional as F
 
 class LossTerms(NamedTuple):
     """``total`` is what we back-propagate; ``kd`` (already scaled by T^2) and ``ce`` are the
-    unweighted terms for reporting, or None where alpha switched the term off."""
+    unweighted terms for reporting, or None where alpha switched the term off; ``hidden`` and
+    ``attention`` likewise, for the layer-matching terms, when the spec asks for them."""
 
     total: torch.Tensor
     kd: torch.Tensor | None
     ce: torch.Tensor | None
+    hidden: torch.Tensor | None = None
+    attention: torch.Tensor | None = None
 
 
 def kd_loss(
@@ -37,13 +42,18 @@ def distillation_loss(
     labels: torch.Tensor | None,
     temperature: float,
     alpha: float,
+    logits: str = "kl",
 ) -> LossTerms:
     """Skips the CE term entirely at alpha == 1 (labels may be None) and the KD term at
-    alpha == 0 (teacher_logits may be None), so neither costs anything when unused."""
+    alpha == 0 (teacher_logits may be None), so neither costs anything when unused. ``logits``
+    "mse" matches the raw logits (no temperature) instead of the softened distributions."""
     kd = ce = None
     if alpha > 0:
         assert teacher_logits is not None, "alpha > 0 needs the teacher's logits"
-        kd = kd_loss(student_logits, teacher_logits, temperature)
+        if logits == "mse":
+            kd = F.mse_loss(student_logits.float(), teacher_logits.float())
+        else:
+            kd = kd_loss(student_logits, teacher_logits, temperature)
     if alpha < 1:
         assert labels is not None, "alpha < 1 needs labels"
         ce = F.cross_entropy(student_logits.float(), labels)

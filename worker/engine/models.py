@@ -2,6 +2,10 @@
 
 The same function rebuilds a student from ``student.json``, so parameter names here are part of
 the artifact format: every model ends in a linear layer called ``out``.
+
+Each model also has ``forward_features`` (not part of ``student.pt``): its logits with every
+layer's output, for the losses that match layers. An mlp's layers are its hidden layers; a cnn's
+are its convolution blocks, then its hidden layers; a transformer's are its encoder layers.
 """
 
 from collections.abc import Callable
@@ -10,6 +14,7 @@ import torch
 from torch import nn
 
 from worker.engine.errors import ShapeMismatch, UnsupportedInput
+from worker.engine.features import Features
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -30,6 +35,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(self.flatten(x)))
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        h, hidden = _run_hidden(self.body, self.flatten(x))
+        return Features(self.out(h), hidden)
 
 
 class CNN(nn.Module):
@@ -56,6 +65,9 @@ class CNN(nn.Module):
                 sizes = [size // 2 for size in sizes]
             channels = out_channels
         self.features = nn.Sequential(*layers)
+        # Where each convolution block ends in ``features``: the layers forward_features shows.
+        self.block_ends = [i for i, m in enumerate(layers) if isinstance(m, conv)][1:]
+        self.block_ends.append(len(layers))
         self.flatten = nn.Flatten()
         in_features = channels * _numel(tuple(sizes))
         self.body = _hidden_layers(in_features, arch)
@@ -63,6 +75,97 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(self.flatten(self.features(self.channel(x)))))
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        h, hidden, start = self.channel(x), [], 0
+        layers = list(self.features)
+        for end in self.block_ends:
+            for layer in layers[start:end]:
+                h = layer(h)
+            hidden.append(h.movedim(1, -1))  # channels last
+            start = end
+        h, dense = _run_hidden(self.body, self.flatten(h))
+        return Features(self.out(h), hidden + dense)
+
+
+class Transformer(nn.Module):
+    """A small encoder classifier for tensors: the data's positions are its tokens, with the
+    channels as each token's features ((N, C, L): L tokens of C values; (N, C, H, W): H*W tokens
+    of C). A table's (N, F) features are F tokens of one value, each feature embedded by its own
+    weights (as in FT-Transformer: a shared embedding learns far slower there). Learned
+    positions, pre-norm encoder layers, mean pooling, then the ``out`` layer."""
+
+    def __init__(self, input_shape: tuple[int, ...], arch: dict, num_outputs: int):
+        super().__init__()
+        channels = 1 if len(input_shape) == 1 else input_shape[0]
+        length = _numel(input_shape) // channels
+        hidden = int(arch.get("hidden_size", 64))
+        self.single_channel = len(input_shape) == 1
+        # (N, F): per-feature weights; otherwise one linear map of the channels, for all tokens.
+        # (Both attributes exist either way, as TorchScript compiles both branches of _tokens.)
+        self.embed: nn.Module
+        if self.single_channel:
+            self.embed = nn.Identity()
+            self.feature_scale = nn.Parameter(torch.randn(1, length, hidden))
+        else:
+            self.embed = nn.Linear(channels, hidden)
+            self.register_buffer("feature_scale", torch.ones(1), persistent=False)
+        self.position = nn.Parameter(torch.randn(1, length, hidden) * 0.02)
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                hidden,
+                int(arch.get("num_heads", 2)),
+                int(arch.get("intermediate_size") or 4 * hidden),
+                float(arch.get("dropout", 0.0)),
+            )
+            for _ in range(int(arch.get("num_layers", 2)))
+        )
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, num_outputs)
+
+    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
+        if self.single_channel:
+            return x.unsqueeze(-1) * self.feature_scale + self.position
+        return self.embed(x.flatten(2).transpose(1, 2)) + self.position
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._tokens(x)
+        for layer in self.layers:
+            h, _ = layer(h, False)
+        return self.out(self.norm(h).mean(dim=1))
+
+    def forward_features(self, x: torch.Tensor) -> Features:
+        h, hidden, attentions = self._tokens(x), [], []
+        for layer in self.layers:
+            h, attention = layer(h, True)
+            hidden.append(h)
+            attentions.append(attention)
+        return Features(self.out(self.norm(h).mean(dim=1)), hidden, attentions)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm self-attention and feed-forward, each with a residual; returns the attention
+    distribution (B, heads, L, L) when asked, for attention transfer."""
+
+    def __init__(self, hidden: int, heads: int, intermediate: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden)
+        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(hidden)
+        self.feed_forward = nn.Sequential(
+            nn.Linear(hidden, intermediate),
+            nn.GELU(),
+            nn.Linear(intermediate, hidden),
+            nn.Dropout(dropout),
+        )
+
+    def forward(
+        self, h: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q = self.norm1(h)
+        a, weights = self.attention(q, q, q, need_weights=need_weights, average_attn_weights=False)
+        h = h + a
+        return h + self.feed_forward(self.norm2(h)), weights
 
 
 class _OneChannel(nn.Module):
@@ -72,14 +175,19 @@ class _OneChannel(nn.Module):
         return x.unsqueeze(1)
 
 
+TENSOR_ARCHS = ("mlp", "cnn", "transformer")
+
+
 def build_model(arch: dict, input_shape: tuple[int, ...], num_outputs: int) -> nn.Module:
     """Build ``arch`` for inputs of shape ``input_shape`` (one example, no batch dimension)."""
     kind = arch.get("arch")
-    if kind not in ("mlp", "cnn"):
+    if kind not in TENSOR_ARCHS:
         raise UnsupportedInput(
-            f"Architecture {kind!r} is not supported by this worker yet; use 'mlp' or 'cnn'.",
+            f"Architecture {kind!r} cannot be built for tensor data; use one of {TENSOR_ARCHS}.",
             code="unsupported_arch",
         )
+    if kind == "transformer":
+        return _transformer(input_shape, arch, num_outputs)
     if arch.get("activation", "relu") not in ACTIVATIONS:
         raise UnsupportedInput(
             f"Activation {arch['activation']!r} is not supported; "
@@ -97,6 +205,21 @@ def build_model(arch: dict, input_shape: tuple[int, ...], num_outputs: int) -> n
     return CNN(input_shape, arch, num_outputs)
 
 
+def _transformer(input_shape: tuple[int, ...], arch: dict, num_outputs: int) -> nn.Module:
+    hidden, heads = int(arch.get("hidden_size", 64)), int(arch.get("num_heads", 2))
+    if hidden % heads:
+        raise UnsupportedInput(
+            f"A transformer's hidden_size ({hidden}) must be a multiple of num_heads ({heads}).",
+            code="unsupported_arch",
+        )
+    if len(input_shape) not in (1, 2, 3):
+        raise ShapeMismatch(
+            "A transformer needs data of shape (N, F), (N, C, L) or (N, C, H, W), but the data "
+            f"has shape (N, {', '.join(map(str, input_shape))})."
+        )
+    return Transformer(input_shape, arch, num_outputs)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Trainable-weight count: parameters only, not buffers (e.g. batch-norm running stats)."""
     return sum(p.numel() for p in module.parameters())
@@ -110,6 +233,18 @@ def _hidden_layers(in_features: int, arch: dict) -> nn.Sequential:
             layers.append(nn.Dropout(arch["dropout"]))
         in_features = width
     return nn.Sequential(*layers)
+
+
+def _run_hidden(body: nn.Sequential, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run an mlp body, keeping each hidden layer's output (after its activation and dropout)."""
+    hidden = []
+    for layer in body:
+        h = layer(h)
+        if isinstance(layer, nn.Linear):
+            hidden.append(h)
+        else:  # the activation, then dropout, replace the linear layer's output
+            hidden[-1] = h
+    return h, hidden
 
 
 def _width(in_features: int, arch: dict) -> int:

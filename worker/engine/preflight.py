@@ -1,10 +1,13 @@
 """Checks that run before any training, so a job that cannot work fails in seconds, not hours."""
 
 import torch
+from torch import nn
 
 from worker.engine.data import Dataset
 from worker.engine.errors import LabelsRequired, ShapeMismatch, UnsupportedInput
-from worker.engine.models import build_model
+from worker.engine.features import Features, has_features
+from worker.engine.layer_losses import LayerLossSpec, LayerMatching
+from worker.engine.students import StudentPlan
 from worker.engine.teacher import Teacher
 
 
@@ -41,15 +44,10 @@ def check_early_stopping(metric: str, val: Dataset, min_alpha: float, baseline: 
 
 
 def check_inputs(
-    teacher: Teacher,
-    train: Dataset,
-    val: Dataset,
-    student_arch: dict,
-    batch_size: int,
-    regression: bool = False,
+    teacher: Teacher, train: Dataset, val: Dataset, batch_size: int, regression: bool = False
 ) -> int:
-    """Run the teacher and a throwaway student on one batch; return the number of classes K (for
-    regression, the number of real outputs K)."""
+    """Run the teacher on one batch; return the number of classes K (for regression, the number
+    of real outputs K)."""
     if val.input_shape != train.input_shape:
         raise ShapeMismatch(
             f"The validation data has shape (N, {_dims(val)}) but the training data has "
@@ -59,7 +57,6 @@ def check_inputs(
     num_classes = teacher.check(sample, regression)
     if regression:
         _check_targets(train, val, num_classes)
-        _check_student(student_arch, sample, num_classes)
         return num_classes
     for name, data in (("training", train), ("validation", val)):
         if data.y is not None and int(data.y.max()) >= num_classes:
@@ -67,7 +64,6 @@ def check_inputs(
                 f"The {name} labels go up to {int(data.y.max())}, but the teacher has only "
                 f"{num_classes} outputs (class ids 0 to {num_classes - 1})."
             )
-    _check_student(student_arch, sample, num_classes)
     return num_classes
 
 
@@ -87,8 +83,9 @@ def check_regression_early_stopping(metric: str) -> None:
         )
 
 
-def _check_student(arch: dict, sample: torch.Tensor, num_classes: int) -> None:
-    student = build_model(arch, tuple(sample.shape[1:]), num_classes).to(sample.device)
+def check_student(plan: StudentPlan, sample: torch.Tensor, num_classes: int) -> nn.Module:
+    """Build the student and run it on one batch; return it (the caller may look at its layers)."""
+    student = plan.build().to(sample.device)
     with torch.no_grad():
         try:
             logits = student.eval()(sample)
@@ -96,13 +93,39 @@ def _check_student(arch: dict, sample: torch.Tensor, num_classes: int) -> None:
             raise
         except RuntimeError as e:
             raise ShapeMismatch(
-                f"The student ({arch.get('arch')}) cannot take data of shape "
+                f"The student ({plan.arch.get('arch')}) cannot take data of shape "
                 f"{tuple(sample.shape)}: {e}"
             ) from e
     if tuple(logits.shape) != (len(sample), num_classes):
         raise ShapeMismatch(
             f"The student returned shape {tuple(logits.shape)}, not ({len(sample)}, {num_classes})."
         )
+    return student
+
+
+def check_layer_losses(
+    specs: list[LayerLossSpec], teacher: Teacher, student: nn.Module, sample: torch.Tensor
+) -> tuple[Features, Features, list[str]]:
+    """Pair the layers the spec's hidden and attention losses name (or propose a pairing), check
+    every pair's shapes on one batch, and describe the pairing. Returns the student's and the
+    teacher's features on the batch (their shapes size the projections) and the description."""
+    if not teacher.has_features:
+        raise UnsupportedInput(
+            f"losses.{specs[0].kind} matches the teacher's layers, but a {teacher.format} teacher "
+            "does not show them; give the teacher as state_dict or safetensors with its "
+            "teacher.arch, or as a Hugging Face archive.",
+            code="unsupported_loss",
+        )
+    if not has_features(student):
+        raise UnsupportedInput(
+            f"losses.{specs[0].kind} needs a student whose layers the engine can see.",
+            code="unsupported_loss",
+        )
+    with torch.no_grad():
+        student_features = student.forward_features(sample)  # type: ignore[operator]
+    teacher_features = teacher.features(sample)
+    matching = LayerMatching(specs, student_features, teacher_features)
+    return student_features, teacher_features, matching.describe(student_features, teacher_features)
 
 
 def _dims(data: Dataset) -> str:

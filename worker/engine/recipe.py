@@ -6,8 +6,11 @@ finds it resumes mid-epoch if need be, and ends bit-identical to one that was ne
 """
 
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +19,7 @@ from torch import nn
 from worker.engine import jit, preflight
 from worker.engine.artifacts import write_metrics, write_student
 from worker.engine.checkpoint import load_checkpoint, save_checkpoint
-from worker.engine.data import Dataset, load_dataset, split_validation
+from worker.engine.data import Dataset, load_dataset, same_length, split_validation
 from worker.engine.early_stopping import EarlyStopping
 from worker.engine.errors import DeviceUnavailable, JobCancelled, LabelsRequired, UnsupportedInput
 from worker.engine.evaluation import (
@@ -28,13 +31,16 @@ from worker.engine.evaluation import (
     predict,
     r2,
 )
+from worker.engine.features import Features
 from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
+from worker.engine.layer_losses import LayerMatching, layer_loss_specs
 from worker.engine.losses import LossTerms, distillation_loss, regression_loss
-from worker.engine.models import build_model, count_parameters
+from worker.engine.models import count_parameters
 from worker.engine.reporting import LossMeter, Reporter
 from worker.engine.schedules import Schedules
+from worker.engine.students import plan_student
 from worker.engine.sweep import SWEPT, SweepState, combinations
-from worker.engine.teacher import load_teacher
+from worker.engine.teacher import Teacher, load_teacher, load_text_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
 
 
@@ -86,6 +92,7 @@ class TrainingRun:
     schedules: Schedules
     stopper: EarlyStopping | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 only
+    matching: LayerMatching | None = None  # the layer-matching losses' projections, if any
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken (grad_accumulation_steps batches each)
     seconds: float = 0.0  # training time in earlier sessions of this job
@@ -135,6 +142,10 @@ class DistillationRecipe:
         self.sweep = [replace(self.hp, **c) for c in combinations(sweep)] if sweep else None
         all_alphas = [a for hp in self.sweep or [self.hp] for a in hp.alphas]
         self.alpha_range = min(all_alphas), max(all_alphas)
+        losses = job.spec.get("losses") or {}
+        self.logit_loss = losses.get("logits", "kl")  # kl | mse
+        self.layer_specs = layer_loss_specs(losses)
+        self.work_dir: Path | None = None  # where a Hugging Face teacher is unpacked
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -142,6 +153,9 @@ class DistillationRecipe:
         hp = self.hp
         self.device = resolve_device(self.job.device)
         self.autocast_dtype = autocast_dtype(hp.precision, self.device)
+        text = self.job.teacher_format == "hf_archive"
+        if text:  # its data is read with its tokenizer, so it comes first
+            self.teacher = self._load_text_teacher()
         self.train_data, self.val_data = self._load_data()
         baseline = len(self.phases) > 1
         preflight.check_labels_present(self.train_data, self.alpha_range[0], baseline)
@@ -151,21 +165,31 @@ class DistillationRecipe:
             preflight.check_early_stopping(
                 hp.early_stopping["metric"], self.val_data, self.alpha_range[0], baseline
             )
-        self.teacher = load_teacher(
-            self.job.teacher_path,
-            self.job.teacher_format,
-            self.spec["teacher"].get("arch"),
-            self.train_data.input_shape,
-            self.device,
-        )
+        if not text:
+            self.teacher = load_teacher(
+                self.job.teacher_path,
+                self.job.teacher_format,
+                self.spec["teacher"].get("arch"),
+                self.train_data.input_shape,
+                self.device,
+            )
         self.num_classes = preflight.check_inputs(
-            self.teacher,
-            self.train_data,
-            self.val_data,
-            self.spec["student"],
-            hp.batch_size,
-            self.regression,
+            self.teacher, self.train_data, self.val_data, hp.batch_size, self.regression
         )
+        self.plan = plan_student(
+            self.spec["student"], self.teacher, self.train_data.input_shape, self.num_classes
+        )
+        if self.plan.note:
+            self._log(self.plan.note)
+        sample = self.train_data.x[: hp.batch_size]
+        student = preflight.check_student(self.plan, sample, self.num_classes)
+        self.sample_features: tuple[Features, Features] | None = None
+        if self.layer_specs:
+            *features, pairing = preflight.check_layer_losses(
+                self.layer_specs, self.teacher, student, sample
+            )
+            self.sample_features = (features[0], features[1])
+            self._log("Layer matching: " + "; ".join(pairing) + ".")
         # The teacher is frozen, so its validation logits never change: compute them once.
         self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
         self.teacher_outputs = self._teacher_outputs()
@@ -188,10 +212,19 @@ class DistillationRecipe:
             f"on {self.device}."
         )
 
+    def _load_text_teacher(self) -> Teacher:
+        self.work_dir = Path(tempfile.mkdtemp(prefix="distill-teacher-"))
+        return load_text_teacher(
+            self.job.teacher_path, self.work_dir, self.device, self.job.max_unpacked_bytes
+        )
+
     def _teacher_outputs(self) -> TeacherOutputs:
         """The teacher's logits on the training rows, once for the whole job, when that is sound:
-        every epoch shows it the same rows (``inputs_fixed``) and the loss uses them."""
+        every epoch shows it the same rows (``inputs_fixed``) and the loss uses them. Layer
+        matching needs the teacher's layers on every batch, so it runs the teacher live."""
         job, teacher = self.job, self.teacher
+        if self.layer_specs:
+            return TeacherOutputs(teacher, None, "off")
         if not (job.teacher_cache and self.inputs_fixed and self.alpha_range[1] > 0):
             return TeacherOutputs(teacher, None, "off")
         key_parts = None
@@ -214,14 +247,25 @@ class DistillationRecipe:
     def _load_data(self) -> tuple[Dataset, Dataset]:
         job = self.job
         task = "regression" if self.regression else "classification"
-        train = load_dataset(job.train_path, job.train_format, task=task)
+        tokenizer = getattr(self, "teacher", None) and self.teacher.tokenizer
+        max_length = self.spec["data"].get("max_length", 128)
+        train = load_dataset(
+            job.train_path, job.train_format, None, task, tokenizer or None, max_length
+        )
         if job.validation_path is None:
             fraction = self.spec["data"].get("validation_split", 0.1)
             train, val = split_validation(train, fraction, self.hp.seed)
         else:
             val = load_dataset(
-                job.validation_path, job.validation_format or "", train.class_names, task
+                job.validation_path,
+                job.validation_format or "",
+                train.class_names,
+                task,
+                tokenizer or None,
+                max_length,
             )
+            if train.text:  # each file was padded to its own longest text
+                train, val = same_length(train, val, tokenizer)
         return train.to(self.device), val.to(self.device)
 
     # -- train ----------------------------------------------------------------------------------
@@ -335,6 +379,8 @@ class DistillationRecipe:
         data = self.train_data
         x = data.x[index]
         y = data.y[index] if data.y is not None and run.alpha < 1 else None
+        if run.matching is not None:
+            return self._matching_loss(run, run.matching, x, y)
         teacher_logits = self.teacher_outputs(index, x) if run.alpha > 0 else None
         if self.autocast_dtype is None:
             student_logits = run.model(x)
@@ -343,7 +389,31 @@ class DistillationRecipe:
                 student_logits = run.model(x)
         if self.regression:
             return regression_loss(student_logits, teacher_logits, y, run.alpha)
-        return distillation_loss(student_logits, teacher_logits, y, run.temperature, run.alpha)
+        return distillation_loss(
+            student_logits, teacher_logits, y, run.temperature, run.alpha, self.logit_loss
+        )
+
+    def _matching_loss(
+        self, run: TrainingRun, matching: LayerMatching, x: torch.Tensor, y: torch.Tensor | None
+    ) -> LossTerms:
+        """The output loss plus the weighted layer-matching terms, on the teacher run live."""
+        teacher = self.teacher.features(x)
+        if self.autocast_dtype is None:
+            student = run.model.forward_features(x)  # type: ignore[operator]
+        else:
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                student = run.model.forward_features(x)  # type: ignore[operator]
+        if self.regression:
+            terms = regression_loss(student.logits, teacher.logits, y, run.alpha)
+        else:
+            terms = distillation_loss(
+                student.logits, teacher.logits, y, run.temperature, run.alpha, self.logit_loss
+            )
+        layer_terms = matching(student, teacher)
+        total = terms.total + sum(spec.weight * layer_terms[spec.kind] for spec in self.layer_specs)
+        return terms._replace(
+            total=total, hidden=layer_terms.get("hidden"), attention=layer_terms.get("attention")
+        )
 
     def _end_epoch(self, run: TrainingRun) -> None:
         losses = run.meter.flush()  # raises on divergence, before a broken state is saved
@@ -421,9 +491,13 @@ class DistillationRecipe:
         run's hyperparameters (the spec's by default)."""
         hp = hp or self.hp
         torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights
-        model = build_model(self.spec["student"], self.train_data.input_shape, self.num_classes)
-        model.to(self.device)
-        run = TrainingRun(phase, model, make_optimizer(model, hp), self._schedules(phase, hp))
+        model = self.plan.build().to(self.device)
+        matching = None
+        if phase == "student" and self.sample_features is not None:
+            matching = LayerMatching(self.layer_specs, *self.sample_features).to(self.device)
+        trained = model if matching is None else nn.ModuleList([model, matching])
+        run = TrainingRun(phase, model, make_optimizer(trained, hp), self._schedules(phase, hp))
+        run.matching = matching
         if hp.early_stopping is not None:
             run.stopper = EarlyStopping(**hp.early_stopping)
         if self.autocast_dtype == torch.float16:
@@ -431,6 +505,8 @@ class DistillationRecipe:
         if checkpoint is None or phase not in checkpoint:
             return run
         model.load_state_dict(checkpoint[phase])
+        if matching is not None and "matching" in checkpoint:
+            matching.load_state_dict(checkpoint["matching"])
         run.seconds = checkpoint["train_seconds"][phase]
         if run.stopper is not None:
             run.stopper.load_state_dict(checkpoint["early_stopping"][phase])
@@ -469,6 +545,8 @@ class DistillationRecipe:
             "train_seconds": {p: r.train_seconds() for p, r in self.runs.items()},
         }
         state |= {p: r.model.state_dict() for p, r in self.runs.items()}
+        if run.matching is not None:
+            state["matching"] = run.matching.state_dict()
         if self.hp.early_stopping is not None:
             state["early_stopping"] = {
                 p: r.stopper.state_dict() for p, r in self.runs.items() if r.stopper is not None
@@ -503,11 +581,16 @@ class DistillationRecipe:
         artifacts = write_student(
             out,
             student,
-            self.spec["student"],
+            self.plan.arch,
             self.train_data.input_shape,
             self.num_classes,
             self.train_data.class_names,
+            torchscript=not self.plan.text,
         )
+        if self.plan.text:
+            from worker.engine import hf
+
+            artifacts += hf.write_hf_student(out, student, self.teacher.tokenizer)
         metrics = self._metrics(student)
         artifacts.append(write_metrics(out, metrics))
         self._log("Distillation finished.", metrics)
@@ -519,7 +602,10 @@ class DistillationRecipe:
         # Time the artifact users deploy, student.pt, against the teacher as it was given.
         deployed = jit.load(self.job.output_dir / "student.pt", self.device)
         teacher_ms = latency_ms(self.teacher, val.x[:1])
-        student_ms = latency_ms(deployed, val.x[:1])
+        if self.plan.text:  # student.pt takes (input_ids, attention_mask)
+            student_ms = latency_ms(lambda x: deployed(x[:, 0], x[:, 1]), val.x[:1])
+        else:
+            student_ms = latency_ms(deployed, val.x[:1])
         teacher_params, student_params = self.teacher.num_params, count_parameters(student)
         metrics: dict[str, Any] = self._quality(student_logits) | {
             "teacher_params": teacher_params,
@@ -533,6 +619,11 @@ class DistillationRecipe:
             "device": str(self.device),
             "teacher_cache": self.teacher_outputs.status,
         }
+        matching = self.runs["student"].matching
+        if matching is not None:
+            metrics["layer_pairs"] = {
+                kind: [list(p) for p in pairs] for kind, pairs in matching.pairs.items()
+            }
         if self.sweep_state is not None:
             chosen = self.sweep_state.table()[self.sweep_state.best or 0]
             metrics["sweep"] = self.sweep_state.table()
@@ -589,6 +680,8 @@ class DistillationRecipe:
             "runs",
         ):
             self.__dict__.pop(name, None)
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -633,6 +726,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def make_optimizer(model: nn.Module, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """``model``: what trains, the student with any layer-matching projections."""
     if hp.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=hp.learning_rate, momentum=0.9, weight_decay=hp.weight_decay

@@ -10,7 +10,9 @@ from worker.engine.errors import TrainingDiverged
 from worker.engine.job import Callbacks, Phase, Progress
 from worker.engine.losses import LossTerms
 
-LOSS_NAMES = ("train_loss", "kd_loss", "ce_loss")
+LOSS_NAMES = ("train_loss", "kd_loss", "ce_loss", "hidden_loss", "attention_loss")
+# Reported even when switched off (as None), as the contract's metric points list them.
+ALWAYS_REPORTED = LOSS_NAMES[:3]
 
 
 class LossMeter:
@@ -32,7 +34,7 @@ class LossMeter:
         """Mean of each term since the last flush (None for a term switched off)."""
         names = list(self.sums)
         values = torch.stack(list(self.sums.values())).tolist() if names else []
-        means: dict[str, float | None] = dict.fromkeys(LOSS_NAMES)
+        means: dict[str, float | None] = dict.fromkeys(ALWAYS_REPORTED)
         for name, total in zip(names, values, strict=True):
             means[name] = total / self.count
         if not all(math.isfinite(v) for v in values):

@@ -19,15 +19,23 @@ from worker.engine.errors import (
     TrainingDiverged,
     UnsupportedInput,
 )
+from worker.engine.features import Features, has_features
 from worker.engine.models import build_model, count_parameters
 
 
 class Teacher:
-    """A frozen teacher: eval mode, no gradients, float32 ``(B, K)`` logits out, checked."""
+    """A frozen teacher: eval mode, no gradients, float32 ``(B, K)`` logits out, checked.
 
-    def __init__(self, module: nn.Module, fmt: str):
+    ``arch`` is the teacher.arch it was built from (weights-only formats); ``tokenizer`` the one a
+    Hugging Face teacher carries (its data is text, packed as ``worker.engine.text`` says)."""
+
+    def __init__(
+        self, module: nn.Module, fmt: str, arch: dict | None = None, tokenizer: object = None
+    ):
         self.module = module
         self.format = fmt
+        self.arch = arch
+        self.tokenizer = tokenizer
         self.num_params = count_parameters(module)
         floats = [p.dtype for p in module.parameters() if p.is_floating_point()]
         self.dtype = floats[0] if floats else torch.float32
@@ -38,7 +46,7 @@ class Teacher:
         # inference tensors refuse in-place use outside inference mode, a trap for later code.
         with torch.no_grad():
             try:
-                logits = self.module(x if x.dtype == self.dtype else x.to(self.dtype))
+                logits = self.module(self._cast(x))
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as e:
@@ -53,6 +61,22 @@ class Teacher:
                 f"real outputs (a single output as ({len(x)}, 1))."
             )
         return logits if logits.dtype == torch.float32 else logits.float()
+
+    @property
+    def has_features(self) -> bool:
+        return has_features(self.module)
+
+    def features(self, x: torch.Tensor) -> Features:
+        """Logits, hidden states and attention, for the layer-matching losses (``has_features``
+        says whether this teacher shows them; preflight checks before training needs them)."""
+        with torch.no_grad():
+            features = self.module.forward_features(self._cast(x))  # type: ignore[operator]
+        features.logits = features.logits.float()
+        return features
+
+    def _cast(self, x: torch.Tensor) -> torch.Tensor:
+        # Token ids stay integers; float inputs take the teacher's dtype (e.g. a half teacher).
+        return x if x.dtype == self.dtype or not x.is_floating_point() else x.to(self.dtype)
 
     def check(self, sample: torch.Tensor, regression: bool = False) -> int:
         """Run one batch and a batch of one (latency is measured on it); return K."""
@@ -84,6 +108,8 @@ class Teacher:
 def load_teacher(
     path: Path, fmt: str, arch: dict | None, input_shape: tuple[int, ...], device: torch.device
 ) -> Teacher:
+    """Load a tensor teacher (every format but hf_archive, which ``load_text_teacher`` loads:
+    its data cannot be read before its tokenizer is)."""
     if fmt == "torchscript":
         module = _load_torchscript(path, device)
     elif fmt == "torch_export":
@@ -91,14 +117,20 @@ def load_teacher(
     elif fmt in ("state_dict", "safetensors"):
         weights = _read_state_dict(path) if fmt == "state_dict" else _read_safetensors(path)
         module = _build_from_weights(weights, arch, input_shape, fmt).to(device)
-    elif fmt == "hf_archive":
-        raise UnsupportedInput(
-            "Hugging Face teachers (hf_archive) are not supported by this worker yet.",
-            code="unsupported_teacher",
-        )
     else:
         raise UnsupportedInput(f"Unknown teacher format {fmt!r}.", code="unsupported_teacher")
-    return Teacher(module, fmt)
+    return Teacher(module, fmt, arch)
+
+
+def load_text_teacher(
+    path: Path, work_dir: Path, device: torch.device, max_unpacked_bytes: int
+) -> Teacher:
+    """A Hugging Face sequence classifier and its tokenizer, from a zip or tar archive unpacked
+    (safely) into ``work_dir``."""
+    from worker.engine import hf  # transformers is imported only by jobs that need it
+
+    bundle = hf.load_hf_archive(path, work_dir, device, max_unpacked_bytes)
+    return Teacher(bundle.model, "hf_archive", tokenizer=bundle.tokenizer)
 
 
 def _load_torchscript(path: Path, device: torch.device) -> nn.Module:

@@ -70,5 +70,5 @@ def test_cnn_refuses_data_of_other_ranks(input_shape: tuple[int, ...]) -> None:
 
 def test_unknown_arch_is_unsupported() -> None:
     with pytest.raises(UnsupportedInput) as info:
-        build_model({"arch": "transformer"}, (64,), 10)
+        build_model({"arch": "hf", "config": {"model_type": "bert"}}, (64,), 10)
     assert info.value.code == "unsupported_arch"

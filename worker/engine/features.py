@@ -1,0 +1,26 @@
+"""What a model shows besides its logits, for the losses that match layers: hidden states and,
+for transformers, attention distributions.
+
+Every model the engine builds or loads with visible layers (mlp, cnn, transformer, Hugging
+Face) has ``forward_features(x) -> Features``. Hidden states are channels last, ``(B, ...,
+width)``, so one ``nn.Linear`` projects any of them; attention is ``(B, heads, L, L)``, each row
+summing to 1.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Features:
+    logits: torch.Tensor  # (B, K)
+    hidden: list[torch.Tensor]  # one per layer, in depth order, channels last
+    attentions: list[torch.Tensor] | None = (
+        None  # one per layer, (B, heads, L, L); None: no attention
+    )
+    mask: torch.Tensor | None = None  # (B, L) attention mask for sequences: 1 a token, 0 padding
+
+
+def has_features(module: object) -> bool:
+    return callable(getattr(module, "forward_features", None))
