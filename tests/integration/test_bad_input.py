@@ -149,6 +149,22 @@ BAD_SPECS = [
     ("student.arch", "resnet", "student.arch"),
     ("student.dropout", 1.5, "student.dropout"),
     ("teacher.arch", {"arch": "cnn", "kernel_size": 0}, "teacher.arch.kernel_size"),
+    ("student", {"arch": "transformer", "hidden_size": 30, "num_heads": 4}, "student"),
+    ("student", {"arch": "transformer", "num_layers": 0}, "student.num_layers"),
+    ("student", {"arch": "hf", "config": {"num_hidden_layers": 2}}, "student.config"),
+    (
+        "student",
+        {"arch": "hf", "config": {"model_type": "bert", "auto_map": {"x": "evil.Model"}}},
+        "student.config",
+    ),
+    ("student", {"arch": "from_teacher", "layers": []}, "student.layers"),
+    ("student", {"arch": "from_teacher", "layers": [2, 1]}, "student.layers"),
+    ("teacher.arch", {"arch": "from_teacher", "layers": [0]}, "teacher.arch.arch"),
+    ("losses", {"logits": "l1"}, "losses.logits"),
+    ("losses", {"hidden": {"metric": "l1"}}, "losses.hidden.metric"),
+    ("losses", {"hidden": {"weight": 0}}, "losses.hidden.weight"),
+    ("losses", {"attention": {"layers": [[0]]}}, "losses.attention.layers.0.1"),
+    ("data.max_length", 1, "data.max_length"),
 ]
 
 
@@ -222,6 +238,49 @@ def test_state_dict_teacher_needs_an_arch(spec_team: dict[str, Any], tmp_path: P
     error = error_of(response, 422)
     assert (error["code"], error["param"]) == ("invalid_request", "teacher.arch"), error
     assert "teacher.arch" in error["message"]
+    assert team.get("/v1/jobs").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "param"),
+    [
+        (
+            {"student": {"arch": "hf", "config": {"model_type": "bert"}}},
+            "unsupported_arch",
+            "student.arch",
+        ),
+        ({"student": {"arch": "from_teacher", "layers": [0]}}, "unsupported_arch", "student.arch"),
+        ({"losses": {"hidden": {}}}, "unsupported_loss", "losses.hidden"),
+        ({"losses": {"attention": {}}}, "unsupported_loss", "losses.attention"),
+    ],
+    ids=["hf-student", "from-teacher", "hidden", "attention"],
+)
+def test_what_a_torchscript_teacher_cannot_give_is_refused_at_submit(
+    spec_team: dict[str, Any], change: dict, code: str, param: str
+) -> None:
+    """A TorchScript teacher has no tokenizer and shows no layers."""
+    team = spec_team["team"]
+    body = flow.spec(spec_team["teacher"], spec_team["train"])
+    for field, value in change.items():
+        body = with_value(body, field, value)
+    response = team.post("/v1/jobs", json=body)
+    error = error_of(response, 422)
+    assert (error["code"], error["param"]) == (code, param), error
+    assert team.get("/v1/jobs").json()["data"] == []
+
+
+def test_text_data_needs_a_teacher_with_a_tokenizer(
+    spec_team: dict[str, Any], tmp_path: Path
+) -> None:
+    team = spec_team["team"]
+    text = tmp_path / "reviews.jsonl"
+    text.write_text('{"text": "a fine film", "label": 1}\n{"text": "dull", "label": 0}\n')
+    data = flow.upload(team, text, "dataset")
+    assert data["format"] == "jsonl"
+    response = team.post("/v1/jobs", json=flow.spec(spec_team["teacher"], data["id"]))
+    error = error_of(response, 422)
+    assert (error["code"], error["param"]) == ("unsupported_data", "data.train_file_id"), error
+    assert "reads tensors" in error["message"]
     assert team.get("/v1/jobs").json()["data"] == []
 
 
