@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     storage_dir: Path = VAR_DIR / "storage"
     admin_key: str | None = None
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # A Hugging Face teacher archive may unpack to at most this much on the worker (zip bombs).
+    max_unpacked_bytes: int = Field(default=4 * 1024**3, gt=0)
     # "auto" picks CUDA when present; "cpu", "cuda", "cuda:1" pin it.
     device: str = "auto"
     # CPU threads torch may use in a worker process; unset keeps torch's default (one per core).

@@ -155,6 +155,7 @@ class JobRunner:
                 device=resolve_device(self.settings.device),
                 cache_dir=storage.teacher_cache_dir(),
                 teacher_sha256=teacher.sha256,
+                max_unpacked_bytes=self.settings.max_unpacked_bytes,
             )
 
     def _succeed(self, result: EngineResult) -> str:

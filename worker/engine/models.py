@@ -145,12 +145,15 @@ class Transformer(nn.Module):
 
 class EncoderLayer(nn.Module):
     """Pre-norm self-attention and feed-forward, each with a residual; returns the attention
-    distribution (B, heads, L, L) when asked, for attention transfer."""
+    distribution (B, heads, L, L) when asked, for attention transfer. Dropout applies to the
+    attention's and the feed-forward's outputs, never to the attention weights, so the weights
+    shown are true distributions even in training."""
 
     def __init__(self, hidden: int, heads: int, intermediate: int, dropout: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(hidden)
-        self.attention = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.attention = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.attention_dropout = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(hidden)
         self.feed_forward = nn.Sequential(
             nn.Linear(hidden, intermediate),
@@ -164,7 +167,7 @@ class EncoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         q = self.norm1(h)
         a, weights = self.attention(q, q, q, need_weights=need_weights, average_attn_weights=False)
-        h = h + a
+        h = h + self.attention_dropout(a)
         return h + self.feed_forward(self.norm2(h)), weights
 
 

@@ -177,7 +177,11 @@ class DistillationRecipe:
             self.teacher, self.train_data, self.val_data, hp.batch_size, self.regression
         )
         self.plan = plan_student(
-            self.spec["student"], self.teacher, self.train_data.input_shape, self.num_classes
+            self.spec["student"],
+            self.teacher,
+            self.train_data.input_shape,
+            self.num_classes,
+            attention_loss=any(spec.kind == "attention" for spec in self.layer_specs),
         )
         if self.plan.note:
             self._log(self.plan.note)

@@ -42,15 +42,36 @@ class StudentPlan:
         return model
 
 
+# transformers applies dropout to the attention probabilities it returns; attention transfer
+# needs true distributions, so its students train without that dropout.
+_ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
+
+
 def plan_student(
-    arch: dict, teacher: Teacher, input_shape: tuple[int, ...], num_outputs: int
+    arch: dict,
+    teacher: Teacher,
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    attention_loss: bool = False,
 ) -> StudentPlan:
     kind = arch.get("arch", "mlp")
     text = teacher.tokenizer is not None
     if kind == "from_teacher":
-        return _from_teacher(arch["layers"], teacher, input_shape, num_outputs)
-    if text:
-        return _text_student(arch, teacher, input_shape, num_outputs)
+        plan = _from_teacher(arch["layers"], teacher, input_shape, num_outputs)
+    elif text:
+        plan = _text_student(arch, teacher, input_shape, num_outputs)
+    else:
+        plan = _tensor_student(arch, input_shape, num_outputs)
+    if attention_loss and plan.arch["arch"] == "hf":
+        config = plan.arch["config"]
+        for key in _ATTENTION_DROPOUT_KEYS:
+            if config.get(key):
+                config[key] = 0.0
+    return plan
+
+
+def _tensor_student(arch: dict, input_shape: tuple[int, ...], num_outputs: int) -> StudentPlan:
+    kind = arch.get("arch", "mlp")
     if kind == "hf":
         raise UnsupportedInput(
             "An hf student reads text: it needs a Hugging Face teacher (hf_archive) with its "

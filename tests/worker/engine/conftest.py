@@ -17,6 +17,7 @@ from tests.helpers.teachers import (
     save_teacher,
     train_digits_teacher,
 )
+from tests.helpers.text import trained_text_teacher, write_hf_archive
 from worker.engine import EngineJob, NullCallbacks, Progress
 from worker.engine.job import Phase
 
@@ -85,6 +86,19 @@ def cnn_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
 @pytest.fixture(scope="session")
 def mlp_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
     return _digits(tmp_path_factory.mktemp("mlp_digits"), "mlp")
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """(model, tokenizer, texts, labels): a 4-layer BERT trained on 1,000 Rotten Tomatoes
+    reviews for a few seconds."""
+    return trained_text_teacher(tmp_path_factory.mktemp("text_teacher"), n=1000)
+
+
+@pytest.fixture(scope="session")
+def teacher_zip(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, tokenizer, _, _ = trained
+    return write_hf_archive(model, tokenizer, tmp_path_factory.mktemp("zip") / "teacher.zip")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.helpers.teachers import TEACHER_ARCHS, TEACHER_FORMATS, save_teacher
 from tests.worker.engine.conftest import Digits
-from worker.engine import ShapeMismatch, TeacherLoadError, UnsupportedInput
+from worker.engine import ShapeMismatch, TeacherLoadError
 from worker.engine.teacher import load_teacher
 
 CPU = torch.device("cpu")
@@ -102,12 +102,6 @@ def test_a_dict_that_is_not_a_state_dict(tmp_path: Path) -> None:
 def test_the_wrong_format_fails_to_load(cnn_digits: Digits) -> None:
     with pytest.raises(TeacherLoadError, match="as TorchScript"):
         _load(cnn_digits.teachers["state_dict"], "torchscript")
-
-
-def test_hf_archives_are_not_supported_yet(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedInput) as info:
-        _load(tmp_path / "model.zip", "hf_archive")
-    assert info.value.code == "unsupported_teacher"
 
 
 def test_a_fixed_batch_export_is_explained(cnn_digits: Digits, tmp_path: Path) -> None:
