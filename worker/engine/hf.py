@@ -113,6 +113,7 @@ def load_hf_archive(
 ) -> HFTeacherBundle:
     """Extract ``path`` under ``work_dir`` and load the classifier and tokenizer in it, in eval
     mode on ``device``."""
+    _quiet_transformers()
     dest = work_dir / "hf_teacher"
     # A resumed job finds the previous attempt's copy; extract afresh rather than trust it.
     shutil.rmtree(dest, ignore_errors=True)
@@ -120,6 +121,15 @@ def load_hf_archive(
     tokenizer = _load_tokenizer(model_dir)
     model = _load_classifier(model_dir)
     return HFTeacherBundle(HFClassifier(model).to(device).eval(), tokenizer, model_dir)
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or info lines from transformers in a worker's log: the job's events say
+    what happens."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _load_classifier(model_dir: Path) -> nn.Module:
@@ -539,6 +549,7 @@ def write_hf_student(output_dir: Path, student: nn.Module, tokenizer: Any) -> li
     AutoModelForSequenceClassification / AutoTokenizer) and ``student.pt`` (TorchScript taking
     ``(input_ids, attention_mask)``). ``student`` is an HFClassifier (or the transformers model
     inside one)."""
+    _quiet_transformers()
     inner = student.model if isinstance(student, HFClassifier) else student
     if not callable(getattr(inner, "save_pretrained", None)):
         raise TypeError(f"write_hf_student needs an HFClassifier, got {type(student).__name__}")
@@ -555,10 +566,11 @@ def trace_student(model: Any, tokenizer: Any) -> torch.jit.ScriptModule:
     """Trace on a padded example; then check the trace on another batch size and length, since
     tracing records Python control flow for the example's shapes."""
     wrapper = _IdsAndMask(model).eval()
-    example = _example(tokenizer, batch=2, length=8)
+    device = next(model.parameters()).device
+    example = tuple(t.to(device) for t in _example(tokenizer, batch=2, length=8))
     with _quiet_trace(), torch.no_grad():
         traced = torch.jit.trace(wrapper, example, check_trace=False)
-        check = _example(tokenizer, batch=3, length=13)
+        check = tuple(t.to(device) for t in _example(tokenizer, batch=3, length=13))
         expected, got = wrapper(*check), traced(*check)
     if not torch.allclose(expected, got, atol=1e-4, rtol=1e-4):
         raise UnsupportedInput(
