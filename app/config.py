@@ -30,6 +30,21 @@ class Settings(BaseSettings):
     queue_name: str = "distill"
     # How long a worker's claim on a job lasts without a heartbeat.
     lease_seconds: int = Field(default=60, gt=0)
+    # The shared queue (app/queue/): a job whose worker is lost is retried from its last
+    # checkpoint until it has been started this many times, then fails with worker_lost.
+    max_attempts: int = Field(default=3, ge=1)
+    # A job handed to the broker but not taken by a worker within this long is handed out again
+    # (the broker lost the message: Redis restarted or flushed). The lease refuses duplicates.
+    dispatch_timeout_seconds: float = Field(default=30.0, gt=0)
+    # How often each API process runs a scheduling pass (besides the passes on submit, on a job's
+    # end and on a worker's arrival), to notice lost workers and lost messages.
+    scheduler_interval_seconds: float = Field(default=2.0, gt=0)
+    # Fair share: GPU time counts half after this long; a started job is charged this many
+    # GPU-seconds ahead of its real use, so a team's next job waits behind others' first ones.
+    fair_share_half_life_seconds: float = Field(default=2 * 3600.0, gt=0)
+    fair_share_job_seconds: float = Field(default=300.0, gt=0)
+    # A worker without a heartbeat for this long is offline and gives no slot.
+    worker_offline_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

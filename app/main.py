@@ -16,6 +16,7 @@ from app.errors import error_body, install_handlers
 from app.files.router import router as files_router
 from app.jobs.router import router as jobs_router
 from app.queue.router import router as queue_router
+from app.queue.scheduler import SchedulerThread
 from app.teams.router import router as teams_router
 
 ops = APIRouter(tags=["operations"])
@@ -46,9 +47,14 @@ def readyz() -> JSONResponse:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with hot_read_pool(get_settings().database_url) as pool:
-        app.state.hot_reads = pool
-        yield
+    scheduler = SchedulerThread()
+    scheduler.start()
+    try:
+        async with hot_read_pool(get_settings().database_url) as pool:
+            app.state.hot_reads = pool
+            yield
+    finally:
+        scheduler.stop()
 
 
 def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -32,16 +33,37 @@ def _clear_caches() -> None:
     broker.producer.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A throwaway database and queue on the real servers, and the settings that point at them."""
-    server_url, redis_url = services.database_url(), services.redis_url()
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A new, migrated PostgreSQL database on the test server; dropped afterwards."""
+    server_url = services.database_url()
     services.require_postgres(server_url)
-    services.require_redis(redis_url)
     name = f"distill_test_{secrets.token_hex(4)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        from migrations import upgrade
+
+        upgrade(database_url)
+        yield database_url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A throwaway database and queue on the real servers, and the settings that point at them."""
+    redis_url = services.redis_url()
+    services.require_redis(redis_url)
+    with throwaway_database() as database_url:
+        yield from _service_env(tmp_path_factory, database_url, redis_url)
+
+
+def _service_env(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
+) -> Iterator[dict[str, str]]:
     env = {
         "DISTILL_DATABASE_URL": database_url,
         "DISTILL_BROKER_URL": redis_url,
@@ -57,9 +79,6 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _clear_caches()
-    from migrations import upgrade
-
-    upgrade(database_url)
     yield env
     from app.db import get_engine
 
@@ -70,8 +89,6 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         else:
             os.environ[key] = value
     _clear_caches()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

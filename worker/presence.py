@@ -63,6 +63,9 @@ def register(**_: object) -> None:
             )
         )
     threading.Thread(target=_beat, name="heartbeat", daemon=True).start()
+    from app.queue import scheduler
+
+    scheduler.try_pass()  # a new slot: hand it a job
 
 
 @worker_process_shutdown.connect

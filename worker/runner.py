@@ -18,6 +18,7 @@ from app.jobs import repository
 from app.jobs import service as jobs
 from app.models import Artifact, File, Job, JobStatus
 from app.models.base import utcnow
+from app.queue import scheduler
 from worker import presence
 from worker.device import resolve_device
 from worker.engine import (
@@ -99,6 +100,12 @@ class JobRunner:
     def run(self) -> str:
         if not self._claim():
             return "skipped: not claimable (already running elsewhere, cancelled or finished)"
+        try:
+            return self._run()
+        finally:
+            scheduler.try_pass()  # this worker's slot is free: hand out the next job
+
+    def _run(self) -> str:
         watcher = _Watcher(
             self.job_id, self.worker_id, timedelta(seconds=self.settings.lease_seconds)
         )

@@ -19,12 +19,10 @@ def get_job(session: Session, team_id: str, job_id: str) -> Job | None:
 
 
 async def job_sql(conn: AsyncConnection[Any], team_id: str, job_id: str) -> dict[str, Any] | None:
-    """``get_job`` in plain SQL, for the hot path (``app.db.hot_read_pool``), with the job's
-    queue position when it is queued (the same rule as ``queue_position``)."""
+    """``get_job`` in plain SQL, for the hot path (``app.db.hot_read_pool``). A queued job's
+    ``queue_position`` is the scheduler's to compute: it is null here."""
     cursor = await conn.execute(
-        "SELECT *, CASE WHEN status = 'queued' THEN"
-        " (SELECT count(*) FROM jobs ahead WHERE ahead.status = 'queued' AND ahead.id < jobs.id)"
-        " END AS queue_position FROM jobs WHERE id = %s AND team_id = %s",
+        "SELECT *, NULL AS queue_position FROM jobs WHERE id = %s AND team_id = %s",
         (job_id, team_id),
     )
     return await cursor.fetchone()
@@ -45,12 +43,6 @@ def list_jobs(
     if status is not None:
         stmt = stmt.where(Job.status == status)
     return page(session, stmt, Job.id, limit=limit, after=after)
-
-
-def queue_position(session: Session, job: Job) -> int:
-    """Queued jobs ahead of this one: the broker hands them out first come, first served."""
-    ahead = select(func.count()).where(Job.status == JobStatus.queued, Job.id < job.id)
-    return int(session.scalar(ahead) or 0)
 
 
 def add_event(
@@ -102,20 +94,25 @@ def get_artifact(session: Session, job_id: str, name: str) -> Artifact | None:
 
 
 def claim(session: Session, job_id: str, worker_id: str, now: datetime, until: datetime) -> bool:
-    """Take the job for one worker: queued, or running under a lease that has run out.
+    """Take the job for one worker: queued and handed to the broker by the scheduler. A job
+    whose worker was lost is queued again by the scheduler first (``app.queue.scheduler``).
 
-    A single conditional UPDATE, so two workers handed the same message cannot both win.
+    A single conditional UPDATE, so two workers handed the same message cannot both win, and a
+    message the scheduler did not send (or has since taken back) starts nothing.
     """
-    claimable = (Job.status == JobStatus.queued) | (
-        (Job.status == JobStatus.running) & (Job.lease_expires_at < now)
-    )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.queued,
+            Job.dispatched_at.is_not(None),
+            Job.cancel_requested.is_(False),
+        )
         .values(
             status=JobStatus.running,
             worker_id=worker_id,
             lease_expires_at=until,
+            dispatched_at=None,
             started_at=func.coalesce(Job.started_at, now),
             attempts=Job.attempts + 1,
         )

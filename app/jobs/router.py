@@ -9,10 +9,11 @@ from app.db import read_scope
 from app.deps import CallerDep, HotReadsDep, SessionDep
 from app.errors import NotFound
 from app.jobs import events, repository, service
-from app.jobs.schemas import ArtifactOut, EventOut, JobOut, MetricPoint
+from app.jobs.schemas import ArtifactOut, EventOut, JobOut, JobUpdate, MetricPoint
 from app.jobs.spec import JobSpec
 from app.models import JobStatus
 from app.pagination import After, Limit, ListPage, to_page
+from app.queue.scheduler import QueueView
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -44,7 +45,8 @@ def list_jobs(
     rows, has_more = repository.list_jobs(
         session, caller.team_id, limit=limit, after=after, status=status
     )
-    return to_page(rows, has_more, lambda job: service.render(session, job))
+    queue = QueueView(session)
+    return to_page(rows, has_more, lambda job: service.render(session, job, queue))
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -56,6 +58,8 @@ async def get_job(job_id: str, caller: CallerDep, pool: HotReadsDep) -> JobOut |
         row = await repository.job_sql(conn, caller.team_id, job_id)
     if row is None:
         raise NotFound(f"No job {job_id}.", param="job_id")
+    if row["status"] == JobStatus.queued:  # its place needs the scheduler's arithmetic
+        return await run_in_threadpool(_get_job, caller.team_id, job_id)
     # Validated once here; a Response keeps FastAPI from validating it a second time.
     return Response(JobOut.model_validate(row).model_dump_json(), media_type="application/json")
 
@@ -63,6 +67,14 @@ async def get_job(job_id: str, caller: CallerDep, pool: HotReadsDep) -> JobOut |
 def _get_job(team_id: str, job_id: str) -> JobOut:
     with read_scope() as session:
         return service.render(session, service.get(session, team_id, job_id))
+
+
+@router.patch("/{job_id}", response_model=JobOut)
+def update_job(job_id: str, body: JobUpdate, session: SessionDep, caller: CallerDep) -> JobOut:
+    """Change a queued job's priority (the admin may change any team's job)."""
+    team_id = None if caller.is_admin else caller.team_id
+    job = service.reprioritise(session, team_id, job_id, body.priority)
+    return service.render(session, job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

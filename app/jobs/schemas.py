@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import JobStatus
 
@@ -16,6 +16,14 @@ class Progress(BaseModel):
     eta_seconds: float | None
     run: int | None = None  # a sweep's run under way, 0-based
     runs: int | None = None  # a sweep's number of runs
+
+
+class JobUpdate(BaseModel):
+    """What may change while a job waits: its priority among its team's queued jobs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int = Field(ge=-1000, le=1000)
 
 
 class JobError(BaseModel):

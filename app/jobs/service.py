@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import broker
-from app.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from app.errors import Conflict, NotFound, Unprocessable
 from app.files import repository as files
 from app.ids import new_id
 from app.jobs import repository
@@ -17,6 +16,7 @@ from app.jobs.schemas import JobOut
 from app.jobs.spec import JobSpec
 from app.models import File, Job, JobStatus
 from app.models.base import utcnow
+from app.queue import scheduler
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,11 @@ NEEDS_ARCH = {"state_dict", "safetensors"}
 OPAQUE_TEACHERS = {"torchscript", "torch_export"}
 
 
-def render(session: Session, job: Job) -> JobOut:
+def render(session: Session, job: Job, queue: "scheduler.QueueView | None" = None) -> JobOut:
+    """The job as the API shows it; ``queue`` shares one reading of the queue across a list."""
+    position = None
+    if job.status == JobStatus.queued:
+        position = (queue or scheduler.QueueView(session)).position(job)
     return JobOut(
         id=job.id,
         name=job.name,
@@ -40,9 +44,7 @@ def render(session: Session, job: Job) -> JobOut:
         progress=job.progress,
         metrics=job.metrics,
         error=job.error,
-        queue_position=(
-            repository.queue_position(session, job) if job.status == JobStatus.queued else None
-        ),
+        queue_position=position,
         cancel_requested=job.cancel_requested,
         attempts=job.attempts,
     )
@@ -263,8 +265,9 @@ def submit(
             raise
         return _replay(existing, digest), False
     repository.add_event(session, job.id, "status", "Job queued.", data={"status": "queued"})
-    session.commit()  # the worker must find the row when the message arrives
-    _enqueue(session, job)
+    session.commit()  # the scheduler's pass runs in its own transaction, and sees the job
+    scheduler.try_pass()
+    session.refresh(job)
     return job, True
 
 
@@ -278,17 +281,26 @@ def _replay(existing: Job, digest: str) -> Job:
     return existing
 
 
-def _enqueue(session: Session, job: Job) -> None:
-    try:
-        broker.send_run_job(job.id)
-    except Exception as exc:
-        log.exception("could not enqueue %s", job.id)
-        session.delete(job)  # nothing half-written: the job never existed
-        session.commit()
-        raise ServiceUnavailable(
-            "The job queue (broker) is not answering; nothing was submitted. Try again shortly.",
-            code="broker_unavailable",
-        ) from exc
+def reprioritise(session: Session, caller_team_id: str | None, job_id: str, priority: int) -> Job:
+    """Change a queued job's priority; ``caller_team_id`` None is the admin, who may change any
+    team's job."""
+    job = repository.get_job_for_update(session, job_id)
+    if job is None or (caller_team_id is not None and job.team_id != caller_team_id):
+        raise NotFound(f"No job {job_id}.", param="job_id")
+    if job.status != JobStatus.queued:
+        raise Conflict(
+            f"The job is {job.status}: only a queued job's priority can change.",
+            param="priority",
+            code="job_not_queued",
+        )
+    if priority != job.priority:
+        repository.add_event(
+            session, job.id, "log", f"Priority changed from {job.priority} to {priority}."
+        )
+        job.priority = priority
+        job.spec = {**job.spec, "priority": priority}
+    session.flush()
+    return job
 
 
 def cancel(session: Session, team_id: str, job_id: str) -> Job:

@@ -7,6 +7,7 @@ from app.models.event import JobEvent
 from app.models.file import File
 from app.models.job import Job, JobStatus
 from app.models.metric import JobMetric
+from app.models.scheduler import SchedulerLock
 from app.models.team import Team
 from app.models.worker import Worker
 
@@ -19,6 +20,7 @@ __all__ = [
     "JobEvent",
     "JobMetric",
     "JobStatus",
+    "SchedulerLock",
     "Team",
     "Worker",
 ]

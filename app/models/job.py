@@ -28,6 +28,8 @@ class Job(Base):
     __table_args__ = (
         UniqueConstraint("team_id", "idempotency_key"),
         Index("ix_jobs_status_priority", "status", "priority"),
+        # The scheduler's walk through one team's queue: priority first, then age.
+        Index("ix_jobs_queue_order", "status", "team_id", "priority", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -52,3 +54,5 @@ class Job(Base):
     # The lease: which worker runs the job and until when its claim holds without a heartbeat.
     worker_id: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # When the scheduler handed the queued job to the broker; cleared if the message is lost.
+    dispatched_at: Mapped[datetime | None]

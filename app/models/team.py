@@ -14,4 +14,6 @@ class Team(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     max_running_jobs: Mapped[int] = mapped_column(default=1)
+    # Fair share: a team with twice the weight is entitled to twice the GPU time.
+    weight: Mapped[float] = mapped_column(default=1.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import BigInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -14,5 +14,7 @@ class Worker(Base):
     device: Mapped[str] = mapped_column(String(40))
     device_name: Mapped[str] = mapped_column(String(200))
     job_id: Mapped[str | None] = mapped_column(String(40))
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    version: Mapped[str | None] = mapped_column(String(40))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)

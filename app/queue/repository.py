@@ -1,31 +1,101 @@
+"""Every query the shared queue and its scheduler make."""
+
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobStatus, Team, Worker
+from app.models import Job, JobStatus, SchedulerLock, Team, Worker
+from app.models.scheduler import SCHEDULER_ROW
+
+QUEUED = Job.status == JobStatus.queued
+UNDISPATCHED = QUEUED & Job.dispatched_at.is_(None)
+DISPATCHED = QUEUED & Job.dispatched_at.is_not(None)
+# A team's own order: higher priority first, then oldest.
+TEAM_ORDER = (Job.priority.desc(), Job.created_at, Job.id)
+
+
+def lock(session: Session) -> None:
+    """Serialise scheduling passes until this transaction ends (see ``SchedulerLock``)."""
+    result = session.execute(
+        update(SchedulerLock)
+        .where(SchedulerLock.id == SCHEDULER_ROW)
+        .values(passes=SchedulerLock.passes + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]  # a database made by create_all
+        session.add(SchedulerLock(id=SCHEDULER_ROW, passes=1))
+        session.flush()
 
 
 def workers(session: Session) -> Sequence[Worker]:
     return session.scalars(select(Worker).order_by(Worker.id)).all()
 
 
-def jobs_with_status(session: Session, status: JobStatus, limit: int = 500) -> Sequence[Job]:
+def live_workers(session: Session, since: datetime) -> int:
+    return int(session.scalar(select(func.count()).where(Worker.last_heartbeat >= since)) or 0)
+
+
+def remove_workers_silent_since(session: Session, since: datetime) -> None:
+    session.execute(
+        delete(Worker)
+        .where(Worker.last_heartbeat < since)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def busy_slots(session: Session, now: datetime) -> int:
+    """Jobs that hold a worker or are on their way to one: running under a live lease, or handed
+    to the broker and not yet taken."""
+    running = Job.status == JobStatus.running
+    return int(
+        session.scalar(
+            select(func.count()).where(or_(running & (Job.lease_expires_at >= now), DISPATCHED))
+        )
+        or 0
+    )
+
+
+def expired_leases(session: Session, now: datetime) -> Sequence[Job]:
     return session.scalars(
-        select(Job).where(Job.status == status).order_by(Job.id).limit(limit)
+        select(Job)
+        .where(Job.status == JobStatus.running, Job.lease_expires_at < now)
+        .with_for_update()
     ).all()
 
 
-def team_counts(session: Session) -> Sequence[Any]:
-    """Each team with its running and queued job counts."""
-    running = func.coalesce(func.sum(case((Job.status == JobStatus.running, 1), else_=0)), 0)
-    queued = func.coalesce(func.sum(case((Job.status == JobStatus.queued, 1), else_=0)), 0)
+def forget_dispatches_before(session: Session, before: datetime) -> Sequence[str]:
+    """Queued jobs handed to the broker before ``before`` and never taken: the message is lost."""
+    ids = session.scalars(select(Job.id).where(QUEUED, Job.dispatched_at < before)).all()
+    if ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids), QUEUED)
+            .values(dispatched_at=None)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def team_rows(session: Session) -> Sequence[Any]:
+    """Every team with its cap and weight, and its undispatched queued, dispatched and running
+    job counts."""
+
+    def count(condition: Any, name: str) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0).label(name)
+
+    queued = count(UNDISPATCHED, "queued")
+    dispatched = count(DISPATCHED, "dispatched")
+    running = count(Job.status == JobStatus.running, "running")
     return session.execute(
-        select(Team.id, Team.name, Team.max_running_jobs, running, queued)
-        .outerjoin(Job, Job.team_id == Team.id)
-        .group_by(Team.id, Team.name, Team.max_running_jobs)
+        select(Team.id, Team.name, Team.max_running_jobs, Team.weight, queued, dispatched, running)
+        .outerjoin(
+            Job,
+            and_(Job.team_id == Team.id, Job.status.in_([JobStatus.queued, JobStatus.running])),
+        )
+        .group_by(Team.id, Team.name, Team.max_running_jobs, Team.weight)
         .order_by(Team.name)
     ).all()
 
@@ -34,7 +104,66 @@ def run_spans_since(session: Session, since: datetime) -> Sequence[Any]:
     """(team_id, started_at, finished_at) of every job that ran at some point after ``since``."""
     return session.execute(
         select(Job.team_id, Job.started_at, Job.finished_at).where(
+            Job.status != JobStatus.queued,
             Job.started_at.is_not(None),
             or_(Job.finished_at.is_(None), Job.finished_at >= since),
         )
+    ).all()
+
+
+def next_in_team(session: Session, team_id: str) -> Job | None:
+    return session.scalar(
+        select(Job)
+        .where(UNDISPATCHED, Job.team_id == team_id)
+        .order_by(*TEAM_ORDER)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def rank_in_team(session: Session, job: Job) -> int:
+    """How many of its team's undispatched queued jobs come before ``job`` in the team's order."""
+    before = or_(
+        Job.priority > job.priority,
+        and_(
+            Job.priority == job.priority,
+            or_(
+                Job.created_at < job.created_at,
+                and_(Job.created_at == job.created_at, Job.id < job.id),
+            ),
+        ),
+    )
+    stmt = select(func.count()).where(UNDISPATCHED, Job.team_id == job.team_id, before)
+    return int(session.scalar(stmt) or 0)
+
+
+def dispatched_before(session: Session, job: Job) -> int:
+    assert job.dispatched_at is not None
+    before = or_(
+        Job.dispatched_at < job.dispatched_at,
+        and_(Job.dispatched_at == job.dispatched_at, Job.id < job.id),
+    )
+    return int(session.scalar(select(func.count()).where(DISPATCHED, before)) or 0)
+
+
+def dispatched(session: Session) -> Sequence[Job]:
+    return session.scalars(select(Job).where(DISPATCHED).order_by(Job.dispatched_at, Job.id)).all()
+
+
+def heads(session: Session, per_team: int) -> Sequence[Job]:
+    """The first ``per_team`` undispatched queued jobs of every team, in each team's order."""
+    rank = func.row_number().over(partition_by=Job.team_id, order_by=TEAM_ORDER).label("rank")
+    ranked = select(Job.id, rank).where(UNDISPATCHED).subquery()
+    ids = select(ranked.c.id).where(ranked.c.rank <= per_team)
+    return session.scalars(
+        select(Job).where(Job.id.in_(ids)).order_by(Job.team_id, *TEAM_ORDER)
+    ).all()
+
+
+def running_jobs(session: Session, limit: int = 1000) -> Sequence[Job]:
+    return session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.running)
+        .order_by(Job.started_at, Job.id)
+        .limit(limit)
     ).all()

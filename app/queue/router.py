@@ -1,4 +1,6 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.deps import CallerDep, SessionDep
 from app.queue import service
@@ -8,5 +10,11 @@ router = APIRouter(tags=["queue"])
 
 
 @router.get("/queue", response_model=QueueOut)
-def get_queue(session: SessionDep, caller: CallerDep) -> QueueOut:
-    return service.snapshot(session, caller.team_id)
+def get_queue(
+    session: SessionDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Queued jobs to list.")] = 100,
+) -> QueueOut:
+    """Workers, running jobs, the first ``limit`` queued jobs in dispatch order, and every
+    team's counts; job details of the caller's team only."""
+    return service.snapshot(session, caller.team_id, limit)

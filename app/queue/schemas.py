@@ -11,6 +11,8 @@ class WorkerOut(BaseModel):
     hostname: str
     device: str
     device_name: str
+    memory_bytes: int | None = None
+    version: str | None = None
     status: Literal["idle", "busy", "offline"]
     job_id: str | None
     last_heartbeat: datetime
@@ -32,7 +34,9 @@ class TeamUsage(BaseModel):
     running: int
     queued: int
     max_running_jobs: int
+    weight: float
     gpu_seconds_24h: float
+    fair_share_usage: float  # GPU-seconds, decayed: what the scheduler compares
 
 
 class QueueOut(BaseModel):

@@ -1,20 +1,18 @@
-from collections import defaultdict
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from app.config import get_settings
 from app.jobs import service as jobs
-from app.models import Job, JobStatus, Worker
+from app.models import Job, Worker
 from app.models.base import utcnow
-from app.queue import repository
+from app.queue import fair_share, repository
+from app.queue.scheduler import QueueView, gpu_seconds
 from app.queue.schemas import QueuedJob, QueueOut, TeamUsage, WorkerOut
 
-OFFLINE_AFTER = timedelta(seconds=30)
-USAGE_WINDOW = timedelta(hours=24)
 
-
-def _worker(worker: Worker) -> WorkerOut:
-    if utcnow() - worker.last_heartbeat > OFFLINE_AFTER:
+def _worker(worker: Worker, offline_after: timedelta) -> WorkerOut:
+    if utcnow() - worker.last_heartbeat > offline_after:
         status = "offline"
     else:
         status = "busy" if worker.job_id else "idle"
@@ -23,13 +21,15 @@ def _worker(worker: Worker) -> WorkerOut:
         hostname=worker.hostname,
         device=worker.device,
         device_name=worker.device_name,
+        memory_bytes=worker.memory_bytes,
+        version=worker.version,
         status=status,
         job_id=worker.job_id,
         last_heartbeat=worker.last_heartbeat,
     )
 
 
-def _entry(session: Session, job: Job, team_id: str, position: int | None) -> QueuedJob:
+def _entry(view: QueueView, job: Job, team_id: str, position: int | None) -> QueuedJob:
     if job.team_id != team_id:
         return QueuedJob(id=None, team_id=job.team_id, status=job.status, queue_position=position)
     return QueuedJob(
@@ -37,36 +37,44 @@ def _entry(session: Session, job: Job, team_id: str, position: int | None) -> Qu
         team_id=job.team_id,
         status=job.status,
         queue_position=position,
-        job=jobs.render(session, job),
+        job=jobs.render(view.session, job, view),
     )
 
 
-def _gpu_seconds(session: Session) -> dict[str, float]:
-    now = utcnow()
-    since = now - USAGE_WINDOW
-    used: dict[str, float] = defaultdict(float)
-    for team_id, started, finished in repository.run_spans_since(session, since):
-        used[team_id] += ((finished or now) - max(started, since)).total_seconds()
-    return used
+def in_dispatch_order(view: QueueView, limit: int) -> list[Job]:
+    """The first ``limit`` queued jobs in the order the scheduler will start them."""
+    order = list(repository.dispatched(view.session))[:limit]
+    cost = get_settings().fair_share_job_seconds
+    ranked: list[tuple[tuple[int, float, str], Job]] = []
+    rank: dict[str, int] = {}
+    for job in repository.heads(view.session, per_team=limit):  # each team's in its order
+        k = rank[job.team_id] = rank.get(job.team_id, -1) + 1
+        ranked.append((fair_share.place(view.states[job.team_id], k, cost).sort_key(), job))
+    ranked.sort(key=lambda pair: pair[0])
+    return order + [job for _, job in ranked[: limit - len(order)]]
 
 
-def snapshot(session: Session, team_id: str) -> QueueOut:
-    running = repository.jobs_with_status(session, JobStatus.running)
-    queued = repository.jobs_with_status(session, JobStatus.queued)
-    used = _gpu_seconds(session)
+def snapshot(session: Session, team_id: str, limit: int) -> QueueOut:
+    settings = get_settings()
+    view = QueueView(session)
+    queued = in_dispatch_order(view, limit)
+    used = gpu_seconds(session, view.now, half_life=None)
+    offline_after = timedelta(seconds=settings.worker_offline_seconds)
     return QueueOut(
-        workers=[_worker(w) for w in repository.workers(session)],
-        running=[_entry(session, job, team_id, None) for job in running],
-        queued=[_entry(session, job, team_id, i) for i, job in enumerate(queued)],
+        workers=[_worker(w, offline_after) for w in repository.workers(session)],
+        running=[_entry(view, job, team_id, None) for job in repository.running_jobs(session)],
+        queued=[_entry(view, job, team_id, i) for i, job in enumerate(queued)],
         teams=[
             TeamUsage(
-                team_id=tid,
-                name=name,
-                running=int(n_running),
-                queued=int(n_queued),
-                max_running_jobs=limit,
-                gpu_seconds_24h=round(used.get(tid, 0.0), 3),
+                team_id=row.id,
+                name=row.name,
+                running=int(row.running),
+                queued=int(row.queued) + int(row.dispatched),
+                max_running_jobs=row.max_running_jobs,
+                weight=row.weight,
+                gpu_seconds_24h=round(used.get(row.id, 0.0), 3),
+                fair_share_usage=round(view.states[row.id].usage, 3),
             )
-            for tid, name, limit, n_running, n_queued in repository.team_counts(session)
+            for row in repository.team_rows(session)
         ],
     )

@@ -1,10 +1,11 @@
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, BackgroundTasks, Response
 
 from app.deps import AdminDep, SessionDep
 from app.models import Team
 from app.pagination import After, Limit, ListPage, to_page
+from app.queue import scheduler
 from app.teams import repository, service
-from app.teams.schemas import KeyCreate, KeyOut, TeamCreate, TeamOut
+from app.teams.schemas import KeyCreate, KeyOut, TeamCreate, TeamOut, TeamUpdate
 
 router = APIRouter(tags=["teams"])
 
@@ -20,6 +21,16 @@ def list_teams(
 ) -> ListPage[TeamOut]:
     rows, has_more = repository.list_teams(session, limit=limit, after=after)
     return to_page(rows, has_more, TeamOut.model_validate)
+
+
+@router.patch("/teams/{team_id}", response_model=TeamOut)
+def update_team(
+    team_id: str, body: TeamUpdate, session: SessionDep, _: AdminDep, after: BackgroundTasks
+) -> Team:
+    """Change a team's quota or fair-share weight; the queue follows at once."""
+    team = service.update_team(session, team_id, body)
+    after.add_task(scheduler.try_pass)  # after the commit: a raised quota may free a slot
+    return team
 
 
 @router.post("/teams/{team_id}/keys", status_code=201, response_model=KeyOut)

@@ -8,7 +8,17 @@ class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    max_running_jobs: int = Field(default=1, ge=1, le=1000)
+    max_running_jobs: int = Field(default=1, ge=0, le=1000, description="0 pauses the team.")
+    weight: float = Field(default=1.0, gt=0, le=1000, description="Fair-share weight.")
+
+
+class TeamUpdate(BaseModel):
+    """What the admin may change: the quota and the fair-share weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_running_jobs: int | None = Field(default=None, ge=0, le=1000)
+    weight: float | None = Field(default=None, gt=0, le=1000)
 
 
 class TeamOut(BaseModel):
@@ -18,6 +28,7 @@ class TeamOut(BaseModel):
     object: Literal["team"] = "team"
     name: str
     max_running_jobs: int
+    weight: float
     created_at: datetime
 
 

@@ -8,7 +8,7 @@ from app.ids import new_id
 from app.models import ApiKey, Team
 from app.models.base import utcnow
 from app.teams import repository
-from app.teams.schemas import KeyCreate, KeyOut, TeamCreate
+from app.teams.schemas import KeyCreate, KeyOut, TeamCreate, TeamUpdate
 
 
 def create_team(session: Session, body: TeamCreate) -> Team:
@@ -16,8 +16,25 @@ def create_team(session: Session, body: TeamCreate) -> Team:
         raise Conflict(
             f"A team named '{body.name}' exists already.", param="name", code="team_exists"
         )
-    team = Team(id=new_id("team"), name=body.name, max_running_jobs=body.max_running_jobs)
+    team = Team(
+        id=new_id("team"),
+        name=body.name,
+        max_running_jobs=body.max_running_jobs,
+        weight=body.weight,
+    )
     session.add(team)
+    session.flush()
+    return team
+
+
+def update_team(session: Session, team_id: str, body: TeamUpdate) -> Team:
+    team = repository.get_team(session, team_id)
+    if team is None:
+        raise NotFound(f"No team {team_id}.", param="team_id")
+    if body.max_running_jobs is not None:
+        team.max_running_jobs = body.max_running_jobs
+    if body.weight is not None:
+        team.weight = body.weight
     session.flush()
     return team
 

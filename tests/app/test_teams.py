@@ -59,7 +59,7 @@ def test_unknown_key_id_is_404(admin: Client) -> None:
 
 
 def test_validation_error_names_the_field(admin: Client) -> None:
-    response = admin.post("/v1/teams", json={"name": "ok-name", "max_running_jobs": 0})
+    response = admin.post("/v1/teams", json={"name": "ok-name", "max_running_jobs": -1})
     assert response.status_code == 422
     error = error_of(response, response.status_code)
     assert error["code"] == "invalid_request" and error["param"] == "max_running_jobs"

@@ -1,0 +1,189 @@
+"""The scheduler: the database decides which job runs next; the broker only carries it.
+
+A pass, serialised across every process by ``repository.lock``:
+1. requeues the jobs whose worker was lost (their lease ran out), to resume from their last
+   checkpoint, or fails them with ``worker_lost`` after ``max_attempts`` starts;
+2. forgets dispatches the broker lost (Redis restarted or flushed), so they are handed out again;
+3. counts the free worker slots (live workers minus running and dispatched jobs) and hands that
+   many jobs to the broker, in the fair-share order of ``app.queue.fair_share``.
+
+Passes run after a submit, after a job ends (in the worker), when a worker arrives, and every few
+seconds in each API process (``SchedulerThread``). Messages go out after the pass commits, so a
+worker always finds its job marked; one that fails to go out is handed out again later.
+"""
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from itertools import islice
+
+from sqlalchemy.orm import Session
+
+from app import broker
+from app.config import Settings, get_settings
+from app.db import session_scope
+from app.jobs import repository as job_repository
+from app.jobs import service as jobs
+from app.models import Job, JobStatus
+from app.models.base import utcnow
+from app.queue import fair_share, repository
+from app.queue.fair_share import TeamState
+
+log = logging.getLogger(__name__)
+
+USAGE_WINDOW = timedelta(hours=24)
+FORGET_WORKERS_AFTER = timedelta(hours=1)
+
+
+def gpu_seconds(session: Session, now: datetime, half_life: timedelta | None) -> dict[str, float]:
+    """Each team's GPU-seconds over the usage window, decayed when ``half_life`` is given."""
+    spans: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    for team_id, started, finished in repository.run_spans_since(session, now - USAGE_WINDOW):
+        spans.setdefault(team_id, []).append((started, finished))
+    return {
+        team_id: fair_share.decayed_usage(team_spans, now, half_life, USAGE_WINDOW)
+        for team_id, team_spans in spans.items()
+    }
+
+
+def team_states(session: Session, now: datetime) -> dict[str, TeamState]:
+    half_life = timedelta(seconds=get_settings().fair_share_half_life_seconds)
+    usage = gpu_seconds(session, now, half_life)
+    return {
+        row.id: TeamState(
+            team_id=row.id,
+            queued=int(row.queued),
+            running=int(row.running) + int(row.dispatched),
+            max_running_jobs=row.max_running_jobs,
+            weight=row.weight,
+            usage=usage.get(row.id, 0.0),
+            dispatched=int(row.dispatched),
+        )
+        for row in repository.team_rows(session)
+    }
+
+
+class QueueView:
+    """Queue positions read in one session, sharing one reading of the teams' numbers."""
+
+    def __init__(self, session: Session, now: datetime | None = None):
+        self.session, self.now = session, now or utcnow()
+        self._states: dict[str, TeamState] | None = None
+
+    @property
+    def states(self) -> dict[str, TeamState]:
+        if self._states is None:
+            self._states = team_states(self.session, self.now)
+        return self._states
+
+    def position(self, job: Job) -> int:
+        """The job's exact place in the dispatch order: the jobs already handed to the broker
+        first, in the order they were handed out, then the rest in fair-share order."""
+        if job.dispatched_at is not None:
+            return repository.dispatched_before(self.session, job)
+        return self.position_at(job.team_id, repository.rank_in_team(self.session, job))
+
+    def position_at(self, team_id: str, rank: int) -> int:
+        """The place of ``team_id``'s job ``rank`` (in its team's own order) not yet handed out."""
+        dispatched = sum(state.dispatched for state in self.states.values())
+        cost = get_settings().fair_share_job_seconds
+        return dispatched + fair_share.position(self.states, team_id, rank, cost)
+
+
+def run_pass() -> list[str]:
+    """One scheduling pass; returns the ids of the jobs it handed to the broker."""
+    settings = get_settings()
+    with session_scope() as session:
+        picked = _pass(session, settings, utcnow())
+    for job_id in picked:
+        try:
+            broker.send_run_job(job_id)
+        except Exception:  # the dispatch times out and the job is handed out again
+            log.warning(
+                "could not hand %s to the broker; it will be retried", job_id, exc_info=True
+            )
+    return picked
+
+
+def try_pass() -> None:
+    """A pass whose failure is only logged: callers (a submit, a job's end) must not fail
+    because the scheduler could not run; the next pass catches up."""
+    try:
+        run_pass()
+    except Exception:
+        log.warning("scheduling pass failed", exc_info=True)
+
+
+def _pass(session: Session, settings: Settings, now: datetime) -> list[str]:
+    repository.lock(session)
+    _requeue_lost(session, settings, now)
+    lost = repository.forget_dispatches_before(
+        session, now - timedelta(seconds=settings.dispatch_timeout_seconds)
+    )
+    for job_id in lost:
+        job_repository.add_event(
+            session, job_id, "log", "The broker lost this job's message; handing it out again.",
+            level="warning",
+        )  # fmt: skip
+    repository.remove_workers_silent_since(session, now - FORGET_WORKERS_AFTER)
+    live = repository.live_workers(
+        session, now - timedelta(seconds=settings.worker_offline_seconds)
+    )
+    free = live - repository.busy_slots(session, now)
+    if free <= 0:
+        return []
+    states = team_states(session, now)
+    picked: list[str] = []
+    for team_id in islice(fair_share.dispatch_order(states, settings.fair_share_job_seconds), free):
+        job = repository.next_in_team(session, team_id)
+        if job is None:  # another pass holds it (cannot happen under the lock, but be safe)
+            continue
+        job.dispatched_at = now
+        session.flush()
+        picked.append(job.id)
+    return picked
+
+
+def _requeue_lost(session: Session, settings: Settings, now: datetime) -> None:
+    for job in repository.expired_leases(session, now):
+        if job.attempts >= settings.max_attempts:
+            message = (
+                f"The worker running this job stopped answering, {job.attempts} times in all; "
+                "giving up."
+            )
+            error = {"code": "worker_lost", "message": message}
+            jobs.finish(
+                session, job, JobStatus.failed, message=f"Job failed: {message}", error=error
+            )
+            continue
+        job.status = JobStatus.queued
+        job.worker_id = None
+        job.lease_expires_at = None
+        job.dispatched_at = None
+        job_repository.add_event(
+            session,
+            job.id,
+            "status",
+            f"The worker running this job was lost; queued again to resume from its last "
+            f"checkpoint (attempt {job.attempts + 1} of {settings.max_attempts}).",
+            level="warning",
+            data={"status": "queued", "attempts": job.attempts},
+        )
+    session.flush()
+
+
+class SchedulerThread(threading.Thread):
+    """Runs a pass every ``scheduler_interval_seconds`` until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(name="scheduler", daemon=True)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        interval = get_settings().scheduler_interval_seconds
+        while not self.stopping.wait(interval):
+            try_pass()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)

@@ -1,0 +1,255 @@
+"""Scheduling passes on a database of their own (real PostgreSQL), where the test alone decides
+which workers are alive and which jobs wait; no messages are sent."""
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import get_settings
+from app.db import make_engine
+from app.ids import new_id
+from app.jobs import repository as job_repository
+from app.models import Job, JobStatus, Team, Worker
+from app.models.base import utcnow
+from app.queue import scheduler
+from app.queue.service import in_dispatch_order, snapshot
+from tests.conftest import throwaway_database
+
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def sessions() -> Iterator[sessionmaker[Session]]:
+    with throwaway_database() as url:
+        engine = make_engine(url)
+        yield sessionmaker(bind=engine, expire_on_commit=False)
+        engine.dispose()
+
+
+@pytest.fixture
+def db(sessions: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
+    """An empty queue: no jobs, teams or workers left by the test before."""
+    yield sessions
+    with sessions.begin() as session:
+        for table in (Job, Worker, Team):
+            session.execute(table.__table__.delete())
+
+
+def add_team(db: sessionmaker[Session], quota: int = 10, weight: float = 1.0) -> str:
+    team_id = new_id("team")
+    with db.begin() as session:
+        session.add(Team(id=team_id, name=team_id, max_running_jobs=quota, weight=weight))
+    return team_id
+
+
+def add_jobs(db: sessionmaker[Session], team_id: str, n: int = 1, priority: int = 0) -> list[str]:
+    ids = [new_id("job") for _ in range(n)]
+    with db.begin() as session:
+        for job_id in ids:
+            session.add(
+                Job(id=job_id, team_id=team_id, spec={}, teacher_file_id="file_t",
+                    train_file_id="file_d", priority=priority)
+            )  # fmt: skip
+            session.flush()  # distinct created_at, in order
+    return ids
+
+
+def add_workers(db: sessionmaker[Session], n: int) -> None:
+    with db.begin() as session:
+        for _ in range(n):
+            session.add(Worker(id=new_id("w"), hostname="h", device="cpu", device_name="cpu"))
+
+
+def run_pass(db: sessionmaker[Session]) -> list[str]:
+    with db.begin() as session:
+        return scheduler._pass(session, get_settings(), utcnow())
+
+
+def used_gpu(db: sessionmaker[Session], team_id: str, seconds: float) -> None:
+    """A finished job of ``team_id`` that ran for ``seconds`` just now."""
+    now = utcnow()
+    with db.begin() as session:
+        session.add(
+            Job(id=new_id("job"), team_id=team_id, spec={}, teacher_file_id="f",
+                train_file_id="f", status=JobStatus.succeeded,
+                started_at=now - timedelta(seconds=seconds), finished_at=now)
+        )  # fmt: skip
+
+
+def start(db: sessionmaker[Session], job_id: str, worker: str = "w") -> None:
+    now = utcnow()
+    with db.begin() as session:
+        assert job_repository.claim(session, job_id, worker, now, now + HOUR)
+
+
+def positions(db: sessionmaker[Session]) -> dict[str, int]:
+    with db.begin() as session:
+        view = scheduler.QueueView(session)
+        queued = session.scalars(select(Job).where(Job.status == JobStatus.queued)).all()
+        return {job.id: view.position(job) for job in queued}
+
+
+def test_jobs_go_out_only_to_free_slots(db: sessionmaker[Session]) -> None:
+    team = add_team(db)
+    jobs = add_jobs(db, team, 5)
+    assert run_pass(db) == []  # no worker, no dispatch
+    add_workers(db, 2)
+    assert run_pass(db) == jobs[:2]
+    assert run_pass(db) == []  # both slots taken by jobs on their way
+    start(db, jobs[0])
+    assert run_pass(db) == []  # running now: still one slot
+    with db.begin() as session:
+        job = session.get(Job, jobs[0])
+        assert job is not None
+        job.status = JobStatus.succeeded
+    assert run_pass(db) == [jobs[2]]
+
+
+def test_order_within_a_team_is_priority_then_age(db: sessionmaker[Session]) -> None:
+    team = add_team(db)
+    old, new = add_jobs(db, team, 2)
+    (urgent,) = add_jobs(db, team, 1, priority=5)
+    add_workers(db, 3)
+    assert run_pass(db) == [urgent, old, new]
+
+
+def test_the_team_that_used_less_goes_first(db: sessionmaker[Session]) -> None:
+    heavy, light = add_team(db), add_team(db)
+    used_gpu(db, heavy, 3600)
+    heavy_jobs = add_jobs(db, heavy, 3)
+    light_jobs = add_jobs(db, light, 2)
+    add_workers(db, 1)
+    assert run_pass(db) == [light_jobs[0]]
+    assert positions(db)[light_jobs[1]] == 1 and positions(db)[heavy_jobs[0]] == 2
+
+
+def test_weight_buys_share(db: sessionmaker[Session]) -> None:
+    big, small = add_team(db, weight=10.0), add_team(db)
+    used_gpu(db, big, 3600)
+    used_gpu(db, small, 600)
+    (big_job,) = add_jobs(db, big, 1)
+    add_jobs(db, small, 1)
+    add_workers(db, 1)
+    assert run_pass(db) == [big_job]  # 3600 / 10 < 600 / 1
+
+
+def test_a_team_at_its_quota_waits_and_a_raised_quota_frees_it(db: sessionmaker[Session]) -> None:
+    from app.teams import service as teams
+    from app.teams.schemas import TeamUpdate
+
+    capped, other = add_team(db, quota=1), add_team(db)
+    capped_jobs = add_jobs(db, capped, 3)
+    other_jobs = add_jobs(db, other, 1)
+    add_workers(db, 4)
+    assert sorted(run_pass(db)) == sorted([capped_jobs[0], other_jobs[0]])
+    assert run_pass(db) == []  # two slots free, but the capped team is at its quota
+    assert positions(db)[capped_jobs[1]] == 2  # after the two handed out
+    with db.begin() as session:
+        teams.update_team(session, capped, TeamUpdate(max_running_jobs=3))
+    assert run_pass(db) == capped_jobs[1:]
+
+
+def a_mixed_queue(db: sessionmaker[Session]) -> None:
+    teams = [add_team(db, quota=q, weight=w) for q, w in [(3, 1), (2, 2), (5, 1), (1, 1)]]
+    used_gpu(db, teams[0], 900)
+    used_gpu(db, teams[2], 300)
+    for i, team in enumerate(teams):
+        add_jobs(db, team, 3 + i)
+        add_jobs(db, team, 1, priority=i)
+
+
+def test_queue_positions_are_the_order_a_pass_hands_jobs_out(db: sessionmaker[Session]) -> None:
+    a_mixed_queue(db)
+    before = positions(db)
+    add_workers(db, 100)
+    picked = run_pass(db)
+    assert len(picked) == 3 + 2 + 5 + 1  # every team up to its quota
+    assert picked == sorted(before, key=before.__getitem__)[: len(picked)]
+
+
+def test_the_next_job_out_is_always_the_one_at_position_zero(db: sessionmaker[Session]) -> None:
+    a_mixed_queue(db)
+    add_workers(db, 1)
+    for _ in range(6):  # one slot: each job ends (having used some GPU) before the next starts
+        head = [job_id for job_id, place in positions(db).items() if place == 0]
+        picked = run_pass(db)
+        assert picked == head
+        start(db, picked[0])
+        with db.begin() as session:
+            job = session.get(Job, picked[0])
+            assert job is not None
+            job.status, job.finished_at = JobStatus.succeeded, utcnow()
+            job.started_at = job.finished_at - timedelta(seconds=120)
+
+
+def test_the_queue_listing_is_in_dispatch_order(db: sessionmaker[Session]) -> None:
+    teams = [add_team(db, quota=2), add_team(db, quota=1), add_team(db, quota=4)]
+    used_gpu(db, teams[2], 1200)
+    for team in teams:
+        add_jobs(db, team, 4)
+    add_workers(db, 2)
+    run_pass(db)
+    expected = positions(db)
+    with db.begin() as session:
+        listed = in_dispatch_order(scheduler.QueueView(session), limit=100)
+        assert [expected[job.id] for job in listed] == list(range(len(expected)))
+        short = in_dispatch_order(scheduler.QueueView(session), limit=5)
+        assert [job.id for job in short] == [job.id for job in listed[:5]]
+        queue = snapshot(session, teams[0], limit=100)
+    assert [entry.queue_position for entry in queue.queued] == list(range(len(expected)))
+    mine = [entry for entry in queue.queued if entry.team_id == teams[0]]
+    others = [entry for entry in queue.queued if entry.team_id != teams[0]]
+    assert all(entry.job is not None and entry.id for entry in mine)
+    assert all(entry.job is None and entry.id is None for entry in others)
+    counts = {row.team_id: (row.queued, row.running) for row in queue.teams}
+    assert counts == {teams[0]: (4, 0), teams[1]: (4, 0), teams[2]: (4, 0)}
+
+
+def test_concurrent_passes_never_hand_out_a_job_or_a_slot_twice(
+    db: sessionmaker[Session],
+) -> None:
+    for _ in range(4):
+        add_jobs(db, add_team(db), 10)
+    add_workers(db, 7)
+    barrier = threading.Barrier(8)
+    results: list[list[str]] = []
+
+    def one_pass() -> None:
+        barrier.wait()
+        results.append(run_pass(db))
+
+    threads = [threading.Thread(target=one_pass) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    picked = [job_id for result in results for job_id in result]
+    assert len(picked) == 7 and len(set(picked)) == 7
+
+
+def test_a_dispatch_the_broker_lost_is_handed_out_again(db: sessionmaker[Session]) -> None:
+    team = add_team(db)
+    (job_id,) = add_jobs(db, team, 1)
+    add_workers(db, 1)
+    assert run_pass(db) == [job_id]
+    assert run_pass(db) == []
+    timeout = timedelta(seconds=get_settings().dispatch_timeout_seconds)
+    with db.begin() as session:  # the message never reached a worker
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.dispatched_at = utcnow() - timeout - timedelta(seconds=1)
+    assert run_pass(db) == [job_id]
+
+
+def test_silent_workers_give_no_slot(db: sessionmaker[Session]) -> None:
+    team = add_team(db)
+    add_jobs(db, team, 1)
+    with db.begin() as session:
+        silent = utcnow() - timedelta(seconds=get_settings().worker_offline_seconds + 1)
+        session.add(Worker(id="gone", hostname="h", device="cpu", device_name="cpu",
+                           last_heartbeat=silent))  # fmt: skip
+    assert run_pass(db) == []
