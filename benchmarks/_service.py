@@ -76,8 +76,11 @@ def serve(app: str, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def distillery(with_worker: bool = True) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """(base URL, admin key, settings) of a running service on PostgreSQL and Redis."""
+def distillery(
+    with_worker: bool = True, workers: int = 1, settings: dict[str, str] | None = None
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """(base URL, admin key, settings) of a running service on PostgreSQL and Redis, with
+    ``workers`` worker processes (none without ``with_worker``)."""
     services.require_redis(services.redis_url())
     with database() as db_url, tempfile.TemporaryDirectory() as storage:
         admin_key = "dk_bench_" + secrets.token_hex(8)
@@ -88,6 +91,7 @@ def distillery(with_worker: bool = True) -> Iterator[tuple[str, str, dict[str, s
             "DISTILL_ADMIN_KEY": admin_key,
             "DISTILL_QUEUE_NAME": f"distill-bench-{secrets.token_hex(4)}",
             "DISTILL_DEVICE": "cpu",
+            **(settings or {}),
         }
         os.environ.update(env)
         from migrations import upgrade
@@ -95,9 +99,9 @@ def distillery(with_worker: bool = True) -> Iterator[tuple[str, str, dict[str, s
         upgrade(db_url)
         port = free_port()
         procs = [serve("app.main:app", env, port)]
-        if with_worker:
+        for i in range(workers if with_worker else 0):
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--name", "bench@%h"],
+                [sys.executable, "-m", "app.cli", "worker", "--name", f"bench{i}@%h"],
                 cwd=ROOT, env={**os.environ, **env},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
@@ -108,3 +112,14 @@ def distillery(with_worker: bool = True) -> Iterator[tuple[str, str, dict[str, s
         finally:
             for proc in procs:
                 stop(proc)
+
+
+def wait_workers(admin: httpx.Client, n: int, timeout: float = 120) -> None:
+    """Until ``n`` workers have registered and heartbeat."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = admin.get("/v1/queue").raise_for_status().json()["workers"]
+        if sum(w["status"] != "offline" for w in workers) >= n:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{n} workers did not register within {timeout} s")

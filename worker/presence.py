@@ -11,8 +11,12 @@ from app.db import session_scope
 from app.models import Worker
 from app.models.base import utcnow
 
-HEARTBEAT_SECONDS = 10.0
 _stop = threading.Event()
+
+
+def heartbeat_seconds() -> float:
+    """Three beats within the time after which the queue calls a worker offline."""
+    return get_settings().worker_offline_seconds / 3
 
 
 def worker_id() -> str:
@@ -34,7 +38,7 @@ def set_current_job(job_id: str | None) -> None:
 
 
 def _beat() -> None:
-    while not _stop.wait(HEARTBEAT_SECONDS):
+    while not _stop.wait(heartbeat_seconds()):
         try:
             with session_scope() as session:
                 worker = session.get(Worker, worker_id())

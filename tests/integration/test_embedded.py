@@ -3,7 +3,6 @@ process, with nothing configured, in an empty directory."""
 
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -14,15 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.cluster import free_port
 from tests.integration.conftest import Digits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
