@@ -45,7 +45,7 @@ def spec_for(client: httpx.Client, teacher: Path, data: Path) -> dict[str, Any]:
         "teacher": {"file_id": upload(client, teacher, "teacher")},
         "student": {"arch": "mlp", "hidden_sizes": [16]},
         "data": {"train_file_id": upload(client, data, "dataset"), "validation_split": 0.2},
-        "hyperparameters": {"epochs": 1},
+        "hyperparameters": {"epochs": 5},  # a second or so: longer than B takes to submit
     }
 
 
@@ -98,6 +98,8 @@ def main() -> None:
     assert all(j["status"] == "succeeded" for _, j in jobs), "a job failed"
     started = sorted(jobs, key=lambda tj: ts(tj[1]["started_at"]))
     order = "".join(team for team, _ in started)
+    split = sum(1 for _, j in started if ts(j["started_at"]) < b_submitted)
+    order = f"{order[:split]} | {order[split:]}"  # | : B submits
     after_b = [team for team, j in started if ts(j["started_at"]) >= b_submitted]
     waited = after_b.index("B")
     a_queued_at_b = sum(
@@ -105,7 +107,7 @@ def main() -> None:
     )
     b_done = max(ts(j["finished_at"]) for team, j in jobs if team == "B") - b_submitted
     a_done = max(ts(j["finished_at"]) for team, j in jobs if team == "A") - b_submitted
-    print(f"start order ({len(order)} jobs, 2 workers): {order}")
+    print(f"start order ({len(jobs)} jobs, 2 workers; | marks B's submit): {order}")
     print(f"B's queue_position at submit: {b_positions}")
     print(f"B's first job started after {waited} other dispatch(es) from B's submit "
           f"(target <= 2; first come, first served: {a_queued_at_b})")  # fmt: skip
