@@ -27,10 +27,15 @@ NEEDS_ARCH = {"state_dict", "safetensors"}
 OPAQUE_TEACHERS = {"torchscript", "torch_export"}
 
 
-def render(session: Session, job: Job, queue: "scheduler.QueueView | None" = None) -> JobOut:
-    """The job as the API shows it; ``queue`` shares one reading of the queue across a list."""
-    position = None
-    if job.status == JobStatus.queued:
+def render(
+    session: Session,
+    job: Job,
+    queue: "scheduler.QueueView | None" = None,
+    position: int | None = None,
+) -> JobOut:
+    """The job as the API shows it; ``queue`` shares one reading of the queue across a list,
+    and a caller that knows the job's ``position`` already passes it."""
+    if job.status == JobStatus.queued and position is None:
         position = (queue or scheduler.QueueView(session)).position(job)
     return JobOut(
         id=job.id,

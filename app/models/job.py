@@ -2,7 +2,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, utcnow
@@ -29,7 +29,13 @@ class Job(Base):
         UniqueConstraint("team_id", "idempotency_key"),
         Index("ix_jobs_status_priority", "status", "priority"),
         # The scheduler's walk through one team's queue: priority first, then age.
-        Index("ix_jobs_queue_order", "status", "team_id", "priority", "created_at"),
+        Index(
+            "ix_jobs_queue_order", "status", "team_id", text("priority DESC"), "created_at", "id"
+        ),
+        # The scheduler's counts per team, and the jobs handed out: read from the index alone.
+        Index("ix_jobs_dispatch", "status", "dispatched_at", "team_id"),
+        # GPU time of the last day: the jobs that ended recently.
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

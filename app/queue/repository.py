@@ -2,9 +2,9 @@
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobStatus, SchedulerLock, Team, Worker
@@ -79,36 +79,55 @@ def forget_dispatches_before(session: Session, before: datetime) -> Sequence[str
     return ids
 
 
-def team_rows(session: Session) -> Sequence[Any]:
-    """Every team with its cap and weight, and its undispatched queued, dispatched and running
-    job counts."""
+class TeamRow(NamedTuple):
+    id: str
+    name: str
+    max_running_jobs: int
+    weight: float
+    queued: int  # not yet handed to the broker
+    dispatched: int  # queued and handed to the broker
+    running: int
 
-    def count(condition: Any, name: str) -> Any:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0).label(name)
 
-    queued = count(UNDISPATCHED, "queued")
-    dispatched = count(DISPATCHED, "dispatched")
-    running = count(Job.status == JobStatus.running, "running")
-    return session.execute(
-        select(Team.id, Team.name, Team.max_running_jobs, Team.weight, queued, dispatched, running)
-        .outerjoin(
-            Job,
-            and_(Job.team_id == Team.id, Job.status.in_([JobStatus.queued, JobStatus.running])),
-        )
-        .group_by(Team.id, Team.name, Team.max_running_jobs, Team.weight)
-        .order_by(Team.name)
+def team_rows(session: Session) -> list[TeamRow]:
+    """Every team with its quota and weight, and its job counts: one small grouped count over
+    the queued and running jobs (from ``ix_jobs_dispatch`` alone), then the teams."""
+    handed_out = Job.dispatched_at.is_not(None).label("handed_out")
+    counts = session.execute(
+        select(Job.team_id, Job.status, handed_out, func.count())
+        .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
+        .group_by(Job.team_id, Job.status, handed_out)
     ).all()
+    by_team: dict[str, dict[str, int]] = {}
+    for team_id, status, was_handed_out, n in counts:
+        kind = (
+            "running"
+            if status == JobStatus.running
+            else "dispatched"
+            if was_handed_out
+            else "queued"
+        )
+        team = by_team.setdefault(team_id, {"queued": 0, "dispatched": 0, "running": 0})
+        team[kind] += n
+    teams = session.execute(
+        select(Team.id, Team.name, Team.max_running_jobs, Team.weight).order_by(Team.name)
+    ).all()
+    empty = {"queued": 0, "dispatched": 0, "running": 0}
+    return [
+        TeamRow(
+            team.id, team.name, team.max_running_jobs, team.weight, **by_team.get(team.id, empty)
+        )
+        for team in teams
+    ]
 
 
 def run_spans_since(session: Session, since: datetime) -> Sequence[Any]:
-    """(team_id, started_at, finished_at) of every job that ran at some point after ``since``."""
-    return session.execute(
-        select(Job.team_id, Job.started_at, Job.finished_at).where(
-            Job.status != JobStatus.queued,
-            Job.started_at.is_not(None),
-            or_(Job.finished_at.is_(None), Job.finished_at >= since),
-        )
-    ).all()
+    """(team_id, started_at, finished_at) of every job that ran at some point after ``since``:
+    the running ones and those that ended since (two index scans, never the whole table)."""
+    columns = (Job.team_id, Job.started_at, Job.finished_at)
+    running = select(*columns).where(Job.status == JobStatus.running)
+    ended = select(*columns).where(Job.finished_at >= since, Job.started_at.is_not(None))
+    return session.execute(running.union_all(ended)).all()
 
 
 def next_in_team(session: Session, team_id: str) -> Job | None:
@@ -150,14 +169,28 @@ def dispatched(session: Session) -> Sequence[Job]:
     return session.scalars(select(Job).where(DISPATCHED).order_by(Job.dispatched_at, Job.id)).all()
 
 
-def heads(session: Session, per_team: int) -> Sequence[Job]:
-    """The first ``per_team`` undispatched queued jobs of every team, in each team's order."""
-    rank = func.row_number().over(partition_by=Job.team_id, order_by=TEAM_ORDER).label("rank")
-    ranked = select(Job.id, rank).where(UNDISPATCHED).subquery()
-    ids = select(ranked.c.id).where(ranked.c.rank <= per_team)
-    return session.scalars(
-        select(Job).where(Job.id.in_(ids)).order_by(Job.team_id, *TEAM_ORDER)
-    ).all()
+def head_ids(session: Session, counts: dict[str, int]) -> dict[str, list[str]]:
+    """The ids of each team's first ``counts[team]`` undispatched queued jobs, in the team's
+    order: one statement, each part an index range scan."""
+    parts = [
+        select(Job.team_id, Job.id)
+        .where(UNDISPATCHED, Job.team_id == team_id)
+        .order_by(*TEAM_ORDER)
+        .limit(n)
+        .subquery()
+        for team_id, n in counts.items()
+        if n > 0
+    ]
+    heads: dict[str, list[str]] = {team_id: [] for team_id in counts}
+    if parts:
+        rows = session.execute(union_all(*(select(part.c.team_id, part.c.id) for part in parts)))
+        for team_id, job_id in rows:
+            heads[team_id].append(job_id)
+    return heads
+
+
+def jobs_by_id(session: Session, ids: Sequence[str]) -> dict[str, Job]:
+    return {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids)))}
 
 
 def running_jobs(session: Session, limit: int = 1000) -> Sequence[Job]:

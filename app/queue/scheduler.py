@@ -12,10 +12,14 @@ seconds in each API process (``SchedulerThread``). Messages go out after the pas
 worker always finds its job marked; one that fails to go out is handed out again later.
 """
 
+import heapq
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cached_property
 from itertools import islice
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -35,46 +39,51 @@ USAGE_WINDOW = timedelta(hours=24)
 FORGET_WORKERS_AFTER = timedelta(hours=1)
 
 
-def gpu_seconds(session: Session, now: datetime, half_life: timedelta | None) -> dict[str, float]:
-    """Each team's GPU-seconds over the usage window, decayed when ``half_life`` is given."""
-    spans: dict[str, list[tuple[datetime, datetime | None]]] = {}
-    for team_id, started, finished in repository.run_spans_since(session, now - USAGE_WINDOW):
-        spans.setdefault(team_id, []).append((started, finished))
+def gpu_seconds(
+    spans: Sequence[Any], now: datetime, half_life: timedelta | None
+) -> dict[str, float]:
+    """Each team's GPU-seconds of ``spans`` (``repository.run_spans_since``) within the usage
+    window, decayed when ``half_life`` is given."""
+    by_team: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    for team_id, started, finished in spans:
+        by_team.setdefault(team_id, []).append((started, finished))
     return {
         team_id: fair_share.decayed_usage(team_spans, now, half_life, USAGE_WINDOW)
-        for team_id, team_spans in spans.items()
-    }
-
-
-def team_states(session: Session, now: datetime) -> dict[str, TeamState]:
-    half_life = timedelta(seconds=get_settings().fair_share_half_life_seconds)
-    usage = gpu_seconds(session, now, half_life)
-    return {
-        row.id: TeamState(
-            team_id=row.id,
-            queued=int(row.queued),
-            running=int(row.running) + int(row.dispatched),
-            max_running_jobs=row.max_running_jobs,
-            weight=row.weight,
-            usage=usage.get(row.id, 0.0),
-            dispatched=int(row.dispatched),
-        )
-        for row in repository.team_rows(session)
+        for team_id, team_spans in by_team.items()
     }
 
 
 class QueueView:
-    """Queue positions read in one session, sharing one reading of the teams' numbers."""
+    """The queue as one session reads it: each team's numbers read once, then any number of
+    exact positions from them."""
 
     def __init__(self, session: Session, now: datetime | None = None):
         self.session, self.now = session, now or utcnow()
-        self._states: dict[str, TeamState] | None = None
 
-    @property
+    @cached_property
+    def team_rows(self) -> Sequence[Any]:
+        return repository.team_rows(self.session)
+
+    @cached_property
+    def spans(self) -> Sequence[Any]:
+        return repository.run_spans_since(self.session, self.now - USAGE_WINDOW)
+
+    @cached_property
     def states(self) -> dict[str, TeamState]:
-        if self._states is None:
-            self._states = team_states(self.session, self.now)
-        return self._states
+        half_life = timedelta(seconds=get_settings().fair_share_half_life_seconds)
+        usage = gpu_seconds(self.spans, self.now, half_life)
+        return {
+            row.id: TeamState(
+                team_id=row.id,
+                queued=int(row.queued),
+                running=int(row.running) + int(row.dispatched),
+                max_running_jobs=row.max_running_jobs,
+                weight=row.weight,
+                usage=usage.get(row.id, 0.0),
+                dispatched=int(row.dispatched),
+            )
+            for row in self.team_rows
+        }
 
     def position(self, job: Job) -> int:
         """The job's exact place in the dispatch order: the jobs already handed to the broker
@@ -88,6 +97,31 @@ class QueueView:
         dispatched = sum(state.dispatched for state in self.states.values())
         cost = get_settings().fair_share_job_seconds
         return dispatched + fair_share.position(self.states, team_id, rank, cost)
+
+    def first(self, limit: int) -> list[Job]:
+        """The first ``limit`` queued jobs in dispatch order: those handed out, then the others,
+        whose teams' shares of the first places follow from the teams' numbers alone, so only
+        the jobs shown are read."""
+        order = list(repository.dispatched(self.session))[:limit]
+        cost = get_settings().fair_share_job_seconds
+        taken = dict.fromkeys(self.states, 0)
+        places = [(fair_share.place(s, 0, cost).sort_key(), s.team_id)
+                  for s in self.states.values() if s.queued]  # fmt: skip
+        heapq.heapify(places)
+        sequence: list[str] = []
+        while places and len(order) + len(sequence) < limit:
+            _, team_id = heapq.heappop(places)
+            sequence.append(team_id)
+            taken[team_id] += 1
+            state = self.states[team_id]
+            if taken[team_id] < state.queued:
+                heapq.heappush(
+                    places, (fair_share.place(state, taken[team_id], cost).sort_key(), team_id)
+                )
+        heads = {t: iter(ids) for t, ids in repository.head_ids(self.session, taken).items()}
+        ids = [next(heads[team_id]) for team_id in sequence]
+        jobs = repository.jobs_by_id(self.session, ids)
+        return order + [jobs[job_id] for job_id in ids]
 
 
 def run_pass() -> list[str]:
@@ -132,7 +166,7 @@ def _pass(session: Session, settings: Settings, now: datetime) -> list[str]:
     free = live - repository.busy_slots(session, now)
     if free <= 0:
         return []
-    states = team_states(session, now)
+    states = QueueView(session, now).states
     picked: list[str] = []
     for team_id in islice(fair_share.dispatch_order(states, settings.fair_share_job_seconds), free):
         job = repository.next_in_team(session, team_id)

@@ -6,7 +6,7 @@ from app.config import get_settings
 from app.jobs import service as jobs
 from app.models import Job, Worker
 from app.models.base import utcnow
-from app.queue import fair_share, repository
+from app.queue import repository
 from app.queue.scheduler import QueueView, gpu_seconds
 from app.queue.schemas import QueuedJob, QueueOut, TeamUsage, WorkerOut
 
@@ -37,28 +37,15 @@ def _entry(view: QueueView, job: Job, team_id: str, position: int | None) -> Que
         team_id=job.team_id,
         status=job.status,
         queue_position=position,
-        job=jobs.render(view.session, job, view),
+        job=jobs.render(view.session, job, position=position),
     )
-
-
-def in_dispatch_order(view: QueueView, limit: int) -> list[Job]:
-    """The first ``limit`` queued jobs in the order the scheduler will start them."""
-    order = list(repository.dispatched(view.session))[:limit]
-    cost = get_settings().fair_share_job_seconds
-    ranked: list[tuple[tuple[int, float, str], Job]] = []
-    rank: dict[str, int] = {}
-    for job in repository.heads(view.session, per_team=limit):  # each team's in its order
-        k = rank[job.team_id] = rank.get(job.team_id, -1) + 1
-        ranked.append((fair_share.place(view.states[job.team_id], k, cost).sort_key(), job))
-    ranked.sort(key=lambda pair: pair[0])
-    return order + [job for _, job in ranked[: limit - len(order)]]
 
 
 def snapshot(session: Session, team_id: str, limit: int) -> QueueOut:
     settings = get_settings()
     view = QueueView(session)
-    queued = in_dispatch_order(view, limit)
-    used = gpu_seconds(session, view.now, half_life=None)
+    queued = view.first(limit)
+    used = gpu_seconds(view.spans, view.now, half_life=None)
     offline_after = timedelta(seconds=settings.worker_offline_seconds)
     return QueueOut(
         workers=[_worker(w, offline_after) for w in repository.workers(session)],
@@ -75,6 +62,6 @@ def snapshot(session: Session, team_id: str, limit: int) -> QueueOut:
                 gpu_seconds_24h=round(used.get(row.id, 0.0), 3),
                 fair_share_usage=round(view.states[row.id].usage, 3),
             )
-            for row in repository.team_rows(session)
+            for row in view.team_rows
         ],
     )

@@ -23,8 +23,14 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(
-            "ix_jobs_queue_order", ["status", "team_id", "priority", "created_at"], unique=False
+            "ix_jobs_queue_order",
+            ["status", "team_id", sa.text("priority DESC"), "created_at", "id"],
+            unique=False,
         )
+        batch_op.create_index(
+            "ix_jobs_dispatch", ["status", "dispatched_at", "team_id"], unique=False
+        )
+        batch_op.create_index("ix_jobs_finished_at", ["finished_at"], unique=False)
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("memory_bytes", sa.BigInteger(), nullable=True))
         batch_op.add_column(sa.Column("version", sa.String(length=40), nullable=True))
@@ -43,6 +49,8 @@ def downgrade() -> None:
         batch_op.drop_column("version")
         batch_op.drop_column("memory_bytes")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_finished_at")
+        batch_op.drop_index("ix_jobs_dispatch")
         batch_op.drop_index("ix_jobs_queue_order")
         batch_op.drop_column("dispatched_at")
     with op.batch_alter_table("teams", schema=None) as batch_op:

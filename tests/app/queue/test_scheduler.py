@@ -16,7 +16,7 @@ from app.jobs import repository as job_repository
 from app.models import Job, JobStatus, Team, Worker
 from app.models.base import utcnow
 from app.queue import scheduler
-from app.queue.service import in_dispatch_order, snapshot
+from app.queue.service import snapshot
 from tests.conftest import throwaway_database
 
 HOUR = timedelta(hours=1)
@@ -195,9 +195,9 @@ def test_the_queue_listing_is_in_dispatch_order(db: sessionmaker[Session]) -> No
     run_pass(db)
     expected = positions(db)
     with db.begin() as session:
-        listed = in_dispatch_order(scheduler.QueueView(session), limit=100)
+        listed = scheduler.QueueView(session).first(100)
         assert [expected[job.id] for job in listed] == list(range(len(expected)))
-        short = in_dispatch_order(scheduler.QueueView(session), limit=5)
+        short = scheduler.QueueView(session).first(5)
         assert [job.id for job in short] == [job.id for job in listed[:5]]
         queue = snapshot(session, teams[0], limit=100)
     assert [entry.queue_position for entry in queue.queued] == list(range(len(expected)))
