@@ -47,14 +47,16 @@ def readyz() -> JSONResponse:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    scheduler = SchedulerThread()
-    scheduler.start()
+    scheduler = SchedulerThread() if app.state.run_scheduler else None
+    if scheduler is not None:
+        scheduler.start()
     try:
         async with hot_read_pool(get_settings().database_url) as pool:
             app.state.hot_reads = pool
             yield
     finally:
-        scheduler.stop()
+        if scheduler is not None:
+            scheduler.stop()
 
 
 def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -79,13 +81,16 @@ def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
-def create_app() -> FastAPI:
+def create_app(run_scheduler: bool = True) -> FastAPI:
+    """The app. ``run_scheduler=False`` leaves out the periodic scheduling pass (passes on
+    submit and on a job's end still run): for an app that only serves its schema."""
     app = FastAPI(
         lifespan=lifespan,
         title="Distillery",
         version="1.0.0",
         description="Self-hosted knowledge distillation: teacher in, smaller student out.",
     )
+    app.state.run_scheduler = run_scheduler
     install_handlers(app)
     # Jobs first: clients poll them, and routes are matched in order.
     for router in (jobs_router, files_router, teams_router, queue_router):

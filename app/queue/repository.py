@@ -125,8 +125,9 @@ def run_spans_since(session: Session, since: datetime) -> Sequence[Any]:
     """(team_id, started_at, finished_at) of every job that ran at some point after ``since``:
     the running ones and those that ended since (two index scans, never the whole table)."""
     columns = (Job.team_id, Job.started_at, Job.finished_at)
-    running = select(*columns).where(Job.status == JobStatus.running)
-    ended = select(*columns).where(Job.finished_at >= since, Job.started_at.is_not(None))
+    started = Job.started_at.is_not(None)
+    running = select(*columns).where(Job.status == JobStatus.running, started)
+    ended = select(*columns).where(Job.finished_at >= since, started)
     return session.execute(running.union_all(ended)).all()
 
 
