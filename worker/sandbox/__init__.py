@@ -10,5 +10,5 @@ secrets: it gets an environment built from an allow-list, and its job in one mes
 - ``protocol``: the JSON lines between the two
 - ``environment``: what the child may see of the worker's environment
 
-This package's own modules import no torch, so the child applies its limits before torch loads.
+``__main__`` imports torch only after it has applied its limits, so they bound torch too.
 """
