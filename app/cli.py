@@ -1,6 +1,7 @@
 """The ``distill`` command: ``serve``, ``worker`` and ``up``.
 
-``worker`` hands over to Celery in a fresh process image, so this module never imports worker/.
+``worker`` hands over to Celery in a fresh process image (or, with several GPUs, supervises one
+Celery process per GPU), so this module never imports worker/ or torch.
 """
 
 import os
@@ -13,6 +14,8 @@ import typer
 import uvicorn
 
 from app.config import VAR_DIR, get_settings
+from app.gpus import detect_gpus
+from app.supervisor import PlanError, Supervisor, plan_workers
 
 cli = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True)
 
@@ -69,10 +72,34 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
 
 @cli.command()
-def worker(name: str = typer.Option("distill@%h", help="Celery node name.")) -> None:
-    """Run a worker that trains students from the shared queue."""
-    argv = _celery_worker_argv(name)
-    os.execv(argv[0], argv)
+def worker(
+    name: str = typer.Option(
+        "distill@%h", help="Celery node name; with several processes each gets a suffix."
+    ),
+    gpus: str = typer.Option(
+        "auto",
+        help="auto (every GPU, unless DISTILL_DEVICE names one or cpu), all, none, or indices "
+        "like 0,2: one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES.",
+    ),
+    processes: int = typer.Option(
+        1, min=1, help="Worker processes per GPU, or on the machine's CPU without GPUs."
+    ),
+) -> None:
+    """Run the workers that train students from the shared queue: one per GPU."""
+    device = get_settings().device
+    skip_detection = gpus == "none" or (gpus == "auto" and device == "cpu")
+    try:
+        specs = plan_workers(
+            gpus, [] if skip_detection else detect_gpus(), device=device, processes=processes,
+            name=name, visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )  # fmt: skip
+    except PlanError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    if len(specs) == 1:  # no supervisor needed: become the worker
+        argv = _celery_worker_argv(specs[0].name)
+        os.execve(argv[0], argv, {**os.environ, **specs[0].env})
+    raise typer.Exit(Supervisor(specs, lambda spec: _celery_worker_argv(spec.name)).run())
 
 
 @cli.command()

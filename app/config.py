@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     fair_share_job_seconds: float = Field(default=300.0, gt=0)
     # A worker without a heartbeat for this long is offline and gives no slot.
     worker_offline_seconds: float = Field(default=30.0, gt=0)
+    # Each job trains in a process of its own (worker/sandbox/). On a CPU device its address
+    # space is bounded to this many bytes (unset: three quarters of the machine's memory); a job
+    # over it fails with out_of_memory. Not applied to CUDA jobs: see docs/operations.md.
+    job_memory_bytes: int | None = Field(default=None, gt=0)
+    # Wall-clock limit of one job's training process; past it the job fails with
+    # time_limit_exceeded. A day by default.
+    job_timeout_seconds: float | None = Field(default=24 * 3600, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from tests import services
 
 ADMIN_KEY = "dk_test_admin_" + secrets.token_hex(8)
+JOB_MEMORY_BYTES = 4 * 2**30
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,6 +76,9 @@ def _service_env(
         "DISTILL_LEASE_SECONDS": "30",
         # The worker shares two cores with this process and PostgreSQL.
         "DISTILL_TORCH_THREADS": "1",
+        # A CPU job's address space: ample for the suite's jobs, and a bound that
+        # tests/integration/test_sandbox.py's teacher goes past.
+        "DISTILL_JOB_MEMORY_BYTES": str(JOB_MEMORY_BYTES),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -1,8 +1,11 @@
 """Each worker process registers itself and heartbeats, so the queue can show who is there."""
 
+import importlib.metadata
+import logging
 import os
 import socket
 import threading
+from dataclasses import dataclass
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
@@ -12,6 +15,7 @@ from app.models import Worker
 from app.models.base import utcnow
 
 _stop = threading.Event()
+log = logging.getLogger(__name__)
 
 
 def heartbeat_seconds() -> float:
@@ -23,10 +27,26 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _device() -> tuple[str, str]:
-    from worker.device import describe_device
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker says about itself when it registers."""
 
-    return describe_device(get_settings().device)
+    device: str  # "cpu", "cuda:2"
+    device_name: str
+    memory_bytes: int  # the GPU's, or the machine's for a CPU worker
+    version: str  # Distillery's
+
+
+def worker_info() -> WorkerInfo:
+    from worker.device import describe_device, device_memory_bytes
+
+    setting = get_settings().device
+    device, device_name = describe_device(setting)
+    try:
+        version = importlib.metadata.version("distillery")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return WorkerInfo(device, device_name, device_memory_bytes(setting), version)
 
 
 def set_current_job(job_id: str | None) -> None:
@@ -53,14 +73,20 @@ def register(**_: object) -> None:
     from app.db import get_engine
 
     get_engine().dispose()  # connections inherited across fork are not ours to use
-    device, device_name = _device()
+    info = worker_info()
+    log.info(
+        "worker %s: %s (%s), %.1f GiB, Distillery %s",
+        worker_id(), info.device, info.device_name, info.memory_bytes / 2**30, info.version,
+    )  # fmt: skip
     with session_scope() as session:
         session.merge(
             Worker(
                 id=worker_id(),
                 hostname=socket.gethostname(),
-                device=device,
-                device_name=device_name,
+                device=info.device,
+                device_name=info.device_name,
+                memory_bytes=info.memory_bytes,
+                version=info.version[:40],
                 job_id=None,
                 started_at=utcnow(),
                 last_heartbeat=utcnow(),

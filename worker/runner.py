@@ -27,8 +27,8 @@ from worker.engine import (
     EngineResult,
     JobCancelled,
     Progress,
-    run_job,
 )
+from worker.sandbox.process import SandboxSettings, run_in_sandbox
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ LOST = "lost: another worker took the job over after this one's lease ran out"
 
 
 class _Watcher(threading.Thread):
-    """Renews the lease and notices cancel requests while the engine trains."""
+    """Renews the lease and notices cancel requests while the training process trains."""
 
     def __init__(self, job_id: str, worker_id: str, lease: timedelta):
         super().__init__(name=f"watch-{job_id}", daemon=True)
@@ -64,7 +64,8 @@ class _Watcher(threading.Thread):
 
 
 class _Reporter:
-    """Engine callbacks that write progress, curve points and logs to the database."""
+    """Engine callbacks that write progress, curve points and logs to the database. They run
+    here, in the worker, as the training process reports: the child never sees the database."""
 
     def __init__(self, job_id: str, watcher: _Watcher):
         self.job_id, self.watcher = job_id, watcher
@@ -112,7 +113,13 @@ class JobRunner:
         watcher.start()
         presence.set_current_job(self.job_id)
         try:
-            result = run_job(self._engine_job(), _Reporter(self.job_id, watcher))
+            # In a process of its own: whatever the teacher does costs this job, not the worker.
+            result = run_in_sandbox(
+                self._engine_job(),
+                _Reporter(self.job_id, watcher),
+                SandboxSettings.from_settings(self.settings),
+                abort=watcher.lost,  # another worker holds the job now: kill, do not checkpoint
+            )
         except JobCancelled:
             return self._finish(JobStatus.cancelled, "Job cancelled; the last checkpoint is kept.")
         except EngineError as exc:

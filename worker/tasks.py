@@ -3,15 +3,24 @@
 import logging
 
 import torch
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from app.broker import RUN_JOB_TASK
 from app.config import get_settings
+from app.hardening import make_undumpable
 from worker import presence
 from worker.celery_app import celery_app
 from worker.runner import JobRunner
 
 log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+@worker_process_init.connect
+def protect_environment(**_: object) -> None:
+    """The worker's environment holds its secrets; its training processes must not read them
+    through /proc (see app/hardening.py)."""
+    make_undumpable()
 
 
 @worker_process_init.connect

@@ -185,3 +185,18 @@ def job_spec(
         "baseline": baseline,
         "priority": 0,
     }
+
+
+class MemoryBomb(nn.Module):
+    """``teacher``, but its forward first reserves ``bomb_bytes`` of memory it never touches:
+    harmless to a process with room in its address space, out of memory in one bounded below
+    that. Save it as TorchScript (``save_teacher(..., "torchscript")``)."""
+
+    def __init__(self, teacher: nn.Module, bomb_bytes: int):
+        super().__init__()
+        self.teacher = teacher
+        self.floats = bomb_bytes // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reserved = torch.empty([self.floats])
+        return self.teacher(x) + reserved[:1].zero_()

@@ -48,5 +48,13 @@ class DeviceUnavailable(EngineError):
     code = "device_unavailable"
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Python's MemoryError, or the CPU allocator's RuntimeError, which a job bounded in address
+    space (the worker's RLIMIT_AS) also gets. CUDA's is ``torch.cuda.OutOfMemoryError``."""
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+    )
+
+
 class JobCancelled(Exception):
     """``should_stop()`` said so; the checkpoint was saved first, so the job can resume."""

@@ -2,7 +2,7 @@
 
 import torch
 
-from worker.engine.errors import OutOfMemory
+from worker.engine.errors import OutOfMemory, is_out_of_memory
 from worker.engine.job import Callbacks, EngineJob, EngineResult, NullCallbacks
 from worker.engine.recipe import DistillationRecipe
 
@@ -23,8 +23,8 @@ def run_job(job: EngineJob, callbacks: Callbacks | None = None) -> EngineResult:
             "The GPU ran out of memory; lower batch_size, use a smaller student, or use less "
             "data (the data set is held on the GPU)."
         ) from e
-    except RuntimeError as e:
-        if "can't allocate memory" not in str(e):  # the CPU allocator's out-of-memory
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
             raise
         raise OutOfMemory(
             "The worker ran out of memory; lower batch_size, or use less data or a smaller model."

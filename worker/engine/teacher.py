@@ -18,6 +18,7 @@ from worker.engine.errors import (
     TeacherLoadError,
     TrainingDiverged,
     UnsupportedInput,
+    is_out_of_memory,
 )
 from worker.engine.features import Features, has_features
 from worker.engine.models import build_model, count_parameters
@@ -50,6 +51,8 @@ class Teacher:
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as e:
+                if is_out_of_memory(e):  # not the batch's shape: run_job says out_of_memory
+                    raise
                 raise ShapeMismatch(
                     f"The teacher failed on a batch of shape {_shape(x)}: {_last_line(e)}. "
                     + self._advice(e)

@@ -1,0 +1,29 @@
+"""Two Linux process flags the worker side sets, through prctl(2). They need no torch, so the
+``distill worker`` supervisor (app/) and the Celery workers (worker/) share them from here."""
+
+import ctypes
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+
+
+def _prctl(option: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(option, value, 0, 0, 0)) == 0
+
+
+def make_undumpable() -> bool:
+    """Keep other processes of the same user, the training processes that run untrusted
+    teachers among them, out of this process's ``/proc/<pid>/environ`` and memory, where the
+    database URL, broker URL and keys live. Root (CAP_SYS_PTRACE) can still read them: run
+    workers as an ordinary user. The flag survives fork and is reset by exec."""
+    return _prctl(_PR_SET_DUMPABLE, 0)
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> bool:
+    """Have the kernel send ``sig`` to this process when the thread that started it exits."""
+    return _prctl(_PR_SET_PDEATHSIG, int(sig))
