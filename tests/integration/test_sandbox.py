@@ -104,15 +104,17 @@ def test_the_lease_is_renewed_while_training_and_losing_it_kills_the_training_pr
 
         until(lambda: lease_of(job_id) != first_lease)  # renewed while the child trains
         assert training_process_of(pool) == trainer
-        # Another worker takes the job over, as one would once the lease had run out.
+        # Another worker takes the job over, as one would once the lease had run out and the
+        # scheduler had queued the job again and handed it out (in one transaction here).
         with session_scope() as session:
             now = utcnow()
-            expired = (
+            requeued = (
                 update(Job)
                 .where(Job.id == job_id)
-                .values(lease_expires_at=now - timedelta(seconds=1))
-            )
-            session.execute(expired)
+                .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None,
+                        dispatched_at=now)
+            )  # fmt: skip
+            session.execute(requeued)
             assert repository.claim(session, job_id, "elsewhere:1", now, now + timedelta(hours=1))
 
         until(lambda: training_process_of(pool) is None)  # killed once its renewal was refused
