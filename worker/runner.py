@@ -90,6 +90,12 @@ class _Reporter:
     def should_stop(self) -> bool:
         return self.watcher.stop_requested.is_set()
 
+    def on_checkpoint(self, path: Path) -> None:
+        pass  # written in place, in the store the machines share
+
+    def on_teacher_cache(self, path: Path) -> None:
+        pass
+
 
 class JobRunner:
     def __init__(self, job_id: str, worker_id: str):
