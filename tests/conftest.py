@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _clear_caches() -> None:
-    from app import broker, db
+    from app import broker, db, storage
     from app.config import get_settings
 
     get_settings.cache_clear()
@@ -30,6 +32,7 @@ def _clear_caches() -> None:
     db._session_factory.cache_clear()
     db._read_session_factory.cache_clear()
     broker.producer.cache_clear()
+    storage.get_store.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -154,3 +157,54 @@ def worker_process(service_env: dict[str, str]) -> Iterator[subprocess.Popen[byt
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@dataclass
+class S3Server:
+    """moto's S3 in server mode: real HTTP on 127.0.0.1, as a worker process would reach it."""
+
+    endpoint_url: str
+    access_key_id: str = "moto-key"
+    secret_access_key: str = "moto-secret"
+    region: str = "us-east-1"
+
+    def settings(self, bucket: str, **more: str) -> dict[str, str]:
+        """The DISTILL_* settings of an S3 store in ``bucket``."""
+        return {
+            "DISTILL_STORAGE_BACKEND": "s3",
+            "DISTILL_S3_ENDPOINT_URL": self.endpoint_url,
+            "DISTILL_S3_BUCKET": bucket,
+            "DISTILL_S3_REGION": self.region,
+            "DISTILL_S3_ACCESS_KEY_ID": self.access_key_id,
+            "DISTILL_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            **more,
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def new_bucket(self) -> str:
+        name = f"distill-test-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Server(f"http://{host}:{port}")
+    finally:
+        server.stop()
