@@ -4,12 +4,14 @@ mode on 127.0.0.1; no real S3 is reachable from the test machines). Every test r
 import hashlib
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from app.config import Settings
+from app.db import discard_on_rollback, session_scope
 from app.storage import ObjectMissing, Store
 from app.storage.base import read_bytes
 from app.storage.local import LocalStore
@@ -92,6 +94,20 @@ def test_reading_a_missing_object_raises_and_writes_nothing(store: Store, tmp_pa
     assert not (tmp_path / "dest").exists() or list((tmp_path / "dest").iterdir()) == []
     with pytest.raises(ObjectMissing):
         store.open("files/none", 0, 10)
+
+
+def test_a_rollback_deletes_what_the_work_stored(
+    store: Store, blob: Path, service_env: dict[str, str]
+) -> None:
+    with pytest.raises(RuntimeError), session_scope() as session:
+        store.put("files/rolled_back", blob)
+        discard_on_rollback(session, partial(store.delete, "files/rolled_back"))
+        raise RuntimeError("the commit failed")
+    assert not store.exists("files/rolled_back")
+    with session_scope() as session:
+        store.put("files/committed", blob)
+        discard_on_rollback(session, partial(store.delete, "files/committed"))
+    assert store.exists("files/committed")
 
 
 def test_the_local_store_works_in_place(tmp_path: Path, blob: Path) -> None:
