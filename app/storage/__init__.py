@@ -6,8 +6,6 @@ Keys derive from ids (``file_key``, ``artifact_key``, ...), so the database neve
 """
 
 import hashlib
-import os
-from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -65,30 +63,3 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-# Paths in the local store, for the callers not yet on keys.
-def file_path(file_id: str) -> Path:
-    return root() / file_key(file_id)
-
-
-def job_dir(job_id: str) -> Path:
-    return root() / "jobs" / job_id
-
-
-def artifacts_dir(job_id: str) -> Path:
-    return root() / artifacts_key(job_id)
-
-
-def teacher_cache_dir() -> Path:
-    return root() / TEACHER_CACHE
-
-
-def publish(tmp: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
-
-
-def remove(paths: Iterable[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
