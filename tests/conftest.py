@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,14 @@ def _clear_caches() -> None:
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A throwaway database and queue on the real servers, and the settings that point at them."""
+    with service_environment(tmp_path_factory.mktemp("storage")) as env:
+        yield env
+
+
+@contextmanager
+def service_environment(storage_dir: Path, **settings: str) -> Iterator[dict[str, str]]:
+    """A fresh database and queue name, and the settings (``settings`` on top) that point this
+    process at them, until the block ends."""
     server_url, redis_url = services.database_url(), services.redis_url()
     services.require_postgres(server_url)
     services.require_redis(redis_url)
@@ -48,7 +57,7 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     env = {
         "DISTILL_DATABASE_URL": database_url,
         "DISTILL_BROKER_URL": redis_url,
-        "DISTILL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+        "DISTILL_STORAGE_DIR": str(storage_dir),
         "DISTILL_ADMIN_KEY": ADMIN_KEY,
         "DISTILL_QUEUE_NAME": f"distill-test-{secrets.token_hex(4)}",
         "DISTILL_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
@@ -56,6 +65,7 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "DISTILL_LEASE_SECONDS": "30",
         # The worker shares two cores with this process and PostgreSQL.
         "DISTILL_TORCH_THREADS": "1",
+        **settings,
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -63,7 +73,13 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     from migrations import upgrade
 
     upgrade(database_url)
-    yield env
+    try:
+        yield env
+    finally:
+        _restore(server_url, name, saved)
+
+
+def _restore(server_url: str, name: str, saved: dict[str, str | None]) -> None:
     from app.db import get_engine
 
     get_engine().dispose()
@@ -136,11 +152,18 @@ def _worker_registered() -> bool:
 @pytest.fixture(scope="session")
 def worker_process(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process consuming this run's queue from Redis."""
-    log = open(Path(service_env["DISTILL_STORAGE_DIR"]) / "worker.log", "wb")  # noqa: SIM115
+    with celery_worker(service_env) as proc:
+        yield proc
+
+
+@contextmanager
+def celery_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on ``env``'s settings, registered before the block starts."""
+    log = open(Path(env["DISTILL_STORAGE_DIR"]) / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--name", f"test-{secrets.token_hex(3)}@%h"],
         cwd=ROOT,
-        env={**os.environ, **service_env},
+        env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -150,13 +173,15 @@ def worker_process(service_env: dict[str, str]) -> Iterator[subprocess.Popen[byt
             proc.kill()
             raise RuntimeError(f"worker did not start; see {log.name}")
         time.sleep(0.1)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 @dataclass
