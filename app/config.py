@@ -2,8 +2,9 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -16,7 +17,21 @@ class Settings(BaseSettings):
     # The embedded broker is kombu's filesystem transport: a real Celery worker and no server
     # to install.
     broker_url: str = "filesystem://"
+    # This machine's directory: the store itself with the local backend (shared by every process,
+    # e.g. over NFS); with S3, where this machine keeps temporary uploads and its copies of objects.
     storage_dir: Path = VAR_DIR / "storage"
+    # Where uploads, checkpoints, teacher-output caches and artifacts live: "local" (storage_dir)
+    # or "s3" (any S3-compatible object store, settings below).
+    storage_backend: Literal["local", "s3"] = "local"
+    s3_bucket: str | None = None
+    s3_prefix: str = ""  # keys go under it, e.g. "distill/"
+    s3_endpoint_url: str | None = None  # unset: AWS; else e.g. http://minio:9000
+    s3_region: str | None = None
+    # Unset: boto3's standard credential chain (environment, ~/.aws, an instance role).
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # Larger files go up in parts of this size; S3 accepts no part under 5 MiB.
+    s3_multipart_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
     admin_key: str | None = None
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     # A Hugging Face teacher archive may unpack to at most this much on the worker (zip bombs).
@@ -59,6 +74,12 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql", "postgres://", "sqlite")):
             raise ValueError("DISTILL_DATABASE_URL must be a postgresql:// or sqlite:/// URL")
         return url
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Self:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("DISTILL_STORAGE_BACKEND=s3 needs DISTILL_S3_BUCKET")
+        return self
 
     @property
     def broker_folder(self) -> Path:

@@ -1,6 +1,7 @@
 """Database engine and session scope. The request or task scope commits; nobody else does."""
 
-from collections.abc import AsyncIterator, Iterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from app.config import get_settings
+
+log = logging.getLogger(__name__)
 
 
 def normalize_url(url: str) -> str:
@@ -77,15 +80,18 @@ def read_scope() -> Iterator[Session]:
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on error, and then also removes the
-    files the work stored for rows that will never exist (see ``discard_on_rollback``)."""
+    objects the work stored for rows that will never exist (see ``discard_on_rollback``)."""
     session = _session_factory()()
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
-        for path in session.info.pop(_DISCARD, []):
-            path.unlink(missing_ok=True)
+        for discard in session.info.pop(_DISCARD, []):
+            try:
+                discard()
+            except Exception:  # the rollback's own error is the one to raise
+                log.warning("could not discard an object of a rolled-back row", exc_info=True)
         raise
     finally:
         session.close()
@@ -94,9 +100,10 @@ def session_scope() -> Iterator[Session]:
 _DISCARD = "discard_on_rollback"
 
 
-def discard_on_rollback(session: Session, path: Path) -> None:
-    """Remove ``path`` if this unit of work rolls back: a stored blob without its row."""
-    session.info.setdefault(_DISCARD, []).append(path)
+def discard_on_rollback(session: Session, discard: Callable[[], object]) -> None:
+    """Call ``discard`` (say, the store's delete of an object) if this unit of work rolls back:
+    no stored object without its row."""
+    session.info.setdefault(_DISCARD, []).append(discard)
 
 
 def is_postgres(url: str) -> bool:

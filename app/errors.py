@@ -1,5 +1,6 @@
 """Errors as types, mapped to the contract's error body in one place (``install_handlers``)."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -14,10 +15,18 @@ class ApiError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = dict(headers or {})
         if code is not None:
             self.code = code
 
@@ -124,7 +133,7 @@ def _validation_message(err: dict[str, Any], param: str | None) -> str:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else exc.headers
         return JSONResponse(
             error_body(exc.code, exc.message, exc.param), exc.status_code, headers=headers
         )

@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _clear_caches() -> None:
-    from app import broker, db
+    from app import broker, db, storage
     from app.config import get_settings
 
     get_settings.cache_clear()
@@ -32,6 +34,7 @@ def _clear_caches() -> None:
     db._session_factory.cache_clear()
     db._read_session_factory.cache_clear()
     broker.producer.cache_clear()
+    storage.get_store.cache_clear()
 
 
 @contextmanager
@@ -56,34 +59,43 @@ def throwaway_database() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A throwaway database and queue on the real servers, and the settings that point at them."""
+    with service_environment(tmp_path_factory.mktemp("storage")) as env:
+        yield env
+
+
+@contextmanager
+def service_environment(storage_dir: Path, **settings: str) -> Iterator[dict[str, str]]:
+    """A fresh database and queue name, and the settings (``settings`` on top) that point this
+    process at them, until the block ends."""
     redis_url = services.redis_url()
     services.require_redis(redis_url)
     with throwaway_database() as database_url:
-        yield from _service_env(tmp_path_factory, database_url, redis_url)
+        env = {
+            "DISTILL_DATABASE_URL": database_url,
+            "DISTILL_BROKER_URL": redis_url,
+            "DISTILL_STORAGE_DIR": str(storage_dir),
+            "DISTILL_ADMIN_KEY": ADMIN_KEY,
+            "DISTILL_QUEUE_NAME": f"distill-test-{secrets.token_hex(4)}",
+            "DISTILL_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+            "DISTILL_DEVICE": "cpu",
+            "DISTILL_LEASE_SECONDS": "30",
+            # The worker shares two cores with this process and PostgreSQL.
+            "DISTILL_TORCH_THREADS": "1",
+            # A CPU job's address space: ample for the suite's jobs, and a bound that
+            # tests/integration/test_sandbox.py's teacher goes past.
+            "DISTILL_JOB_MEMORY_BYTES": str(JOB_MEMORY_BYTES),
+            **settings,
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        _clear_caches()
+        try:
+            yield env
+        finally:
+            _restore(saved)
 
 
-def _service_env(
-    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
-) -> Iterator[dict[str, str]]:
-    env = {
-        "DISTILL_DATABASE_URL": database_url,
-        "DISTILL_BROKER_URL": redis_url,
-        "DISTILL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
-        "DISTILL_ADMIN_KEY": ADMIN_KEY,
-        "DISTILL_QUEUE_NAME": f"distill-test-{secrets.token_hex(4)}",
-        "DISTILL_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
-        "DISTILL_DEVICE": "cpu",
-        "DISTILL_LEASE_SECONDS": "30",
-        # The worker shares two cores with this process and PostgreSQL.
-        "DISTILL_TORCH_THREADS": "1",
-        # A CPU job's address space: ample for the suite's jobs, and a bound that
-        # tests/integration/test_sandbox.py's teacher goes past.
-        "DISTILL_JOB_MEMORY_BYTES": str(JOB_MEMORY_BYTES),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _clear_caches()
-    yield env
+def _restore(saved: dict[str, str | None]) -> None:
     from app.db import get_engine
 
     get_engine().dispose()
@@ -154,11 +166,18 @@ def _worker_registered() -> bool:
 @pytest.fixture(scope="session")
 def worker_process(service_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process consuming this run's queue from Redis."""
-    log = open(Path(service_env["DISTILL_STORAGE_DIR"]) / "worker.log", "wb")  # noqa: SIM115
+    with celery_worker(service_env) as proc:
+        yield proc
+
+
+@contextmanager
+def celery_worker(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on ``env``'s settings, registered before the block starts."""
+    log = open(Path(env["DISTILL_STORAGE_DIR"]) / "worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "worker", "--name", f"test-{secrets.token_hex(3)}@%h"],
         cwd=ROOT,
-        env={**os.environ, **service_env},
+        env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -168,10 +187,63 @@ def worker_process(service_env: dict[str, str]) -> Iterator[subprocess.Popen[byt
             proc.kill()
             raise RuntimeError(f"worker did not start; see {log.name}")
         time.sleep(0.1)
-    yield proc
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@dataclass
+class S3Server:
+    """moto's S3 in server mode: real HTTP on 127.0.0.1, as a worker process would reach it."""
+
+    endpoint_url: str
+    access_key_id: str = "moto-key"
+    secret_access_key: str = "moto-secret"
+    region: str = "us-east-1"
+
+    def settings(self, bucket: str, **more: str) -> dict[str, str]:
+        """The DISTILL_* settings of an S3 store in ``bucket``."""
+        return {
+            "DISTILL_STORAGE_BACKEND": "s3",
+            "DISTILL_S3_ENDPOINT_URL": self.endpoint_url,
+            "DISTILL_S3_BUCKET": bucket,
+            "DISTILL_S3_REGION": self.region,
+            "DISTILL_S3_ACCESS_KEY_ID": self.access_key_id,
+            "DISTILL_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            **more,
+        }
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+        )
+
+    def new_bucket(self) -> str:
+        name = f"distill-test-{secrets.token_hex(4)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Server(f"http://{host}:{port}")
+    finally:
+        server.stop()

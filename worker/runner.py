@@ -13,7 +13,7 @@ from typing import Any
 
 from app import storage
 from app.config import get_settings
-from app.db import session_scope
+from app.db import read_scope, session_scope
 from app.jobs import repository
 from app.jobs import service as jobs
 from app.models import Artifact, File, Job, JobStatus
@@ -29,6 +29,7 @@ from worker.engine import (
     Progress,
 )
 from worker.sandbox.process import SandboxSettings, run_in_sandbox
+from worker.staging import Staging, cache_inputs
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,24 @@ class _Reporter:
     def should_stop(self) -> bool:
         return self.watcher.stop_requested.is_set()
 
+    def on_checkpoint(self, path: Path) -> None:
+        """Into the store at once, so that a machine taking the job over resumes from here. A
+        checkpoint saves time, not the job: one that cannot be stored is only a warning."""
+        try:
+            Staging(self.job_id).put_checkpoint(path)
+        except Exception as exc:
+            log.warning("job %s: checkpoint not stored", self.job_id, exc_info=True)
+            self.on_log("warning", f"The checkpoint could not be stored: {exc}")
+
+    def on_teacher_cache(self, path: Path) -> None:
+        try:
+            with read_scope() as session:
+                inputs = cache_inputs(session, self.job_id, resolve_device(get_settings().device))
+            Staging(self.job_id).put_teacher_cache(path, inputs)
+        except Exception as exc:
+            log.warning("job %s: teacher cache entry not stored", self.job_id, exc_info=True)
+            self.on_log("warning", f"The teacher cache entry could not be stored: {exc}")
+
 
 class JobRunner:
     def __init__(self, job_id: str, worker_id: str):
@@ -146,6 +165,7 @@ class JobRunner:
         return True
 
     def _engine_job(self) -> EngineJob:
+        device = resolve_device(self.settings.device)
         with session_scope() as session:
             job = session.get(Job, self.job_id)
             assert job is not None
@@ -156,23 +176,39 @@ class JobRunner:
             )
             if teacher is None or train is None:
                 raise EngineError("A file this job needs was deleted.", code="file_missing")
-            return EngineJob(
-                spec=job.spec,
-                teacher_path=storage.file_path(teacher.id),
-                teacher_format=teacher.format,
-                train_path=storage.file_path(train.id),
-                train_format=train.format,
-                validation_path=storage.file_path(validation.id) if validation else None,
-                validation_format=validation.format if validation else None,
-                output_dir=storage.artifacts_dir(self.job_id),
-                checkpoint_path=storage.job_dir(self.job_id) / "checkpoint.pt",
-                device=resolve_device(self.settings.device),
-                cache_dir=storage.teacher_cache_dir(),
-                teacher_sha256=teacher.sha256,
-                max_unpacked_bytes=self.settings.max_unpacked_bytes,
-            )
+            inputs = cache_inputs(session, self.job_id, device)
+        # Out of the transaction: from S3 this downloads whatever this machine lacks.
+        files = Staging(self.job_id)
+        files.fetch_teacher_cache(inputs)
+        return EngineJob(
+            spec=job.spec,
+            teacher_path=files.fetch_file(teacher),
+            teacher_format=teacher.format,
+            train_path=files.fetch_file(train),
+            train_format=train.format,
+            validation_path=files.fetch_file(validation) if validation else None,
+            validation_format=validation.format if validation else None,
+            output_dir=files.output_dir,
+            checkpoint_path=files.fetch_checkpoint(),
+            device=device,
+            cache_dir=files.cache_dir,
+            teacher_sha256=teacher.sha256,
+            max_unpacked_bytes=self.settings.max_unpacked_bytes,
+        )
 
     def _succeed(self, result: EngineResult) -> str:
+        files = Staging(self.job_id)
+        try:  # every artifact is in the store before the job says it succeeded
+            files.put_artifacts(result.artifacts)
+        except Exception as exc:
+            log.exception("job %s: artifacts not stored", self.job_id)
+            error = {
+                "code": "storage_failed",
+                "message": f"The artifacts could not be stored: {exc}",
+            }
+            return self._finish(
+                JobStatus.failed, "Job failed: its artifacts could not be stored.", error=error
+            )
         with session_scope() as session:
             job = repository.get_job_for_update(session, self.job_id)
             if not self._owns(job):
@@ -193,6 +229,7 @@ class JobRunner:
             jobs.finish(
                 session, job, JobStatus.succeeded, message="Job succeeded.", metrics=result.metrics
             )
+        files.release()
         return "succeeded"
 
     def _finish(self, status: JobStatus, message: str, error: dict[str, Any] | None = None) -> str:

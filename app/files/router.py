@@ -5,6 +5,7 @@ from fastapi.responses import FileResponse
 
 from app import storage
 from app.deps import CallerDep, SessionDep
+from app.downloads import object_response
 from app.files import repository, service
 from app.files.schemas import FileOut, Purpose
 from app.models import File
@@ -71,13 +72,16 @@ def get_file(file_id: str, session: SessionDep, caller: CallerDep) -> File:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def file_content(file_id: str, session: SessionDep, caller: CallerDep) -> FileResponse:
+def file_content(
+    file_id: str, request: Request, session: SessionDep, caller: CallerDep
+) -> Response:
     file = service.get(session, caller.team_id, file_id)
-    return FileResponse(
-        storage.file_path(file.id),
-        media_type="application/octet-stream",
+    return object_response(
+        storage.file_key(file.id),
         filename=file.filename,
-        headers={"ETag": f'"{file.sha256}"'},
+        sha256=file.sha256,
+        size=file.bytes,
+        request_headers=request.headers,
     )
 
 

@@ -1,5 +1,7 @@
 import uuid
 from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
@@ -60,8 +62,9 @@ async def upload(
             format=found.format,
             meta=found.meta,
         )
-        storage.publish(tmp, storage.file_path(file.id))
-        discard_on_rollback(session, storage.file_path(file.id))
+        store, key = storage.get_store(), storage.file_key(file.id)
+        discard_on_rollback(session, partial(store.delete, key))  # before: a cancel may land in it
+        await run_in_threadpool(store.move_in, key, tmp)
     finally:
         tmp.unlink(missing_ok=True)
     session.add(file)
@@ -69,7 +72,7 @@ async def upload(
     return file
 
 
-def _detect(path: storage.Path, purpose: Purpose) -> formats.Detected:
+def _detect(path: Path, purpose: Purpose) -> formats.Detected:
     try:
         return formats.detect(path, purpose.value)
     except formats.UnsafeFile as exc:
@@ -95,4 +98,4 @@ def delete(session: Session, team_id: str, file_id: str) -> None:
         )
     session.delete(file)
     session.flush()
-    storage.remove([storage.file_path(file.id)])
+    storage.get_store().delete(storage.file_key(file.id))

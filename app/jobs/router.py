@@ -1,12 +1,13 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
 from app import storage
 from app.db import read_scope
 from app.deps import CallerDep, HotReadsDep, SessionDep
+from app.downloads import object_response
 from app.errors import NotFound
 from app.jobs import events, repository, service
 from app.jobs.schemas import ArtifactOut, EventOut, JobOut, JobUpdate, MetricPoint
@@ -142,15 +143,16 @@ def list_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> ListP
     },
 )
 def download_artifact(
-    job_id: str, name: str, session: SessionDep, caller: CallerDep
-) -> FileResponse:
+    job_id: str, name: str, request: Request, session: SessionDep, caller: CallerDep
+) -> Response:
     job = service.get(session, caller.team_id, job_id)
     artifact = repository.get_artifact(session, job.id, name)
     if artifact is None:
         raise NotFound(f"Job {job_id} has no artifact '{name}'.", param="name")
-    return FileResponse(
-        storage.artifacts_dir(job.id) / artifact.name,
-        media_type="application/octet-stream",
+    return object_response(
+        storage.artifact_key(job.id, artifact.name),
         filename=artifact.name,
-        headers={"ETag": f'"{artifact.sha256}"'},
+        sha256=artifact.sha256,
+        size=artifact.bytes,
+        request_headers=request.headers,
     )

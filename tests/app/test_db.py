@@ -1,4 +1,5 @@
-"""The unit of work: a rollback also removes the files stored for rows that will never exist."""
+"""The unit of work: a rollback also removes the objects stored for rows that will never exist
+(tests/app/test_storage.py does the same on both stores)."""
 
 from pathlib import Path
 
@@ -11,7 +12,7 @@ def test_a_rollback_removes_the_blobs_of_the_work(service_env: dict, tmp_path: P
     blob = tmp_path / "blob"
     blob.write_bytes(b"x")
     with pytest.raises(RuntimeError), session_scope() as session:
-        discard_on_rollback(session, blob)
+        discard_on_rollback(session, blob.unlink)
         raise RuntimeError("the commit failed")
     assert not blob.exists()
 
@@ -20,5 +21,5 @@ def test_a_commit_keeps_them(service_env: dict, tmp_path: Path) -> None:
     blob = tmp_path / "blob"
     blob.write_bytes(b"x")
     with session_scope() as session:
-        discard_on_rollback(session, blob)
+        discard_on_rollback(session, blob.unlink)
     assert blob.exists()

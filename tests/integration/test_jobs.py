@@ -45,7 +45,7 @@ def test_cancel_while_queued_and_while_running(team: Client, inputs: dict[str, s
     assert requested["status"] == "running" and requested["cancel_requested"] is True
     events = flow.events_until(team, running["id"], timeout=10)  # the contract's 10 seconds
     assert flow.statuses(events)[-1] == "cancelled"
-    assert (storage.job_dir(running["id"]) / "checkpoint.pt").exists()  # its last checkpoint
+    assert storage.get_store().exists(storage.checkpoint_key(running["id"]))  # its last checkpoint
 
     again = team.post(f"/v1/jobs/{running['id']}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"

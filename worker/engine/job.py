@@ -75,6 +75,14 @@ class Callbacks(Protocol):
         """Polled with every progress call; True: the engine checkpoints, raises JobCancelled."""
         ...
 
+    def on_checkpoint(self, path: Path) -> None:
+        """The engine has just written the job's checkpoint to ``path`` (``checkpoint_path``),
+        whole; a caller that keeps checkpoints elsewhere copies it from there."""
+
+    def on_teacher_cache(self, path: Path) -> None:
+        """The teacher-output cache entry this job uses, in ``cache_dir``: just written, or
+        found there. Once per job, and only with a ``cache_dir``."""
+
 
 class NullCallbacks:
     """Reports nowhere and never stops; subclass it to override only what you need."""
@@ -87,3 +95,9 @@ class NullCallbacks:
 
     def should_stop(self) -> bool:
         return False
+
+    def on_checkpoint(self, path: Path) -> None:
+        pass
+
+    def on_teacher_cache(self, path: Path) -> None:
+        pass

@@ -240,7 +240,7 @@ class DistillationRecipe:
                 "teacher_arch": self.spec["teacher"].get("arch"),
                 "device": self.device.type,  # a GPU's last bits differ from a CPU's
             }
-        return teacher_outputs(
+        outputs = teacher_outputs(
             teacher,
             self.train_data.x,
             self.num_classes,
@@ -248,6 +248,9 @@ class DistillationRecipe:
             job.cache_dir,
             lambda level, message: self._log(message, level=level),
         )
+        if outputs.path is not None:
+            self.callbacks.on_teacher_cache(outputs.path)
+        return outputs
 
     def _load_data(self) -> tuple[Dataset, Dataset]:
         job = self.job
@@ -564,6 +567,7 @@ class DistillationRecipe:
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_checkpoint(self.job.checkpoint_path, state)
+        self.callbacks.on_checkpoint(self.job.checkpoint_path)
 
     def _load_checkpoint(self) -> dict | None:
         try:

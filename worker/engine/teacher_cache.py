@@ -36,11 +36,13 @@ Log = Callable[[str, str], None]  # (level, message)
 @dataclass
 class TeacherOutputs:
     """The teacher's logits for training rows: looked up in ``table`` when there is one, else
-    computed from the batch. ``status`` is what the job reports as ``teacher_cache``."""
+    computed from the batch. ``status`` is what the job reports as ``teacher_cache``; ``path``
+    is the cache file the table came from or went to."""
 
     teacher: Teacher
     table: torch.Tensor | None
     status: Status
+    path: Path | None = None
 
     def __call__(self, index: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.table[index] if self.table is not None else self.teacher(x)
@@ -70,13 +72,12 @@ def teacher_outputs(
         table = _read(path, (len(x), num_classes), log)
         if table is not None:
             log("info", f"Teacher cache hit: the teacher's training logits come from {path.name}.")
-            return TeacherOutputs(teacher, table.to(x.device), "hit")
+            return TeacherOutputs(teacher, table.to(x.device), "hit", path)
     table = compute_logits(teacher, x)
     where = "" if path is None else f"; stored as {path.name}"
     log("info", f"Teacher cache miss: computed the teacher's training logits once{where}.")
-    if path is not None:
-        _write(path, table, log)
-    return TeacherOutputs(teacher, table, "miss")
+    stored = path is not None and _write(path, table, log)
+    return TeacherOutputs(teacher, table, "miss", path if stored else None)
 
 
 def compute_logits(teacher: Teacher, x: torch.Tensor) -> torch.Tensor:
@@ -115,9 +116,9 @@ def _read(path: Path, shape: tuple[int, int], log: Log) -> torch.Tensor | None:
     return table
 
 
-def _write(path: Path, table: torch.Tensor, log: Log) -> None:
+def _write(path: Path, table: torch.Tensor, log: Log) -> bool:
     """Write to a temporary file, then rename: a reader never sees half a file, and two workers
-    filling the same entry both write whole, identical files."""
+    filling the same entry both write whole, identical files. False if it could not."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
@@ -128,6 +129,8 @@ def _write(path: Path, table: torch.Tensor, log: Log) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         log("warning", f"Could not store the teacher cache file {path.name}: {e}")
+        return False
+    return True
 
 
 def file_sha256(path: Path) -> str:

@@ -117,6 +117,16 @@ class Recorder(NullCallbacks):
     progress: list[Progress] = field(default_factory=list)
     points: list[dict] = field(default_factory=list)
     logs: list[tuple[str, str, dict | None]] = field(default_factory=list)
+    # (path, phase, epoch, step) of every checkpoint, as read from the file when announced
+    checkpoints: list[tuple[Path, str, int, int]] = field(default_factory=list)
+    cache_entries: list[Path] = field(default_factory=list)
+
+    def on_checkpoint(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.checkpoints.append((path, state["phase"], state["epoch"], state["step"]))
+
+    def on_teacher_cache(self, path: Path) -> None:
+        self.cache_entries.append(path)
 
     def on_progress(self, progress: Progress, points: list[dict]) -> None:
         self.progress.append(progress)

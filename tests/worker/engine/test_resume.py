@@ -75,6 +75,29 @@ def test_a_cancelled_job_resumes_to_the_same_result(
     assert _weights(resumed) == _weights(uninterrupted)
 
 
+def test_every_checkpoint_is_announced_once_written(cnn_digits: Digits, tmp_path: Path) -> None:
+    """``on_checkpoint`` comes after each save, the file whole by then: the worker copies it to
+    the shared store from there, at every epoch end and on cancel."""
+    job = cnn_digits.job(tmp_path, SPEC, progress_interval=0.0)
+    cancelled = Recorder(stop_at_step=30)  # mid-way through the student's second epoch
+    with pytest.raises(JobCancelled):
+        run_job(job, cancelled)
+    steps_per_epoch = cancelled.checkpoints[0][3]
+
+    assert [c[:3] for c in cancelled.checkpoints] == [
+        (job.checkpoint_path, "student", 1),  # the first epoch's end
+        (job.checkpoint_path, "student", 1),  # the cancel, mid-epoch
+    ]
+    assert cancelled.checkpoints[1][3] == 30 > steps_per_epoch
+    finished = Recorder()
+    run_job(job, finished)
+    assert [c[1:3] for c in finished.checkpoints] == [
+        ("student", 2),
+        ("baseline", 1),
+        ("baseline", 2),
+    ]
+
+
 def test_points_continue_after_a_mid_epoch_resume(cnn_digits: Digits, tmp_path: Path) -> None:
     job = cnn_digits.job(tmp_path, job_spec(epochs=1), progress_interval=0.0)
     first, second = Recorder(stop_at_step=5), Recorder()

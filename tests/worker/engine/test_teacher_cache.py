@@ -76,7 +76,8 @@ def test_a_second_job_on_the_same_teacher_and_data_hits_the_cache(
     hit = run_job(cnn_digits.job(tmp_path / "b", SPEC, cache_dir=cache), second)
 
     assert (missed.metrics["teacher_cache"], hit.metrics["teacher_cache"]) == ("miss", "hit")
-    assert len(list(cache.iterdir())) == 1  # one entry, no temporary file left behind
+    (entry,) = cache.iterdir()  # one entry, no temporary file left behind
+    assert first.cache_entries == second.cache_entries == [entry]  # announced, written or found
     assert "Teacher cache miss" in _cache_logs(first)[0]
     assert "Teacher cache hit" in _cache_logs(second)[0]
     # The hit job never runs the teacher on training rows: only preflight and validation.
@@ -163,6 +164,7 @@ def test_too_large_a_table_runs_the_teacher_per_batch(
     assert result.metrics["teacher_cache"] == "off"
     assert "Teacher cache off" in _cache_logs(recorder)[0]
     assert not (tmp_path / "cache").exists()
+    assert recorder.cache_entries == []
 
 
 def test_labels_only_training_needs_no_teacher_outputs(cnn_digits: Digits, tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""A job's files on this worker: fetched from the shared store before the engine runs, and put
+back as the engine writes them.
+
+With the local store every path here is the object's own file in the directory the machines
+share, so nothing is copied and every put does nothing. With S3 the worker keeps copies under its
+``DISTILL_STORAGE_DIR``, laid out as the store is: uploaded files (kept for later jobs, since a
+file id's bytes never change), each job's checkpoint and artifacts, and the teacher-output cache.
+Any of it may be deleted while no job runs.
+
+The engine runs the teacher, which is code, so a path it hands back is checked before anything is
+put into the store: the job's own checkpoint, or an entry in the teacher-output cache directory.
+"""
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app import storage
+from app.models import File, Job
+from app.storage.base import read_bytes
+from worker.engine import EngineError
+
+CACHE_ENTRY = re.compile(r"[0-9a-f]{64}\.safetensors")  # teacher_cache.cache_key + suffix
+# The engine names a cache entry after the teacher and the training rows it saw, which only it
+# can compute. So that a worker can fetch the entry before the engine asks for it, the store also
+# keeps, under a key of the job's inputs, the name of the entry a job on those inputs last used.
+# A stale pointer costs one download: the engine checks the entry's name itself.
+CACHE_POINTERS = f"{storage.TEACHER_CACHE}/inputs"
+
+
+class Staging:
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+        self.store = storage.get_store()
+        self.copies = self.store.local_path(storage.TEACHER_CACHE) is None  # S3: work on copies
+        self.output_dir = self._here(storage.artifacts_key(job_id))
+        self.checkpoint_path = self._here(storage.checkpoint_key(job_id))
+        self.cache_dir = self._here(storage.TEACHER_CACHE)
+
+    def _here(self, key: str) -> Path:
+        """Where this machine keeps the object ``key``: its own file, or this worker's copy."""
+        return self.store.local_path(key) or storage.root() / key
+
+    # -- before the engine runs ---------------------------------------------------------------
+
+    def fetch_file(self, file: File) -> Path:
+        key = storage.file_key(file.id)
+        path = self._here(key)
+        if self.copies and not (path.is_file() and path.stat().st_size == file.bytes):
+            try:
+                self.store.get(key, path)
+            except storage.ObjectMissing as e:
+                raise EngineError(
+                    f"File {file.id} is missing from the store.", code="file_missing"
+                ) from e
+        return path
+
+    def fetch_checkpoint(self) -> Path:
+        """The job's checkpoint path, with the store's checkpoint there if it has one: the job
+        may have run on another machine before."""
+        if self.copies:
+            # None in the store: a fresh job, or one that never got as far as a checkpoint.
+            with contextlib.suppress(storage.ObjectMissing):
+                self.store.get(storage.checkpoint_key(self.job_id), self.checkpoint_path)
+        return self.checkpoint_path
+
+    def fetch_teacher_cache(self, inputs: str) -> None:
+        """The cache entry a job on these ``inputs`` (``cache_inputs``) last used, if there is
+        one and this worker lacks it."""
+        if not self.copies:
+            return
+        try:
+            name = read_bytes(self.store, f"{CACHE_POINTERS}/{inputs}").decode()
+        except storage.ObjectMissing:
+            return
+        if CACHE_ENTRY.fullmatch(name) and not (self.cache_dir / name).is_file():
+            # Missing: the pointer outlived its entry, and the engine computes it again.
+            with contextlib.suppress(storage.ObjectMissing):
+                self.store.get(f"{storage.TEACHER_CACHE}/{name}", self.cache_dir / name)
+
+    # -- as the engine writes -----------------------------------------------------------------
+
+    def put_checkpoint(self, path: Path) -> None:
+        if path != self.checkpoint_path or not _plain_file(path):
+            raise ValueError(f"{path} is not this job's checkpoint")
+        self.store.put(storage.checkpoint_key(self.job_id), path)
+
+    def put_teacher_cache(self, path: Path, inputs: str) -> None:
+        if not self.copies:
+            return
+        if path.parent != self.cache_dir or not CACHE_ENTRY.fullmatch(path.name):
+            raise ValueError(f"{path} is not a teacher-output cache entry")
+        if not _plain_file(path):
+            raise ValueError(f"{path} is not a regular file")
+        key = f"{storage.TEACHER_CACHE}/{path.name}"
+        if not self.store.exists(key):
+            self.store.put(key, path)
+        self.store.put_bytes(f"{CACHE_POINTERS}/{inputs}", path.name.encode())
+
+    def put_artifacts(self, paths: list[Path]) -> None:
+        for path in paths:
+            self.store.put(storage.artifact_key(self.job_id, path.name), path)
+
+    def release(self) -> None:
+        """Drop this worker's copies of the job's checkpoint and artifacts (they are in the
+        store now)."""
+        if self.copies:
+            shutil.rmtree(self.checkpoint_path.parent, ignore_errors=True)
+
+
+def cache_inputs(session: Session, job_id: str, device: str) -> str:
+    """A key of what decides the job's teacher-output cache entry: the teacher, the data, how
+    the data is read and split, and the kind of device."""
+    job = session.get(Job, job_id)
+    assert job is not None
+    ids = (job.teacher_file_id, job.train_file_id, job.validation_file_id)
+    files = [session.get(File, file_id) if file_id else None for file_id in ids]
+    spec = job.spec
+    parts = {
+        "files": [[f.sha256, f.format] if f else None for f in files],
+        "teacher_arch": spec["teacher"].get("arch"),
+        "data": {k: v for k, v in spec["data"].items() if not k.endswith("file_id")},
+        "seed": spec["hyperparameters"].get("seed"),
+        "task": spec.get("task"),
+        "device": device.split(":")[0],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
