@@ -1,10 +1,10 @@
 """Every query the shared queue and its scheduler make."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, delete, func, or_, select, union_all, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobStatus, SchedulerLock, Team, Worker
@@ -166,27 +166,47 @@ def dispatched_before(session: Session, job: Job) -> int:
     return int(session.scalar(select(func.count()).where(DISPATCHED, before)) or 0)
 
 
-def dispatched(session: Session) -> Sequence[Job]:
-    return session.scalars(select(Job).where(DISPATCHED).order_by(Job.dispatched_at, Job.id)).all()
+def dispatched(session: Session, limit: int) -> Sequence[Any]:
+    """(id, team_id) of the jobs handed to the broker and not yet taken, in the order handed out."""
+    stmt = select(Job.id, Job.team_id).where(DISPATCHED).order_by(Job.dispatched_at, Job.id)
+    return session.execute(stmt.limit(limit)).all()
+
+
+# One plan for every team's walk (PostgreSQL plans a UNION of 20 such parts in ~15 ms, and runs
+# it in ~1): each team's first n ids by the scheduler's index, in the team's order.
+HEADS_SQL = text(
+    "SELECT t.team_id, j.id FROM unnest(CAST(:teams AS text[]), CAST(:counts AS int[]))"
+    " WITH ORDINALITY AS t(team_id, n, ord)"
+    " CROSS JOIN LATERAL (SELECT id, priority, created_at FROM jobs"
+    "  WHERE status = 'queued' AND dispatched_at IS NULL AND team_id = t.team_id"
+    "  ORDER BY priority DESC, created_at, id LIMIT t.n) AS j"
+    " ORDER BY t.ord, j.priority DESC, j.created_at, j.id"
+)
 
 
 def head_ids(session: Session, counts: dict[str, int]) -> dict[str, list[str]]:
     """The ids of each team's first ``counts[team]`` undispatched queued jobs, in the team's
-    order: one statement, each part an index range scan."""
-    parts = [
-        select(Job.team_id, Job.id)
-        .where(UNDISPATCHED, Job.team_id == team_id)
-        .order_by(*TEAM_ORDER)
-        .limit(n)
-        .subquery()
-        for team_id, n in counts.items()
-        if n > 0
-    ]
+    order, each team an index range scan."""
+    wanted = {team_id: n for team_id, n in counts.items() if n > 0}
     heads: dict[str, list[str]] = {team_id: [] for team_id in counts}
-    if parts:
-        rows = session.execute(union_all(*(select(part.c.team_id, part.c.id) for part in parts)))
-        for team_id, job_id in rows:
-            heads[team_id].append(job_id)
+    if not wanted:
+        return heads
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"teams": list(wanted), "counts": list(wanted.values())}
+        rows: Iterable[Any] = session.execute(HEADS_SQL, params)
+    else:  # SQLite plans each small query in microseconds
+        rows = [
+            (team_id, job_id)
+            for team_id, n in wanted.items()
+            for job_id in session.scalars(
+                select(Job.id)
+                .where(UNDISPATCHED, Job.team_id == team_id)
+                .order_by(*TEAM_ORDER)
+                .limit(n)
+            )
+        ]
+    for team_id, job_id in rows:
+        heads[team_id].append(job_id)
     return heads
 
 

@@ -98,11 +98,13 @@ class QueueView:
         cost = get_settings().fair_share_job_seconds
         return dispatched + fair_share.position(self.states, team_id, rank, cost)
 
-    def first(self, limit: int) -> list[Job]:
-        """The first ``limit`` queued jobs in dispatch order: those handed out, then the others,
-        whose teams' shares of the first places follow from the teams' numbers alone, so only
-        the jobs shown are read."""
-        order = list(repository.dispatched(self.session))[:limit]
+    def first(self, limit: int) -> list[tuple[str, str]]:
+        """(job id, team id) of the first ``limit`` queued jobs in dispatch order: those handed
+        out, then the others, whose teams' shares of the first places follow from the teams'
+        numbers alone, so only the ids shown are read."""
+        order = [
+            (job_id, team_id) for job_id, team_id in repository.dispatched(self.session, limit)
+        ]
         cost = get_settings().fair_share_job_seconds
         taken = dict.fromkeys(self.states, 0)
         places = [(fair_share.place(s, 0, cost).sort_key(), s.team_id)
@@ -119,9 +121,7 @@ class QueueView:
                     places, (fair_share.place(state, taken[team_id], cost).sort_key(), team_id)
                 )
         heads = {t: iter(ids) for t, ids in repository.head_ids(self.session, taken).items()}
-        ids = [next(heads[team_id]) for team_id in sequence]
-        jobs = repository.jobs_by_id(self.session, ids)
-        return order + [jobs[job_id] for job_id in ids]
+        return order + [(next(heads[team_id]), team_id) for team_id in sequence]
 
 
 def run_pass() -> list[str]:

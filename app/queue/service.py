@@ -31,7 +31,7 @@ def _worker(worker: Worker, offline_after: timedelta) -> WorkerOut:
 
 def _entry(view: QueueView, job: Job, team_id: str, position: int | None) -> QueuedJob:
     if job.team_id != team_id:
-        return QueuedJob(id=None, team_id=job.team_id, status=job.status, queue_position=position)
+        return _other(job.team_id, job.status, position)
     return QueuedJob(
         id=job.id,
         team_id=job.team_id,
@@ -41,16 +41,25 @@ def _entry(view: QueueView, job: Job, team_id: str, position: int | None) -> Que
     )
 
 
+def _other(team_id: str, status: str, position: int | None) -> QueuedJob:
+    """Another team's job: where it stands, and nothing about it."""
+    return QueuedJob(id=None, team_id=team_id, status=status, queue_position=position)
+
+
 def snapshot(session: Session, team_id: str, limit: int) -> QueueOut:
     settings = get_settings()
     view = QueueView(session)
-    queued = view.first(limit)
+    first = view.first(limit)
+    mine = repository.jobs_by_id(session, [job_id for job_id, team in first if team == team_id])
     used = gpu_seconds(view.spans, view.now, half_life=None)
     offline_after = timedelta(seconds=settings.worker_offline_seconds)
     return QueueOut(
         workers=[_worker(w, offline_after) for w in repository.workers(session)],
         running=[_entry(view, job, team_id, None) for job in repository.running_jobs(session)],
-        queued=[_entry(view, job, team_id, i) for i, job in enumerate(queued)],
+        queued=[
+            _entry(view, mine[job_id], team_id, i) if team == team_id else _other(team, "queued", i)
+            for i, (job_id, team) in enumerate(first)
+        ],
         teams=[
             TeamUsage(
                 team_id=row.id,
