@@ -50,15 +50,23 @@ def events(deployment: Cluster, job_id: str) -> list[dict[str, Any]]:
     return response.json()["data"]  # type: ignore[no-any-return]
 
 
-def follow_until_epoch(deployment: Cluster, job_id: str, epoch: int) -> None:
-    """Read the job's live event stream until a progress event reports ``epoch``."""
+def follow_until_epoch(deployment: Cluster, job_id: str, epoch: int, attempt: int = 1) -> None:
+    """Read the job's live event stream until, in its ``attempt``-th run, a progress event
+    reports ``epoch``."""
     headers = {"Accept": "text/event-stream"}
+    runs = 0
     with deployment.admin.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as r:
         for line in r.iter_lines():
             if line.startswith("data: "):
                 event = json.loads(line.removeprefix("data: "))
-                assert (event["data"] or {}).get("status") not in flow.FINAL, event
-                if event["type"] == "progress" and event["data"]["epoch"] >= epoch:
+                status = (event["data"] or {}).get("status")
+                assert status not in flow.FINAL, event
+                runs += event["type"] == "status" and status == "running"
+                if (
+                    runs == attempt
+                    and event["type"] == "progress"
+                    and event["data"]["epoch"] >= epoch
+                ):
                     return
     raise AssertionError("the stream closed before the job got that far")
 
@@ -94,6 +102,22 @@ def test_a_killed_worker_s_job_resumes_on_another_and_ends_as_if_never_stopped(
     for metric in ("student_accuracy", "agreement", "kl_divergence", "teacher_accuracy"):
         assert resumed["metrics"][metric] == uninterrupted["metrics"][metric], metric
     assert student_sha256(deployment, job["id"]) == student_sha256(deployment, baseline["id"])
+
+
+def test_a_job_whose_workers_keep_dying_fails_with_worker_lost(
+    deployment: Cluster, files: dict[str, str]
+) -> None:
+    for name in list(deployment.workers):  # each run of the job is on a worker this test kills
+        deployment.kill_worker(name)
+    job = flow.submit(deployment.admin, job_spec(files, "cursed", LONG))
+    for attempt in (1, 2):  # DISTILL_MAX_ATTEMPTS is 2 in this deployment
+        deployment.start_worker(f"cursed-{attempt}")
+        follow_until_epoch(deployment, job["id"], 1, attempt)
+        assert deployment.admin.get(f"/v1/jobs/{job['id']}").json()["attempts"] == attempt
+        deployment.kill_worker(f"cursed-{attempt}")
+    final = flow.run_to_end(deployment.admin, job["id"])  # no worker left: the scheduler decides
+    assert final["status"] == "failed" and final["attempts"] == 2
+    assert final["error"]["code"] == "worker_lost"
 
 
 def two_workers(deployment: Cluster) -> tuple[str, str]:
