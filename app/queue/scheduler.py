@@ -180,6 +180,11 @@ def _pass(session: Session, settings: Settings, now: datetime) -> list[str]:
 
 def _requeue_lost(session: Session, settings: Settings, now: datetime) -> None:
     for job in repository.expired_leases(session, now):
+        if job.cancel_requested:  # its worker died before it could stop it
+            jobs.finish(
+                session, job, JobStatus.cancelled, message="Job cancelled; its worker was lost."
+            )
+            continue
         if job.attempts >= settings.max_attempts:
             message = (
                 f"The worker running this job stopped answering, {job.attempts} times in all; "

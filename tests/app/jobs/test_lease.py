@@ -100,6 +100,15 @@ def test_a_job_lost_max_attempts_times_fails_with_worker_lost(
     assert job.error["code"] == "worker_lost"
 
 
+def test_a_lost_job_being_cancelled_is_cancelled_not_queued_again(job_id: str) -> None:
+    assert claim(job_id, "worker-a", now_offset=-2 * LEASE) is True
+    with session_scope() as session:
+        _set(session, job_id, cancel_requested=True)
+    scheduler.run_pass()
+    job = load(job_id)
+    assert job.status == JobStatus.cancelled and job.finished_at is not None
+
+
 @pytest.mark.parametrize("status", [JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled])
 def test_finished_jobs_are_never_claimed(job_id: str, status: JobStatus) -> None:
     with session_scope() as session:
