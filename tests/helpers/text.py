@@ -207,3 +207,16 @@ __all__ = [
     "write_hf_archive",
     "write_jsonl",
 ]
+
+
+# A student small enough for tests: a BERT of two narrow layers.
+SMALL_BERT = {
+    "arch": "hf",
+    "config": {
+        "model_type": "bert",
+        "num_hidden_layers": 2,
+        "hidden_size": 32,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+}

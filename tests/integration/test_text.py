@@ -17,7 +17,13 @@ import torch
 
 from tests.conftest import Client, make_team
 from tests.helpers.api import error_of, stored
-from tests.helpers.text import save_hf_folder, trained_text_teacher, write_hf_archive, write_jsonl
+from tests.helpers.text import (
+    SMALL_BERT,
+    save_hf_folder,
+    trained_text_teacher,
+    write_hf_archive,
+    write_jsonl,
+)
 from tests.integration import flow
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -28,16 +34,6 @@ pytestmark = [
 ]
 
 MAX_LENGTH = 48
-SMALL_BERT = {
-    "arch": "hf",
-    "config": {
-        "model_type": "bert",
-        "num_hidden_layers": 2,
-        "hidden_size": 32,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-}
 TEXT_METRICS = {
     "teacher_accuracy", "student_accuracy", "baseline_accuracy", "agreement",
     "compression_ratio", "speedup", "layer_pairs", "teacher_params", "student_params",

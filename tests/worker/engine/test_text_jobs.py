@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.helpers.teachers import job_spec
-from tests.helpers.text import write_jsonl
+from tests.helpers.text import SMALL_BERT, write_jsonl
 from tests.worker.engine.conftest import Recorder, engine_job
 from worker.engine import EngineResult, JobCancelled, run_job, text
 from worker.engine.artifacts import load_student
@@ -19,17 +19,6 @@ from worker.engine.errors import UnsupportedInput
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-SMALL_BERT = {
-    "arch": "hf",
-    "config": {
-        "model_type": "bert",
-        "num_hidden_layers": 2,
-        "hidden_size": 32,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-}
 
 
 @pytest.fixture(scope="module")
