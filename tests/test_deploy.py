@@ -2,6 +2,7 @@
 them (no Docker engine on the test machines): the structure a team install relies on."""
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,17 @@ def test_the_image_has_what_the_services_run() -> None:
         assert re.search(rf"^COPY .*\b{copied}\b", dockerfile, flags=re.M), copied
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored and "worker.env" in ignored
+
+
+def test_the_compose_snippets_in_deploy_md_parse() -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs/deploy.md").read_text(), flags=re.S)
+    assert len(blocks) >= 2
+    parsed = [yaml.safe_load(textwrap.dedent(b)) for b in blocks]
+    per_gpu = next(p for p in parsed if "worker-0" in p["services"])
+    for name in ("worker-0", "worker-1"):
+        worker = per_gpu["services"][name]
+        assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        (device,) = _gpu_devices(worker)
+        assert device["device_ids"] == [name[-1]] and worker["command"][-1].startswith(
+            "distill-gpu"
+        )
