@@ -8,8 +8,8 @@ point so that a one-epoch job still shows.
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-WIDTH, HEIGHT = 360, 240  # one panel
-MARGIN = {"left": 56, "right": 16, "top": 32, "bottom": 40}
+WIDTH, HEIGHT = 360, 250  # one panel
+MARGIN = {"left": 56, "right": 16, "top": 44, "bottom": 40}
 COLOURS = {"student": "#1f77b4", "baseline": "#ff7f0e"}
 
 
@@ -23,6 +23,7 @@ class Series:
 class Panel:
     title: str
     series: list[Series]
+    percent: bool = False  # label the axis 0-100%, for values in [0, 1]
 
 
 def svg(panels: list[Panel]) -> str:
@@ -64,8 +65,11 @@ def _panel(panel: Panel, x0: int) -> str:
     def py(value: float) -> float:
         return bottom - (bottom - top) * (value - low) / (high - low)
 
-    for value, anchor in ((high, top), (low, bottom)):
-        parts.append(f'<text x="{left - 4}" y="{anchor + 4}" text-anchor="end">{value:.4g}</text>')
+    for value in (high, (high + low) / 2, low):
+        label = f"{value:.1%}" if panel.percent else f"{value:.4g}"
+        y = py(value)
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
+        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#eee"/>')
     for epoch in sorted({1, epochs}):
         parts.append(
             f'<text x="{px(epoch):.1f}" y="{bottom + 14}" text-anchor="middle">{epoch}</text>'
@@ -81,10 +85,10 @@ def _panel(panel: Panel, x0: int) -> str:
         parts.extend(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in points
         )
-        legend_y = top + 14 + 14 * i
+        legend_x = (left + right) / 2 + (i - (len(panel.series) - 1) / 2) * 80
         parts.append(
-            f'<text x="{right - 6}" y="{legend_y}" text-anchor="end" fill="{colour}">'
-            f"{escape(series.name)}</text>"
+            f'<text x="{legend_x:.1f}" y="{top - 8}" text-anchor="middle" fill="{colour}">'
+            f"— {escape(series.name)}</text>"
         )
     parts.append("</g>")
     return "\n".join(parts)

@@ -381,7 +381,11 @@ def _panels(f: CardFacts) -> list[curves.Panel]:
     def series(key: str) -> list[curves.Series]:
         return [curves.Series(p, [e.get(key) for e in _entries(f, p)]) for p in phases]
 
-    return [curves.Panel("train loss", series("train_loss")), curves.Panel(label, series(metric))]
+    percent = metric in ("val_accuracy", "val_agreement")
+    return [
+        curves.Panel("train loss", series("train_loss")),
+        curves.Panel(label, series(metric), percent=percent),
+    ]
 
 
 def _entries(f: CardFacts, phase: str) -> list[dict]:

@@ -15,7 +15,7 @@ from tests.helpers.regression import train_diabetes_teacher
 from tests.helpers.teachers import job_spec, save_npz, save_teacher
 from tests.helpers.text import SMALL_BERT, write_jsonl
 from tests.worker.engine.conftest import Digits, Recorder, engine_job
-from worker.engine import EngineResult, run_job
+from worker.engine import EngineResult, JobCancelled, run_job
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -182,3 +182,19 @@ def test_a_text_card_shows_how_to_load_the_student_with_transformers(
     assert _spec_block(card) == spec
     _assert_curves_table(card, _epoch_points(recorder), "val_accuracy", ".2%")
     assert [len(p) for p in _polylines(out / "curves.svg")["student"]] == [2, 2]
+
+
+def test_a_resumed_jobs_card_has_every_epoch(mlp_digits: Digits, tmp_path: Path) -> None:
+    spec = job_spec(student=MLP, epochs=3)
+    first = Recorder(stop_after=("student", 1))
+    with pytest.raises(JobCancelled):
+        run_job(mlp_digits.job(tmp_path, spec), first)
+    second = Recorder()
+
+    run_job(mlp_digits.job(tmp_path, spec), second)
+
+    card = (tmp_path / "out/model_card.md").read_text()
+    points = _epoch_points(first) + _epoch_points(second)
+    assert [p["epoch"] for p in points] == [1, 2, 3]
+    _assert_curves_table(card, points, "val_accuracy", ".2%")
+    assert [len(p) for p in _polylines(tmp_path / "out/curves.svg")["student"]] == [3, 3]
