@@ -84,7 +84,8 @@ def _title(f: CardFacts) -> str:
     job = f" (`{f.job_id}`)" if f.job_id and f.spec.get("name") else ""
     return (
         f"# Model card: {name}{job}\n\n"
-        f"A `{_arch_name(f.student_arch)}` student distilled from a `{f.teacher_format}` teacher: "
+        f"{_a(_arch_name(f.student_arch), capital=True)} student distilled from "
+        f"{_a(f.teacher_format)} teacher: "
         f"{quality} on validation, {_ratio(m['compression_ratio'])} fewer parameters, "
         f"{_ratio(m['speedup'])} faster at batch 1 on `{m['device']}`."
     )
@@ -308,7 +309,7 @@ ONNX: {f.onnx}
 import onnxruntime
 
 session = onnxruntime.InferenceSession("student.onnx")
-(logits,) = session.run(None, {feeds})  # any batch size
+({"outputs" if f.regression else "logits"},) = session.run(None, {feeds})  # any batch size
 ```"""
     return text
 
@@ -444,7 +445,13 @@ def _arch_line(arch: dict) -> str:
 def _file(name: str | None, file_id: str | None) -> str:
     if name and file_id:
         return f"`{name}` (`{file_id}`)"
-    return f"`{name or file_id}`"
+    return f"`{name or file_id}`" if name or file_id else "a file of its own"
+
+
+def _a(name: str, capital: bool = False) -> str:
+    """``name`` in backticks with its article: initialisms read letter by letter (an mlp)."""
+    article = "an" if name.startswith(("mlp", "hf", "a", "e", "i", "o", "u")) else "a"
+    return f"{article.capitalize() if capital else article} `{name}`"
 
 
 def m_int(value: Any) -> str:
