@@ -1,4 +1,5 @@
 # One image for the API, the workers and the migration step (docker-compose.yml picks the command).
+# Workers get the onnx extra too, for jobs with "export": ["onnx"].
 FROM python:3.11-slim
 
 # PyPI's torch 2.13.0 for Linux x86_64 is the CUDA 13.0 build (it needs an NVIDIA driver >= 580).
@@ -25,7 +26,7 @@ COPY app ./app
 COPY worker ./worker
 COPY migrations ./migrations
 # hadolint ignore=DL3013  # the project itself; its pins are in pyproject.toml
-RUN pip install ".[worker]"
+RUN pip install ".[worker,onnx]"
 
 USER 1000
 ENV DISTILL_STORAGE_DIR=/data

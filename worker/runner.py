@@ -194,6 +194,8 @@ class JobRunner:
             cache_dir=files.cache_dir,
             teacher_sha256=teacher.sha256,
             max_unpacked_bytes=self.settings.max_unpacked_bytes,
+            job_id=self.job_id,
+            file_names=_file_names(teacher=teacher, train=train, validation=validation),
         )
 
     def _succeed(self, result: EngineResult) -> str:
@@ -247,3 +249,8 @@ class JobRunner:
         return (
             job is not None and job.status == JobStatus.running and job.worker_id == self.worker_id
         )
+
+
+def _file_names(**files: File | None) -> dict[str, str]:
+    """The names the job's files were uploaded under, for its model card."""
+    return {role: file.filename for role, file in files.items() if file is not None}

@@ -254,3 +254,5 @@ class JobSpec(_Strict):
     baseline: bool = False
     sweep: Sweep | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
+    # Extra formats of the student, beside student.pt and the safetensors weights.
+    export: list[Literal["onnx"]] = Field(default_factory=list, max_length=1)

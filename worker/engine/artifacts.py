@@ -41,17 +41,17 @@ def write_student(
         "class_names": class_names,
     }
     paths = [
-        _atomic_write(output_dir / "student.safetensors", lambda p: save_file(weights, str(p))),
-        _atomic_write(output_dir / "student.json", lambda p: _write_json(p, info)),
+        atomic_write(output_dir / "student.safetensors", lambda p: save_file(weights, str(p))),
+        atomic_write(output_dir / "student.json", lambda p: _write_json(p, info)),
     ]
     if torchscript:
         scripted = jit.script(cpu_student)
-        paths.append(_atomic_write(output_dir / "student.pt", lambda p: jit.save(scripted, p)))
+        paths.append(atomic_write(output_dir / "student.pt", lambda p: jit.save(scripted, p)))
     return paths
 
 
 def write_metrics(output_dir: Path, metrics: dict) -> Path:
-    return _atomic_write(output_dir / "metrics.json", lambda p: _write_json(p, metrics))
+    return atomic_write(output_dir / "metrics.json", lambda p: _write_json(p, metrics))
 
 
 def load_student(output_dir: Path | str) -> nn.Module:
@@ -69,10 +69,13 @@ def load_student(output_dir: Path | str) -> nn.Module:
     return model.eval()
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

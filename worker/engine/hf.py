@@ -530,7 +530,7 @@ def _check_layers(layers: list[int], count: int) -> None:
 # --- the student's artifacts -------------------------------------------------------------------
 
 
-class _IdsAndMask(nn.Module):
+class IdsAndMask(nn.Module):
     """The exported student's signature: ``(input_ids, attention_mask) -> logits``, plain
     tensors only, so torch.jit.load alone can run it."""
 
@@ -565,7 +565,7 @@ def write_hf_student(output_dir: Path, student: nn.Module, tokenizer: Any) -> li
 def trace_student(model: Any, tokenizer: Any) -> torch.jit.ScriptModule:
     """Trace on a padded example; then check the trace on another batch size and length, since
     tracing records Python control flow for the example's shapes."""
-    wrapper = _IdsAndMask(model).eval()
+    wrapper = IdsAndMask(model).eval()
     device = next(model.parameters()).device
     example = tuple(t.to(device) for t in _example(tokenizer, batch=2, length=8))
     with _quiet_trace(), torch.no_grad():

@@ -30,6 +30,10 @@ class EngineJob:
     teacher_sha256: str | None = None
     # A Hugging Face teacher archive may unpack to at most this many bytes (zip bombs).
     max_unpacked_bytes: int = 4 * 2**30
+    # For the model card only: the job's id and the names its files were uploaded under
+    # ("teacher", "train", "validation"), which the staged paths do not show.
+    job_id: str | None = None
+    file_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

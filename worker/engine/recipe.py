@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.engine import jit, preflight
+from worker.engine import jit, onnx_export, preflight
 from worker.engine.artifacts import write_metrics, write_student
 from worker.engine.checkpoint import load_checkpoint, save_checkpoint
 from worker.engine.data import Dataset, load_dataset, same_length, split_validation
@@ -36,6 +36,7 @@ from worker.engine.features import Features
 from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
 from worker.engine.layer_losses import LayerMatching, layer_loss_specs
 from worker.engine.losses import LossTerms, distillation_loss, regression_loss
+from worker.engine.model_card import CardFacts, write_model_card
 from worker.engine.models import count_parameters
 from worker.engine.reporting import LossMeter, Reporter
 from worker.engine.schedules import Schedules
@@ -146,12 +147,16 @@ class DistillationRecipe:
         losses = job.spec.get("losses") or {}
         self.logit_loss = losses.get("logits", "kl")  # kl | mse
         self.layer_specs = layer_loss_specs(losses)
+        self.exports: list[str] = list(job.spec.get("export") or [])
         self.work_dir: Path | None = None  # where a Hugging Face teacher is unpacked
+        # Per phase, one entry per finished epoch (the model card's curves); checkpointed.
+        self.history: dict[str, list[dict]] = {"student": [], "baseline": []}
 
     # -- setup ----------------------------------------------------------------------------------
 
     def setup(self) -> None:
         hp = self.hp
+        onnx_export.check_available(self.exports)  # before anything slow
         self.device = resolve_device(self.job.device)
         self.autocast_dtype = autocast_dtype(hp.precision, self.device)
         text = self.job.teacher_format == "hf_archive"
@@ -280,6 +285,8 @@ class DistillationRecipe:
 
     def train(self) -> None:
         checkpoint = self._load_checkpoint()
+        if checkpoint is not None and "history" in checkpoint:
+            self.history = checkpoint["history"]
         self.runs: dict[Phase, TrainingRun] = {}
         self.sweep_state: SweepState | None = None
         for phase in self.phases:
@@ -426,11 +433,18 @@ class DistillationRecipe:
     def _end_epoch(self, run: TrainingRun) -> None:
         losses = run.meter.flush()  # raises on divergence, before a broken state is saved
         val = self._validate(run)
+        self._record_epoch(run, run.meter.epoch_mean(), val)
         if run.stopper is not None:
             self._watch(run, run.stopper, val)
         self._save_checkpoint(run)
         self._log(f"{run.phase.capitalize()} epoch {run.epoch}/{self.hp.epochs} done.", val)
         self._report(run, losses, val)
+
+    def _record_epoch(self, run: TrainingRun, train_loss: float | None, val: dict) -> None:
+        entry = {"epoch": run.epoch, "train_loss": train_loss, **val}
+        if self.sweep is not None and run.phase == "student":
+            entry["run"] = self.reporter.run
+        self.history[run.phase].append(entry)
 
     def _watch(self, run: TrainingRun, stopper: EarlyStopping, val: dict) -> None:
         value = val[stopper.metric]
@@ -551,6 +565,7 @@ class DistillationRecipe:
             "rng": torch.get_rng_state(),
             "spec": self.spec,
             "train_seconds": {p: r.train_seconds() for p, r in self.runs.items()},
+            "history": self.history,
         }
         state |= {p: r.model.state_dict() for p, r in self.runs.items()}
         if run.matching is not None:
@@ -600,10 +615,58 @@ class DistillationRecipe:
             from worker.engine import hf
 
             artifacts += hf.write_hf_student(out, student, self.teacher.tokenizer)
+        onnx = self._export_onnx(student, artifacts) if "onnx" in self.exports else None
         metrics = self._metrics(student)
         artifacts.append(write_metrics(out, metrics))
+        artifacts += write_model_card(out, self._card_facts(metrics, artifacts, onnx))
         self._log("Distillation finished.", metrics)
         return EngineResult(metrics, artifacts)
+
+    def _export_onnx(self, student: nn.Module, artifacts: list[Path]) -> str:
+        """Write student.onnx and say how it went. A student that does not export costs the job
+        its ONNX file only: a warning, and the other artifacts as usual."""
+        x = self.val_data.x[:8]
+        try:
+            if self.plan.text:
+                from worker.engine.hf import HFClassifier
+                from worker.engine.text import unpack
+
+                assert isinstance(student, HFClassifier)
+                ids, mask = unpack(x)
+                export = onnx_export.export_text_student(
+                    self.job.output_dir, student.model, ids, mask
+                )
+            else:
+                export = onnx_export.export_tensor_student(self.job.output_dir, student, x)
+        except onnx_export.ExportFailed as e:
+            self._log(e.message, {"code": e.code}, level="warning")
+            return e.message
+        artifacts.append(export.path)
+        line = onnx_export.describe(export)
+        self._log(line)
+        return line
+
+    def _card_facts(self, metrics: dict, artifacts: list[Path], onnx: str | None) -> CardFacts:
+        job = self.job
+        return CardFacts(
+            spec=self.spec,
+            metrics=metrics,
+            history=self.history,
+            teacher_format=job.teacher_format,
+            teacher_bytes=job.teacher_path.stat().st_size,
+            student_arch=self.plan.arch,
+            input_shape=self.train_data.input_shape,
+            num_outputs=self.num_classes,
+            class_names=self.train_data.class_names,
+            train_rows=len(self.train_data),
+            val_rows=len(self.val_data),
+            validation_split=job.validation_path is None,
+            text=self.plan.text,
+            artifacts=[p.name for p in artifacts],
+            onnx=onnx,
+            job_id=job.job_id,
+            file_names=job.file_names,
+        )
 
     def _metrics(self, student: nn.Module) -> dict:
         val, batch_size = self.val_data, self.hp.batch_size

@@ -22,6 +22,8 @@ class LossMeter:
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
+        # The epoch's train_loss so far (sum over batches, batches), kept across flushes.
+        self.epoch_sum, self.epoch_count = 0.0, 0
 
     def add(self, terms: LossTerms) -> None:
         for name, value in zip(LOSS_NAMES, terms, strict=True):
@@ -42,8 +44,18 @@ class LossMeter:
                 "The training loss became NaN or infinite; lower learning_rate, or check the "
                 "data's scale."
             )
+        if "train_loss" in self.sums:
+            self.epoch_sum += values[names.index("train_loss")]
+            self.epoch_count += self.count
         self.sums, self.count = {}, 0
         return means
+
+    def epoch_mean(self) -> float | None:
+        """The mean train_loss over every batch flushed since the last call (the epoch's, when
+        called at an epoch end after ``flush``); the model card's curve."""
+        mean = self.epoch_sum / self.epoch_count if self.epoch_count else None
+        self.epoch_sum, self.epoch_count = 0.0, 0
+        return mean
 
 
 class Reporter:

@@ -31,7 +31,14 @@ from worker.engine import (
 # TorchScript is deprecated in torch 2.x; the contract still promises it (student.pt).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
 
-ARTIFACTS = {"student.safetensors", "student.json", "student.pt", "metrics.json"}
+ARTIFACTS = {
+    "student.safetensors",
+    "student.json",
+    "student.pt",
+    "metrics.json",
+    "model_card.md",
+    "curves.svg",
+}
 METRICS = {
     "teacher_accuracy",
     "student_accuracy",
