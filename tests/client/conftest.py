@@ -109,7 +109,7 @@ class Digits:
     teacher: Path
     train: Path
     validation: Path
-    images: Path  # the same digits shaped (N, 1, 8, 8): data the MLP teacher cannot take
+    narrow: Path  # 10 of the 64 features: data the teacher cannot take
     x_test: object
     y_test: object
 
@@ -122,7 +122,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
         teacher=save_teacher(trained.model, folder / "teacher.pt", "torchscript"),
         train=save_npz(folder / "train.npz", trained.x_train, trained.y_train),
         validation=save_npz(folder / "val.npz", trained.x_val, trained.y_val),
-        images=save_npz(folder / "images.npz", trained.x_train.reshape(-1, 1, 8, 8)),
+        narrow=save_npz(folder / "narrow.npz", trained.x_train[:, :10], trained.y_train),
         x_test=trained.x_test,
         y_test=trained.y_test,
     )
