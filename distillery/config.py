@@ -86,9 +86,12 @@ def is_local(url: str) -> bool:
 
 def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     """(base URL, API key) from the arguments, the environment, the config file, ./var."""
-    saved = load_saved()
-    url = normalise_url(base_url or os.environ.get("DISTILL_URL") or saved.url or DEFAULT_URL)
-    key = api_key or os.environ.get("DISTILL_API_KEY")
+    url, key = (
+        base_url or os.environ.get("DISTILL_URL"),
+        api_key or os.environ.get("DISTILL_API_KEY"),
+    )
+    saved = load_saved() if not (url and key) else Saved()
+    url = normalise_url(url or saved.url or DEFAULT_URL)
     if not key and saved.api_key and saved.url and normalise_url(saved.url) == url:
         key = saved.api_key
     if not key and is_local(url):

@@ -72,7 +72,7 @@ class JobProgressBar:
             self._advance(data)
         elif event.type == "status":
             self.progress.console.print(f"  {status(event.status or '')}  {event.message}")
-            if event.status:
+            if event.status and self.progress.tasks[0].total is None:  # no epochs to show yet
                 self.progress.update(self.bar, description=event.status)
         elif event.level in ("warning", "error"):
             # Info-level logs (one per epoch and phase) stay in the job's events, not on screen.
@@ -110,6 +110,7 @@ class DownloadBars:
             DownloadColumn(),
             TransferSpeedColumn(),
             console=console,
+            transient=True,  # gone when done: the caller prints what it kept
         )
         self.bars: dict[str, TaskID] = {}
 
@@ -126,8 +127,20 @@ class DownloadBars:
         self.progress.update(self.bars[artifact.name], completed=done, total=total)
 
 
+ID_WIDTH = 31  # "file_" and 26 characters: ids are shown whole, for copying
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose first column, an id, is never cut short."""
+    table = Table(title=title)
+    table.add_column(columns[0], no_wrap=True, min_width=ID_WIDTH)
+    for name in columns[1:]:
+        table.add_column(name)
+    return table
+
+
 def files_table(files: Iterable[File]) -> Table:
-    table = Table("id", "purpose", "format", "filename", "bytes", "created")
+    table = _table("id", "purpose", "format", "filename", "bytes", "created")
     for f in files:
         table.add_row(
             f.id, f.purpose, f.format, f.filename, f"{f.bytes:,}", f"{f.created_at:%Y-%m-%d %H:%M}"
@@ -143,7 +156,7 @@ def file_table(f: File) -> Table:
 
 
 def jobs_table(jobs: Iterable[Job]) -> Table:
-    table = Table("id", "name", "status", "progress", "student acc", "created")
+    table = _table("id", "name", "status", "progress", "student acc", "created")
     for job in jobs:
         accuracy = (job.metrics or {}).get("student_accuracy")
         table.add_row(
@@ -232,8 +245,9 @@ def curve_table(points: list[MetricPoint]) -> Table:
 def queue_tables(snapshot: QueueSnapshot) -> list[Table]:
     workers = Table("worker", "host", "device", "status", "job", title="Workers")
     for w in snapshot.workers:
-        workers.add_row(w.id, w.hostname, w.device_name or w.device, w.status, w.job_id or "")
-    running = Table("job", "team", "name", "progress", title="Running")
+        device = f"{w.device} ({w.device_name})" if w.device_name else w.device
+        workers.add_row(w.id, w.hostname, device, w.status, w.job_id or "")
+    running = _table("job", "team", "name", "progress", title="Running")
     for entry in snapshot.running:
         job = entry.job
         done = f"{job.progress.fraction:.0%}" if job and job.progress else ""

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -72,6 +73,9 @@ def friendly(command: F) -> F:
             return command(*args, **kwargs)
         except DistilleryError as e:
             raise fail(e.message, code=e.code, as_json=as_json) from None
+        except BrokenPipeError:  # stdout closed early (`| head`): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_ERROR) from None
         except OSError as e:  # a file to upload or a folder to write that is not there
             raise fail(str(e), code="os_error", as_json=as_json) from None
         except KeyboardInterrupt:

@@ -27,7 +27,7 @@ def login(
         url or os.environ.get("DISTILL_URL") or saved.url or config.DEFAULT_URL
     )
     if not key:
-        key = typer.prompt(f"API key for {url}", hide_input=True).strip()
+        key = typer.prompt(f"API key for {url}", hide_input=True, err=True).strip()
     with Client(url, key) as client:
         client.queue(limit=1)  # any key may read the queue: a 401 here means a wrong key
         try:
@@ -39,7 +39,8 @@ def login(
     if as_json:
         print_json({"url": url, "role": role, "config": str(path)})
         return
-    console().print(f"Logged in to [bold]{url}[/] with a {role} key; saved in {path}.")
+    kind = "an admin" if role == "admin" else "a team"
+    console().print(f"Logged in to [bold]{url}[/] with {kind} key; saved in {path}.")
     if os.environ.get("DISTILL_API_KEY") or os.environ.get("DISTILL_URL"):
         stderr().print("note: DISTILL_URL / DISTILL_API_KEY are set and take precedence.")
 

@@ -1,6 +1,7 @@
 """``distill jobs``: submit (and wait), list, show, cancel, watch, download."""
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,9 +21,18 @@ from distillery.display import (
 
 app = typer.Typer(help="Distillation jobs.", no_args_is_help=True)
 
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
 Output = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Folder for the artifacts [default: ./JOB_ID]."),
+    typer.Option("--output", "-o", help="Folder for the artifacts (default: ./JOB_ID)."),
 ]
 
 
@@ -63,8 +73,12 @@ def submit(
     output: Output = None,
     as_json: Json = False,
 ) -> None:
-    """Submit a job. Local files in the spec (teacher.path, data.train_path,
-    data.validation_path; relative to the spec's folder) are uploaded first."""
+    """Submit a job from a spec file; --wait follows it and downloads the student.
+
+    Local files in the spec (teacher.path, data.train_path, data.validation_path, relative to
+    the spec's folder) are uploaded first. With --wait the exit status is the job's outcome:
+    0 succeeded, 3 failed, 4 cancelled.
+    """
     spec = load_spec(spec_file)
     if name is not None:
         spec["name"] = name
@@ -72,7 +86,7 @@ def submit(
 
     def uploaded(path: Path, file: File) -> None:
         if not as_json:
-            out.print(f"  uploaded {path} -> {file.id} ({file.format})")
+            out.print(f"  uploaded {path} -> {file.id} ({file.format})", soft_wrap=True)
 
     with Client() as client:
         job = client.jobs.create(spec, base_dir=spec_file.parent, on_upload=uploaded)
@@ -95,16 +109,13 @@ def submit(
 @app.command("list")
 @friendly
 def list_jobs(
-    status_: Annotated[
-        str | None,
-        typer.Option("--status", help="queued, running, succeeded, failed or cancelled."),
-    ] = None,
+    status_: Annotated[JobStatus | None, typer.Option("--status", help="Only these.")] = None,
     limit: Annotated[int, typer.Option(min=0, help="At most this many; 0 lists all.")] = 20,
     as_json: Json = False,
 ) -> None:
     """Your team's jobs, newest first."""
     with Client() as client:
-        jobs = list(client.jobs.list(status_, limit=limit or None))
+        jobs = list(client.jobs.list(status_.value if status_ else None, limit=limit or None))
     print_json(jobs) if as_json else console().print(jobs_table(jobs))
 
 
@@ -146,8 +157,10 @@ def cancel(job_id: str, as_json: Json = False) -> None:
 @app.command("watch")
 @friendly
 def watch(job_id: str, as_json: Json = False) -> None:
-    """Follow a job live until it ends; the exit status is its outcome: 0 succeeded, 3 failed,
-    4 cancelled. With --json, one event per line, then the final job."""
+    """Follow a job live until it ends; exit 0 succeeded, 3 failed, 4 cancelled.
+
+    With --json: one event per line, then the final job.
+    """
     with Client() as client:
         final = _follow(client, job_id, as_json=as_json, print_events=as_json)
     if as_json:
@@ -165,8 +178,10 @@ def download(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Download a job's artifacts, each checked against its sha256; an interrupted download
-    resumes where it stopped."""
+    """Download a job's artifacts, verified; an interrupted download resumes.
+
+    Each file is checked against its sha256 before it is renamed into place.
+    """
     with Client() as client:
         job = client.jobs.get(job_id)
         if name is None:

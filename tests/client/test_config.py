@@ -1,6 +1,8 @@
 """Where a client without arguments finds its server and key."""
 
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,15 @@ def test_environment_then_config_file_then_local_admin_key(
     assert config.resolve("http://arg:9000/v1", "dk_arg") == ("http://arg:9000", "dk_arg")
 
     assert config.forget() and not path.exists() and not config.forget()
+
+
+def test_the_client_loads_neither_the_service_nor_torch() -> None:
+    code = (
+        "import sys, distillery, distillery.cli, distillery.display\n"
+        "roots = {m.split('.')[0] for m in sys.modules}\n"
+        "print(sorted(roots & {'torch', 'worker', 'app', 'fastapi', 'sqlalchemy', 'celery'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -177,6 +177,7 @@ def test_watch_exits_with_the_jobs_outcome(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DISTILL_URL", server.url)
+    monkeypatch.chdir(tmp_path)
     # Cancelled: a job of a paused team, cancelled while it waits.
     monkeypatch.setenv("DISTILL_API_KEY", new_team(admin, max_running_jobs=0)[1])
     spec = write_spec(tmp_path, digits)
