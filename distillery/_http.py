@@ -37,10 +37,14 @@ def backoff(attempt: int, retry_after: str | None = None) -> float:
     gives one, else exponential with jitter, so clients that failed together spread out."""
     if retry_after:
         try:
-            return min(float(retry_after), 60.0)
+            return min(max(float(retry_after), 0.0), 60.0)
         except ValueError:
-            when = email.utils.parsedate_to_datetime(retry_after)
-            return min(max(when.timestamp() - time.time(), 0.0), 60.0)
+            pass
+        try:  # an HTTP date
+            when = email.utils.parsedate_to_datetime(retry_after).timestamp()
+            return min(max(when - time.time(), 0.0), 60.0)
+        except (TypeError, ValueError):
+            pass  # unreadable: back off as if it were not there
     ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 

@@ -91,19 +91,28 @@ def submit(
     with Client() as client:
         job = client.jobs.create(spec, base_dir=spec_file.parent, on_upload=uploaded)
         if not wait:
-            print_json(job) if as_json else out.print(f"Submitted {job.id} ({status(job.status)})")
+            if as_json:
+                print_json(job)
+            else:
+                out.print(f"Submitted {job.id} ({status(job.status)})")
             return
-        if not as_json:
-            out.print(f"Submitted {job.id}; following its events")
-        final = _follow(client, job.id, as_json=as_json, print_events=False)
-        downloaded: list[Path] = []
-        if final.status == "succeeded":
-            downloaded = _download_all(client, final, output, as_json=as_json)
+        final, downloaded = _wait_and_download(client, job, output, as_json=as_json)
     if as_json:
         print_json({**to_json(final), "downloaded": [str(p) for p in downloaded]})
     elif final.metrics:
         out.print(metrics_table(final))
     raise typer.Exit(OUTCOME_EXIT.get(final.status, 1))
+
+
+def _wait_and_download(
+    client: Client, job: Job, output: Path | None, *, as_json: bool
+) -> tuple[Job, list[Path]]:
+    if not as_json:
+        console().print(f"Submitted {job.id}; following its events")
+    final = _follow(client, job.id, as_json=as_json, print_events=False)
+    if final.status != "succeeded":
+        return final, []
+    return final, _download_all(client, final, output, as_json=as_json)
 
 
 @app.command("list")
@@ -116,7 +125,10 @@ def list_jobs(
     """Your team's jobs, newest first."""
     with Client() as client:
         jobs = list(client.jobs.list(status_.value if status_ else None, limit=limit or None))
-    print_json(jobs) if as_json else console().print(jobs_table(jobs))
+    if as_json:
+        print_json(jobs)
+    else:
+        console().print(jobs_table(jobs))
 
 
 @app.command("show")
