@@ -1,6 +1,7 @@
 """``client.jobs``: submit, list, follow, cancel, and download what a job made."""
 
 import builtins
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -157,12 +158,13 @@ class Jobs(Resource):
         *,
         on_progress: _download.ProgressCallback | None = None,
     ) -> Path:
-        """The artifact ``name`` into ``path`` (a file, or a folder to put it in; default: the
-        current folder). Resumes a partial download, checks the sha256, renames into place."""
+        """The artifact ``name`` into ``path`` (a file name, or a folder to put it in: an
+        existing one or one ending in "/"; default: the current folder). Resumes a partial
+        download, checks the sha256, renames into place."""
         # Unlisted, the server answers the GET in its own words (404, param "name").
         artifact = next((a for a in self.artifacts(job_id) if a.name == name), None)
         dest = Path(path) if path is not None else Path(".")
-        if path is None or dest.is_dir():
+        if path is None or dest.is_dir() or str(path).endswith(("/", os.sep)):
             dest = dest / _plain(name)
         return _download.download(
             self._transport,
