@@ -1,4 +1,5 @@
-"""The ``distill`` command: ``serve``, ``worker`` and ``up``.
+"""The ``distill`` command: ``serve``, ``worker`` and ``up``, and the client commands
+(``login``, ``files``, ``jobs``, ``queue``: distillery/cli/).
 
 ``worker`` hands over to Celery in a fresh process image (or, with several GPUs, supervises one
 Celery process per GPU), so this module never imports worker/ or torch.
@@ -16,6 +17,7 @@ import uvicorn
 from app.config import VAR_DIR, get_settings
 from app.gpus import detect_gpus
 from app.supervisor import PlanError, Supervisor, plan_workers
+from distillery.cli import register as register_client_commands
 
 cli = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True)
 
@@ -125,6 +127,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+register_client_commands(cli)
 
 
 def main() -> None:

@@ -1,0 +1,272 @@
+"""Rich renderings of jobs, files and the queue, and a live progress bar fed by a job's events:
+what ``distill`` prints, for any script that wants the same."""
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from distillery.types import Artifact, Event, File, Job, MetricPoint, QueueSnapshot
+
+STATUS_STYLE = {
+    "queued": "cyan",
+    "running": "blue",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+}
+
+
+def status(value: str) -> str:
+    return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
+
+
+class JobProgressBar:
+    """A progress bar for one job: epoch, steps, the latest loss and validation accuracy, the
+    server's ETA; status changes, warnings and errors printed above it. Feed it events."""
+
+    def __init__(self, console: Console | None = None):
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=console,
+        )
+        self.bar: TaskID | None = None
+        self.latest: dict[str, float] = {}  # loss and accuracy come on some events only
+
+    def __enter__(self) -> "JobProgressBar":
+        self.progress.start()
+        self.bar = self.progress.add_task("queued", total=None, stats="")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        assert self.bar is not None, "use JobProgressBar as a context manager"
+        data = event.data or {}
+        for key in ("train_loss", "val_accuracy"):
+            if data.get(key) is not None:
+                self.latest[key] = float(data[key])
+        if event.type == "progress" and "total_steps" in data:
+            self._advance(data)
+        elif event.type == "status":
+            self.progress.console.print(f"  {status(event.status or '')}  {event.message}")
+            if event.status and self.progress.tasks[0].total is None:  # no epochs to show yet
+                self.progress.update(self.bar, description=event.status)
+        elif event.level in ("warning", "error"):
+            # Info-level logs (one per epoch and phase) stay in the job's events, not on screen.
+            style = "yellow" if event.level == "warning" else "red"
+            self.progress.console.print(f"  [{style}]{event.level}[/]  {event.message}")
+
+    def _advance(self, data: dict[str, Any]) -> None:
+        assert self.bar is not None
+        phase = data.get("phase", "student")
+        stats = [f"step {data['step']}/{data['total_steps']}"]
+        # Curve points (losses) are the distilled student's; the baseline's run has none.
+        if "train_loss" in self.latest and phase == "student":
+            stats.append(f"loss {self.latest['train_loss']:.4f}")
+        if "val_accuracy" in self.latest:
+            stats.append(f"val acc {self.latest['val_accuracy']:.2%}")
+        if data.get("eta_seconds") is not None:
+            stats.append(f"eta {data['eta_seconds']:.0f}s")
+        # The epoch counts within the phase; the bar and the steps span the whole job.
+        self.progress.update(
+            self.bar,
+            description=f"{phase} epoch {data.get('epoch')}/{data.get('epochs')}",
+            total=data["total_steps"],
+            completed=data["step"],
+            stats="  ".join(stats),
+        )
+
+
+class DownloadBars:
+    """One bar per artifact, in bytes; pass ``update`` as ``on_progress`` to ``download_all``."""
+
+    def __init__(self, console: Console | None = None):
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,  # gone when done: the caller prints what it kept
+        )
+        self.bars: dict[str, TaskID] = {}
+
+    def __enter__(self) -> "DownloadBars":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, artifact: Artifact, done: int, total: int | None) -> None:
+        if artifact.name not in self.bars:
+            self.bars[artifact.name] = self.progress.add_task(f"  {artifact.name}", total=total)
+        self.progress.update(self.bars[artifact.name], completed=done, total=total)
+
+
+ID_WIDTH = 31  # "file_" and 26 characters: ids are shown whole, for copying
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """A table whose first column, an id, is never cut short."""
+    table = Table(title=title)
+    table.add_column(columns[0], no_wrap=True, min_width=ID_WIDTH)
+    for name in columns[1:]:
+        table.add_column(name)
+    return table
+
+
+def files_table(files: Iterable[File]) -> Table:
+    table = _table("id", "purpose", "format", "filename", "bytes", "created")
+    for f in files:
+        table.add_row(
+            f.id, f.purpose, f.format, f.filename, f"{f.bytes:,}", f"{f.created_at:%Y-%m-%d %H:%M}"
+        )
+    return table
+
+
+def file_table(f: File) -> Table:
+    table = Table("field", "value", show_header=False)
+    for key, value in f.model_dump(mode="json").items():
+        table.add_row(key, str(value))
+    return table
+
+
+def jobs_table(jobs: Iterable[Job]) -> Table:
+    table = _table("id", "name", "status", "progress", "student acc", "created")
+    for job in jobs:
+        accuracy = (job.metrics or {}).get("student_accuracy")
+        table.add_row(
+            job.id,
+            job.name or "",
+            status(job.status),
+            f"{job.progress.fraction:.0%}" if job.progress else "",
+            f"{accuracy:.2%}" if isinstance(accuracy, float) else "",
+            f"{job.created_at:%Y-%m-%d %H:%M}",
+        )
+    return table
+
+
+def _percent(v: float) -> str:
+    return f"{v:.2%}"
+
+
+METRIC_ROWS = [
+    ("teacher_accuracy", "teacher accuracy (validation)", _percent),
+    ("student_accuracy", "student accuracy (validation)", _percent),
+    ("baseline_accuracy", "same student, labels only (validation)", _percent),
+    ("agreement", "top-1 agreement with the teacher", _percent),
+    ("kl_divergence", "KL(teacher ‖ student), T=1", "{:.4f}".format),
+    ("teacher_params", "teacher parameters", "{:,}".format),
+    ("student_params", "student parameters", "{:,}".format),
+    ("compression_ratio", "compression", "{:.1f}x".format),
+    ("student_size_bytes", "student size", lambda v: f"{v / 1024:.1f} KiB"),
+    ("teacher_latency_ms", "teacher latency (batch 1)", "{:.3f} ms".format),
+    ("student_latency_ms", "student latency (batch 1)", "{:.3f} ms".format),
+    ("speedup", "speedup", "{:.1f}x".format),
+    ("train_seconds", "training time", "{:.1f} s".format),
+]
+
+
+def metrics_table(job: Job) -> Table:
+    """The final measurements of a job, in words."""
+    table = Table(title=f"{job.name or 'job'} ({job.id})")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    metrics = job.metrics or {}
+    for key, label, fmt in METRIC_ROWS:
+        if metrics.get(key) is not None:
+            table.add_row(label, fmt(metrics[key]))
+    return table
+
+
+def job_table(job: Job) -> Table:
+    table = Table("field", "value", show_header=False, title=job.id)
+    table.add_row("name", job.name or "")
+    table.add_row("status", status(job.status) + (" (cancel requested)" * job.cancel_requested))
+    if job.queue_position is not None:
+        table.add_row("queue position", str(job.queue_position))
+    if job.progress:
+        p = job.progress
+        eta = f", eta {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
+        table.add_row("progress", f"{p.phase} epoch {p.epoch}/{p.epochs}, {p.fraction:.0%}{eta}")
+    if job.error:
+        table.add_row("error", f"[red]{job.error.code}[/]: {job.error.message}")
+    student = job.spec.get("student") or {}
+    teacher = job.spec.get("teacher") or {}
+    table.add_row("teacher", str(teacher.get("file_id", "")))
+    table.add_row("student", str(student.get("arch", "")))
+    for label, when in (
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("finished", job.finished_at),
+    ):
+        if when is not None:
+            table.add_row(label, f"{when:%Y-%m-%d %H:%M:%S}")
+    table.add_row("attempts", str(job.attempts))
+    return table
+
+
+def curve_table(points: list[MetricPoint]) -> Table:
+    table = Table("epoch", "step", "train loss", "val acc")
+    for p in points:
+        table.add_row(
+            str(p.epoch),
+            str(p.step),
+            f"{p.train_loss:.4f}" if p.train_loss is not None else "",
+            f"{p.val_accuracy:.2%}" if p.val_accuracy is not None else "",
+        )
+    return table
+
+
+def queue_tables(snapshot: QueueSnapshot) -> list[Table]:
+    workers = Table("worker", "host", "device", "status", "job", title="Workers")
+    for w in snapshot.workers:
+        device = f"{w.device} ({w.device_name})" if w.device_name else w.device
+        workers.add_row(w.id, w.hostname, device, w.status, w.job_id or "")
+    running = _table("job", "team", "name", "progress", title="Running")
+    for entry in snapshot.running:
+        job = entry.job
+        done = f"{job.progress.fraction:.0%}" if job and job.progress else ""
+        running.add_row(entry.id or "(another team's)", entry.team_id, _name(job), done)
+    queued = Table("#", "job", "team", "name", title="Queued")
+    for entry in snapshot.queued:
+        position = "" if entry.queue_position is None else str(entry.queue_position)
+        queued.add_row(position, entry.id or "(another team's)", entry.team_id, _name(entry.job))
+    teams = Table("team", "running", "queued", "max running", "GPU s (24 h)", title="Teams")
+    for t in snapshot.teams:
+        teams.add_row(
+            t.name,
+            str(t.running),
+            str(t.queued),
+            str(t.max_running_jobs),
+            f"{t.gpu_seconds_24h:,.1f}",
+        )
+    return [workers, running, queued, teams]
+
+
+def _name(job: Job | None) -> str:
+    return (job.name or "") if job else ""

@@ -1,0 +1,156 @@
+"""A real ``distill serve`` process (on the suite's throwaway database and queue) for the
+client and CLI tests, clients of it, a real teacher and data, and one real job that trains."""
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distillery import Client, Job
+from tests.client.proxy import FaultyProxy
+from tests.conftest import ADMIN_KEY, ROOT
+from tests.helpers.teachers import save_npz, save_teacher, train_digits_teacher
+from tests.integration.cluster import free_port, wait_for
+
+CLIENT_ENV = ("DISTILL_URL", "DISTILL_API_KEY", "DISTILL_CONFIG")
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def server(
+    service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT, env={**os.environ, **service_env}, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, "distill serve")
+        yield Server(url, proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def client_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No user's config or DISTILL_URL/DISTILL_API_KEY leaks in; the config file goes to a
+    folder of the test's own."""
+    for name in CLIENT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "config-home"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def admin(server: Server) -> Iterator[Client]:
+    with Client(server.url, ADMIN_KEY) as client:
+        yield client
+
+
+def new_team(admin: Client, max_running_jobs: int = 1) -> tuple[str, str]:
+    """A fresh team's (id, key)."""
+    team = admin.teams.create(f"client-{secrets.token_hex(4)}", max_running_jobs=max_running_jobs)
+    return team.id, admin.keys.create(team.id, "tests").key
+
+
+@pytest.fixture
+def team(admin: Client, server: Server) -> Iterator[Client]:
+    """A client of a fresh team, so tests never see each other's files or jobs."""
+    with Client(server.url, new_team(admin)[1]) as client:
+        yield client
+
+
+@pytest.fixture
+def paused_team(admin: Client, server: Server) -> Iterator[Client]:
+    """A team that may run nothing (max_running_jobs 0): its jobs stay queued."""
+    with Client(server.url, new_team(admin, max_running_jobs=0)[1]) as client:
+        yield client
+
+
+@pytest.fixture
+def proxy(server: Server) -> Iterator[FaultyProxy]:
+    faulty = FaultyProxy(server.url)
+    try:
+        yield faulty
+    finally:
+        faulty.close()
+
+
+@dataclass
+class Digits:
+    """A real teacher (an MLP on sklearn's digits, TorchScript) and its data as npz."""
+
+    teacher: Path
+    train: Path
+    validation: Path
+    narrow: Path  # 10 of the 64 features: data the teacher cannot take
+    x_test: object
+    y_test: object
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
+    folder = tmp_path_factory.mktemp("digits")
+    trained = train_digits_teacher(kind="mlp", epochs=5)
+    return Digits(
+        teacher=save_teacher(trained.model, folder / "teacher.pt", "torchscript"),
+        train=save_npz(folder / "train.npz", trained.x_train, trained.y_train),
+        validation=save_npz(folder / "val.npz", trained.x_val, trained.y_val),
+        narrow=save_npz(folder / "narrow.npz", trained.x_train[:, :10], trained.y_train),
+        x_test=trained.x_test,
+        y_test=trained.y_test,
+    )
+
+
+SMALL_JOB = {
+    "student": {"arch": "mlp", "hidden_sizes": [32]},
+    "hyperparameters": {"epochs": 2, "batch_size": 32, "learning_rate": 0.01},
+}
+
+
+@dataclass
+class Finished:
+    client: Client
+    job: Job
+    events: list
+    job_before_wait: Job
+
+
+@pytest.fixture(scope="session")
+def finished(
+    admin: Client, server: Server, digits: Digits, worker_process: object
+) -> Iterator[Finished]:
+    """One real job, distilled by a real worker, followed to its end with ``job.wait``."""
+    with Client(server.url, new_team(admin)[1]) as client:
+        job = client.distil(
+            digits.teacher, digits.train, digits.validation, name="client-tests", **SMALL_JOB
+        )
+        seen: list = []
+        final = job.wait(timeout=240, on_event=seen.append)
+        yield Finished(client, final, seen, job)
