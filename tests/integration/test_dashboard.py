@@ -7,7 +7,7 @@ installs it where it can.
 
 Screenshots of the queue page and of a finished job's page are kept as test artifacts in
 ``test-artifacts/dashboard-queue.png`` and ``test-artifacts/dashboard-job.png`` at the
-repository root.
+repository root, with ``test-artifacts/dashboard-login.png`` (a wrong key refused).
 """
 
 import hashlib
@@ -141,6 +141,8 @@ def test_a_wrong_key_is_refused_and_a_revoked_one_signs_out(
     sign_in(page, "dk_not_a_key")
     expect(page.locator("#login-error")).to_have_text(wrong.json()["error"]["message"])
     expect(page.locator("header.top")).to_be_hidden()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "dashboard-login.png")
 
     team = make_team(admin)
     key = admin.post(f"/v1/teams/{team.team_id}/keys", json={"name": "to revoke"}).json()

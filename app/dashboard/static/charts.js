@@ -6,19 +6,19 @@ const COLOURS = ["#2f5d8a", "#d0743c", "#5b9a5b", "#8c5ba6", "#b0413e"];
 const HEIGHT = 240;
 
 export const LOSSES = {
-  title: "Loss",
+  title: "loss",
   keys: { train_loss: "train loss", kd_loss: "distillation loss", ce_loss: "label loss" },
   value: (v) => v.toPrecision(4),
 };
 export const ACCURACY = {
-  title: "Validation",
+  title: "accuracy",
   keys: { val_accuracy: "validation accuracy", val_agreement: "agreement with the teacher" },
   value: (v) => `${(v * 100).toFixed(2)}%`,
   axis: (v) => `${(v * 100).toFixed(0)}%`,
   points: true, // one point per epoch: few enough to mark each
 };
 export const REGRESSION = {
-  title: "Validation",
+  title: "MSE",
   keys: { val_mse: "validation MSE", val_agreement_mse: "MSE to the teacher" },
   value: (v) => v.toPrecision(4),
   points: true,

@@ -84,12 +84,21 @@ export function jobView(el, jobId) {
 
   const isFinal = () => state.job && FINAL.includes(state.job.status);
 
-  const refreshJob = coalesced(async () => {
+  const refreshJob = coalesced(async () => adopt(await get(path, { signal })));
+
+  /** Show ``job``, as read just now. A read that started before the last progress event came
+   * in may carry older progress; within one attempt, the bar never moves back for it. */
+  async function adopt(job) {
     const wasFinal = isFinal();
-    state.job = await get(path, { signal });
+    const shown = state.job && state.job.progress;
+    const sameAttempt = state.job && state.job.attempts === job.attempts;
+    if (sameAttempt && shown && (!job.progress || job.progress.step < shown.step)) {
+      job.progress = shown;
+    }
+    state.job = job;
     renderJob();
     if (isFinal() && !wasFinal) await finished();
-  });
+  }
 
   async function finished() {
     stopPolling();
@@ -117,7 +126,7 @@ export function jobView(el, jobId) {
     fill(ui.title, job.name || job.id);
     fill(ui.status, badge(job.status));
     if (seen.statuses[seen.statuses.length - 1] !== job.status) seen.statuses.push(job.status);
-    renderActions();
+    renderActions(null);
     fill(
       ui.meta,
       meta("id", h("span", { class: "mono" }, job.id)),
@@ -172,31 +181,37 @@ export function jobView(el, jobId) {
     );
   }
 
-  function renderActions() {
-    const job = state.job;
-    if (isFinal() || job.cancel_requested) {
+  // "none", "cancel" or "confirm": redrawn only when that changes, so a refresh of the job
+  // between the two clicks leaves the question standing.
+  let actions = null;
+
+  function renderActions(wanted) {
+    const open = !isFinal() && !state.job.cancel_requested;
+    const mode = !open ? "none" : wanted || (actions === "confirm" ? "confirm" : "cancel");
+    if (mode === actions) return;
+    actions = mode;
+    if (mode === "none") {
       fill(ui.actions);
-      return;
-    }
-    const cancel = h("button", { type: "button", id: "cancel-job", class: "danger" }, "Cancel job");
-    cancel.addEventListener("click", () => {
+    } else if (mode === "cancel") {
+      const cancel = h("button", { type: "button", id: "cancel-job", class: "danger" }, "Cancel job");
+      cancel.addEventListener("click", () => renderActions("confirm"));
+      fill(ui.actions, cancel);
+    } else {
       const yes = h("button", { type: "button", id: "confirm-cancel", class: "danger" }, "Yes");
       const no = h("button", { type: "button" }, "No");
       yes.addEventListener("click", async () => {
         yes.disabled = no.disabled = true;
         try {
-          state.job = await post(`${path}/cancel`, { signal });
-          renderJob();
-          if (isFinal()) await finished();
+          await adopt(await post(`${path}/cancel`, { signal }));
         } catch (error) {
           errors.show(error);
+          yes.disabled = no.disabled = false;
           await refreshJob();
         }
       });
-      no.addEventListener("click", renderActions);
+      no.addEventListener("click", () => renderActions("cancel"));
       fill(ui.actions, h("span", {}, "Cancel this job? "), yes, no);
-    });
-    fill(ui.actions, cancel);
+    }
   }
 
   function renderResults() {

@@ -29,6 +29,7 @@ export function jobsView(el, params) {
   const newer = h("button", { type: "button", id: "page-newer" }, "← Newer");
   const older = h("button", { type: "button", id: "page-older" }, "Older →");
   const where = h("span", { class: "muted", id: "page-number" });
+  newer.disabled = older.disabled = true; // until the first page is in
   const list = h("div", { id: "jobs" }, h("p", { class: "muted" }, "Loading…"));
 
   const load = async (signal) => {
