@@ -40,6 +40,7 @@ CHROMIUM = os.environ.get("DISTILL_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = ROOT / "test-artifacts"
 JOB_TIMEOUT_MS = 240_000
 UI_TIMEOUT_MS = 30_000
+MARKUP_NAME = '<img src=x onerror="document.title=1"> blocker'
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ def _follow_a_job(
     # A job that would run for minutes holds the only worker, so the job to watch waits in the
     # queue while the page opens: everything after that, the page sees live.
     blocker = flow.submit(team, flow.spec(
-        teacher, train, validation, name="blocker",
+        teacher, train, validation, name=MARKUP_NAME,
         hyperparameters={"epochs": 1000, "batch_size": 4},
     ))  # fmt: skip
     flow.events_until(team, blocker["id"], "running")
@@ -206,6 +207,9 @@ def _follow_a_job(
     running_row = page.locator(f'#queue tr[data-job-id="{blocker["id"]}"]')
     expect(running_row.locator("[role=progressbar]")).to_be_visible()  # at its first report
     expect(page.locator(f'#queue tr[data-team-id="{team.team_id}"]')).to_contain_text("1 / 2")
+    # A name that looks like markup is shown as text, and runs nothing.
+    expect(running_row).to_contain_text(MARKUP_NAME)
+    expect(page.locator("#queue img")).to_have_count(0)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "dashboard-queue.png", full_page=True)
 
@@ -220,6 +224,7 @@ def _follow_a_job(
     other_errors = page_errors(other)
     other.goto(f"{server}/ui#/jobs/{blocker['id']}")
     expect(other.locator("#job-status")).to_have_text("running")
+    expect(other.locator("h1")).to_have_text(MARKUP_NAME)
     other.click("#cancel-job")
     other.click("#confirm-cancel")
     expect(other.locator("#job-status")).to_have_text("cancelled")

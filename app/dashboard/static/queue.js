@@ -35,7 +35,7 @@ function render(el, queue) {
       table(
         [
           ["job", (entry) => jobCell(entry)],
-          ["team", (entry) => teamName(entry.team_id)],
+          ["team", (entry) => teamName(entry.team_id), "nowrap"],
           ["progress", (entry) => progressCell(entry.job)],
         ],
         queue.running,
@@ -50,7 +50,7 @@ function render(el, queue) {
         [
           ["#", (entry) => entry.queue_position, "num"],
           ["job", (entry) => jobCell(entry)],
-          ["team", (entry) => teamName(entry.team_id)],
+          ["team", (entry) => teamName(entry.team_id), "nowrap"],
           ["priority", (entry) => (entry.job ? entry.job.spec.priority : "—"), "num"],
           ["submitted", (entry) => (entry.job ? ago(entry.job.created_at) : "—")],
         ],
