@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from app import broker
 from app.config import get_settings
+from app.dashboard.router import router as dashboard_router
 from app.db import get_engine, hot_read_pool
 from app.errors import error_body, install_handlers
 from app.files.router import router as files_router
@@ -96,6 +97,7 @@ def create_app(run_scheduler: bool = True) -> FastAPI:
     for router in (jobs_router, files_router, teams_router, queue_router):
         app.include_router(router, prefix="/v1")
     app.include_router(ops)
+    app.include_router(dashboard_router)  # /ui: static, outside the schema
     app.openapi = _openapi_with_bearer(app)  # type: ignore[method-assign]
     return app
 

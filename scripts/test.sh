@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install, find PostgreSQL and Redis (scripts/with-services.sh), run the test suite.
 # Extra arguments go to pytest:  scripts/test.sh -k lifecycle
-# Tests are never skipped for a missing service, and a run that collects no tests fails.
+# Tests are never skipped for a missing service or browser, and a run that collects no tests fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install.sh
+scripts/ensure-chromium.sh
 status=0
 scripts/with-services.sh .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
