@@ -9,7 +9,6 @@ clock. Target: median under 300 ms.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _service
 
+from distillery import Client
 from tests.helpers.teachers import save_npz, save_teacher, train_digits_teacher
 
 
@@ -33,16 +33,6 @@ def upload(client: httpx.Client, path: Path, purpose: str) -> str:
     return str(response.json()["id"])
 
 
-def wait_final(client: httpx.Client, job_id: str) -> None:
-    headers = {"Accept": "text/event-stream"}
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=120) as r:
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                event = json.loads(line[6:])
-                if (event["data"] or {}).get("status") in ("succeeded", "failed", "cancelled"):
-                    return
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=50)
@@ -51,6 +41,7 @@ def main() -> None:
     trained = train_digits_teacher(kind="mlp", epochs=5)
     with tempfile.TemporaryDirectory() as tmp, _service.distillery() as (base, key, _):
         client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
+        distill = Client(base, key)  # follows the job's event stream to its final status
         teacher = upload(client, save_teacher(trained.model, Path(tmp) / "t.pt", "torchscript"),
                          "teacher")  # fmt: skip
         train = upload(client, save_npz(Path(tmp) / "d.npz", trained.x_val, trained.y_val),
@@ -65,7 +56,7 @@ def main() -> None:
         for _ in range(args.jobs):
             submitted_at = time.time()
             job = client.post("/v1/jobs", json=spec).raise_for_status().json()
-            wait_final(client, job["id"])
+            distill.jobs.wait(job["id"])
             job = client.get(f"/v1/jobs/{job['id']}").json()
             assert job["status"] == "succeeded", job
             started = datetime.fromisoformat(job["started_at"]).timestamp()

@@ -35,8 +35,6 @@ the table and leaves the docs alone.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import platform
 import statistics
@@ -45,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,13 +64,13 @@ import matplotlib.pyplot as plt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._service import distillery
+from distillery import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "quality.md"
 PLOT = ROOT / "docs" / "quality.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SPLIT_SEED = 0  # the data split and the teacher's initialisation; the job seeds vary the student
-FINAL = {"succeeded", "failed", "cancelled"}
 # The same temperature and mix for every data set: the defaults a user would start from.
 KD = {"temperature": 4.0, "alpha": 0.7, "optimizer": "adamw"}
 
@@ -303,80 +301,42 @@ def save_npz(path: Path, arrays: Arrays) -> Path:
     return path
 
 
-def sse_events(client: httpx.Client, job_id: str, after: str | None) -> Iterator[dict[str, Any]]:
-    """The job's events as Server-Sent Events, oldest first, until the server closes the stream
-    (after the final status)."""
-    params = {"after": after} if after else {}
-    headers = {"Accept": "text/event-stream"}
-    timeout = httpx.Timeout(10, read=900)
-    url = f"/v1/jobs/{job_id}/events"
-    with client.stream("GET", url, params=params, headers=headers, timeout=timeout) as response:
-        if not response.is_success:
-            response.read()
-            check(response)
-        data: list[str] = []
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-            elif not line and data:
-                yield json.loads("\n".join(data))
-                data = []
+def api(client: httpx.Client) -> Client:
+    """The Python client on the same server and key: it follows event streams (resuming one
+    that breaks off) and downloads with the sha256 checked."""
+    key = client.headers["Authorization"].removeprefix("Bearer ")
+    return Client(str(client.base_url), key, timeout=60)
 
 
 def follow(client: httpx.Client, job_id: str) -> tuple[dict[str, Any], list[float]]:
     """Follow the job's event stream to its final status; return the job and the baseline's
     validation accuracy per epoch, read from its per-epoch log events (the metrics endpoint
-    holds the KD student's points only). A stream that closes early is resumed after the last
-    event seen."""
-    last: str | None = None
+    holds the KD student's points only)."""
     baseline: dict[int, float] = {}
-    for _ in range(20):
-        for event in sse_events(client, job_id, last):
-            last = event["id"]
-            if event["level"] in ("warning", "error"):
-                print(f"    {event['level']}: {event['message']}")
-            data = event.get("data") or {}
-            if event["message"].startswith("Baseline epoch ") and "val_accuracy" in data:
-                epoch = int(event["message"].split()[2].split("/")[0])
+    with api(client) as distill:
+        for event in distill.jobs.events(job_id):
+            if event.level in ("warning", "error"):
+                print(f"    {event.level}: {event.message}")
+            data = event.data or {}
+            if event.message.startswith("Baseline epoch ") and "val_accuracy" in data:
+                epoch = int(event.message.split()[2].split("/")[0])
                 baseline[epoch] = float(data["val_accuracy"])
-        job: dict[str, Any] = check(client.get(f"/v1/jobs/{job_id}"))
-        if job["status"] in FINAL:
-            return job, [baseline[e] for e in sorted(baseline)]
-    raise RuntimeError(f"{job_id}: the event stream kept closing before the job ended")
+    job: dict[str, Any] = check(client.get(f"/v1/jobs/{job_id}"))
+    return job, [baseline[e] for e in sorted(baseline)]
 
 
 def student_curve(client: httpx.Client, job_id: str) -> list[float]:
-    """The KD student's validation accuracy per epoch, from ``GET /v1/jobs/{id}/metrics``
-    (100 points a page, paged with ``after``, the last step seen)."""
-    per_epoch: dict[int, float] = {}
-    after: int | None = None
-    while True:
-        params: dict[str, int] = {"limit": 100} | ({"after": after} if after is not None else {})
-        page = check(client.get(f"/v1/jobs/{job_id}/metrics", params=params))
-        for point in page["data"]:
-            if point.get("val_accuracy") is not None:
-                per_epoch[int(point["epoch"])] = float(point["val_accuracy"])
-            after = int(point["step"])
-        if not page["has_more"] or not page["data"]:
-            return [per_epoch[e] for e in sorted(per_epoch)]
+    """The KD student's validation accuracy per epoch, from ``GET /v1/jobs/{id}/metrics``."""
+    with api(client) as distill:
+        points = distill.jobs.metrics(job_id)
+    per_epoch = {p.epoch: p.val_accuracy for p in points if p.val_accuracy is not None}
+    return [per_epoch[e] for e in sorted(per_epoch)]
 
 
 def download_student(client: httpx.Client, job_id: str, folder: Path) -> Path:
     """``student.pt`` of a succeeded job, checked against the sha256 the listing gives."""
-    listing = check(client.get(f"/v1/jobs/{job_id}/artifacts"))["data"]
-    expected = next(a["sha256"] for a in listing if a["name"] == "student.pt")
-    body = check_bytes(client.get(f"/v1/jobs/{job_id}/artifacts/student.pt"))
-    if hashlib.sha256(body).hexdigest() != expected:
-        raise RuntimeError(f"{job_id}: student.pt does not match its sha256")
-    path = folder / f"{job_id}-student.pt"
-    path.write_bytes(body)
-    return path
-
-
-def check_bytes(response: httpx.Response) -> bytes:
-    if not response.is_success:
-        check(response)
-    return response.content
+    with api(client) as distill:
+        return distill.jobs.download(job_id, "student.pt", folder / f"{job_id}-student.pt")
 
 
 # --- one data set -----------------------------------------------------------------------------
