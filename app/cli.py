@@ -13,6 +13,7 @@ import sys
 import typer
 import uvicorn
 
+from app import logs
 from app.config import VAR_DIR, get_settings
 from app.gpus import detect_gpus
 from app.supervisor import PlanError, Supervisor, plan_workers
@@ -26,7 +27,7 @@ def _celery_worker_argv(hostname: str = "distill@%h") -> list[str]:
     settings = get_settings()
     return [
         sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-        "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "1",
+        "--loglevel", settings.log_level, "--pool", "prefork", "--concurrency", "1",
         "-Q", settings.queue_name, "-n", hostname,
         "--without-mingle", "--without-gossip",
     ]  # fmt: skip
@@ -58,7 +59,11 @@ def _ensure_admin_key() -> str:
 
 
 def _serve(host: str, port: int) -> None:
-    uvicorn.run("app.main:app", host=host, port=port, log_level="info", access_log=False)
+    logs.configure()  # uvicorn's loggers too: log_config=None leaves them to us
+    level = get_settings().log_level.lower()
+    uvicorn.run(
+        "app.main:app", host=host, port=port, log_level=level, access_log=False, log_config=None
+    )
 
 
 @cli.command()

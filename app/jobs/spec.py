@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    HttpUrl,
     Tag,
     ValidationInfo,
     field_validator,
@@ -254,3 +255,5 @@ class JobSpec(_Strict):
     baseline: bool = False
     sweep: Sweep | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
+    # Told of the final status by a signed POST (docs/operations.md, "Webhooks").
+    webhook_url: HttpUrl | None = None
