@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from app.config import get_settings
 
@@ -86,8 +86,8 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-def make_handler(log_format: str) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
+def make_handler(log_format: str, stream: IO[str] | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(JobContextFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     return handler
