@@ -16,7 +16,7 @@ from app.db import read_scope
 from app.webhooks import repository
 from app.webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from tests.conftest import ADMIN_KEY, Client, celery_worker, make_team, service_environment
-from tests.helpers.webhooks import Receiver, documented_verify, receiver
+from tests.helpers.webhooks import Received, documented_verify, receiver
 from tests.integration import flow
 from tests.integration.conftest import Digits
 
@@ -83,7 +83,7 @@ def webhook_events(team: Client, job_id: str) -> list[dict[str, Any]]:
     return [e for e in events if (e["data"] or {}).get("webhook")]
 
 
-def check_delivery(got: Any, secret: str, job_id: str, type_: str) -> dict[str, Any]:
+def check_delivery(got: Received, secret: str, job_id: str, type_: str) -> dict[str, Any]:
     assert verify(secret, got.headers[SIGNATURE_HEADER], got.body)
     body = json.loads(got.body)
     assert body["type"] == type_ and got.headers[EVENT_HEADER] == type_
