@@ -59,7 +59,6 @@ def _ensure_admin_key() -> str:
 
 
 def _serve(host: str, port: int) -> None:
-    logs.configure()  # uvicorn's loggers too: log_config=None leaves them to us
     level = get_settings().log_level.lower()
     uvicorn.run(
         "app.main:app", host=host, port=port, log_level=level, access_log=False, log_config=None
@@ -72,6 +71,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     if not get_settings().admin_key:
         typer.echo("DISTILL_ADMIN_KEY is not set: refusing to serve an API nobody can administer.")
         raise typer.Exit(2)
+    logs.configure()  # the migration's lines too; uvicorn's: log_config=None leaves them to us
     _migrate()
     _serve(host, port)
 
@@ -111,6 +111,7 @@ def worker(
 def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and a worker on one machine, with embedded defaults under ./var."""
     _ensure_admin_key()
+    logs.configure()  # as in serve; the worker sets up its own, from the same settings
     _migrate()
     worker_proc = subprocess.Popen(_celery_worker_argv(), env=os.environ.copy())
     typer.echo(f"Distillery is up at http://{host}:{port} (worker pid {worker_proc.pid}).")

@@ -1,12 +1,23 @@
 """Webhooks without a worker: the documented receiver code (docs/operations.md) against what
 the sender signs, and the spec's ``webhook_url``; tests/integration/test_operations.py delivers."""
 
+import json
 import time
+from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from app.config import get_settings
+from app.db import read_scope, session_scope
+from app.ids import new_id
+from app.jobs import service as jobs
+from app.models import Job, JobStatus
+from app.models.base import utcnow
+from app.queue import scheduler
+from app.webhooks import repository
 from app.webhooks.signing import new_secret, signature
-from tests.conftest import Client
+from tests.conftest import Client, make_team
 from tests.helpers.api import error_of
 from tests.helpers.webhooks import documented_verify
 
@@ -38,3 +49,45 @@ def test_a_webhook_url_must_be_http_or_https(team: Client, url: str) -> None:
     }
     error = error_of(team.post("/v1/jobs", json=spec), 422)
     assert error["code"] == "invalid_request" and error["param"] == "webhook_url"
+
+
+def _job(team_id: str, **columns: Any) -> str:
+    job_id = new_id("job")
+    with session_scope() as session:
+        session.add(
+            Job(id=job_id, team_id=team_id, spec={"webhook_url": DEAD_URL}, teacher_file_id="f",
+                train_file_id="d", **columns)
+        )  # fmt: skip
+    return job_id
+
+
+DEAD_URL = "http://127.0.0.1:9/hook"  # the discard port: nothing answers
+
+
+def test_a_job_failed_by_the_scheduler_for_a_lost_worker_gets_its_webhook(admin: Client) -> None:
+    team = make_team(admin)
+    lost = utcnow() - timedelta(seconds=5)
+    job_id = _job(
+        team.team_id, status=JobStatus.running, worker_id="gone:1", started_at=lost,
+        lease_expires_at=lost, attempts=get_settings().max_attempts,
+    )  # fmt: skip
+    scheduler.run_pass()
+    with read_scope() as session:
+        [delivery] = repository.deliveries_of_job(session, job_id)
+    body = json.loads(delivery.payload)
+    assert delivery.type == body["type"] == "job.failed" and delivery.url == DEAD_URL
+    assert body["data"]["id"] == job_id and body["data"]["error"]["code"] == "worker_lost"
+
+
+def test_a_final_status_rolled_back_sends_nothing(admin: Client) -> None:
+    team = make_team(admin)
+    job_id = _job(team.team_id, status=JobStatus.queued)
+    with pytest.raises(RuntimeError), session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        jobs.finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
+        session.flush()
+        raise RuntimeError("the commit failed")
+    with read_scope() as session:
+        assert repository.deliveries_of_job(session, job_id) == []
+        assert session.get(Job, job_id).status == "queued"

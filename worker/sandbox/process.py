@@ -92,6 +92,7 @@ class TrainingProcess:
         self._events: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
         self._killed_because: Exception | None = None  # what run() raises once the child is gone
         self._done = threading.Event()  # run() is over: the reader stops waiting to be heard
+        self._stderr_relay: threading.Thread | None = None
 
     def run(self) -> EngineResult:
         with tempfile.TemporaryDirectory(prefix="distill-job-", ignore_cleanup_errors=True) as d:
@@ -102,6 +103,8 @@ class TrainingProcess:
                 self._kill()  # the whole process group: whatever the teacher started goes too
                 self._reap()
                 self._done.set()
+                if self._stderr_relay is not None:  # its last lines are logged before run() ends
+                    self._stderr_relay.join(self.settings.stop_grace_seconds)
         if self._killed_because is not None:
             raise self._killed_because
         return self._conclude(final)
@@ -120,12 +123,17 @@ class TrainingProcess:
             start_new_session=True,  # its own process group, out of reach of the terminal's ^C
         )
         self.pid = self._proc.pid
-        for target in (self._read, self._await_exit, self._relay_stderr):
-            # In the caller's context: the job's, so what the threads log names the job.
-            context = contextvars.copy_context()
-            threading.Thread(
-                target=context.run, args=(target,), name=f"sandbox-{self.pid}", daemon=True
-            ).start()
+        threads = {
+            target: threading.Thread(
+                # In the caller's context: the job's, so what the threads log names the job.
+                target=contextvars.copy_context().run, args=(target,),
+                name=f"sandbox-{self.pid}", daemon=True,
+            )
+            for target in (self._read, self._await_exit, self._relay_stderr)
+        }  # fmt: skip
+        for thread in threads.values():
+            thread.start()
+        self._stderr_relay = threads[self._relay_stderr]
         self._send(
             {
                 "type": "job",
