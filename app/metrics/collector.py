@@ -1,7 +1,7 @@
 """What the database knows, read at scrape time: jobs, the queue, durations, workers, GPU use.
 
 Read from the database at each scrape rather than counted in one process, so that every API
-process answers the same numbers whichever process started, ran or ended a job. One scrape is six
+process answers the same numbers whichever process started, ran or ended a job. One scrape is seven
 small indexed queries (``app.metrics.repository`` and ``app.queue.repository``).
 """
 
@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from app.config import get_settings
 from app.db import read_scope
 from app.metrics import repository
-from app.models import JobStatus
+from app.models import DeliveryStatus, JobStatus
 from app.models.base import utcnow
 from app.queue import repository as queue
 from app.queue.scheduler import USAGE_WINDOW, gpu_seconds
@@ -62,6 +62,7 @@ class DatabaseCollector(Collector):
         runs = repository.runs_since(session, now - USAGE_WINDOW)
         yield from self._runs(runs, names, now)
         yield from self._workers(session, now)
+        yield self._webhooks(session)
 
     def _jobs(self, session: Any, names: dict[str, str]) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
@@ -156,3 +157,14 @@ class DatabaseCollector(Collector):
         )
         utilisation.add_metric([], counts["busy"] / live if live else 0.0)
         yield from (heartbeat, workers, utilisation)
+
+    def _webhooks(self, session: Any) -> Metric:
+        deliveries = GaugeMetricFamily(
+            "distill_webhook_deliveries",
+            "Webhook deliveries by status: pending (not yet, or being retried), delivered, failed.",
+            labels=["status"],
+        )
+        counts = dict(repository.webhook_counts(session))
+        for status in DeliveryStatus:
+            deliveries.add_metric([status.value], counts.get(status, 0))
+        return deliveries

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobStatus
+from app.models import Job, JobStatus, WebhookDelivery
 
 
 def job_counts(session: Session) -> Sequence[Any]:
@@ -34,3 +34,9 @@ def runs_since(session: Session, since: datetime) -> Sequence[Any]:
     running = select(*columns).where(Job.status == JobStatus.running)
     ended = select(*columns).where(Job.finished_at >= since)
     return session.execute(running.union_all(ended)).all()
+
+
+def webhook_counts(session: Session) -> Sequence[Any]:
+    """(status, count) of the webhook outbox, from its index ``ix_webhook_deliveries_due``."""
+    stmt = select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+    return session.execute(stmt).all()

@@ -4,10 +4,11 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.ids import new_id
-from app.models import Job, JobStatus, Worker
+from app.models import Job, JobStatus, WebhookDelivery, Worker
 from app.models.base import utcnow
 from tests.conftest import Client, make_team
 
@@ -53,7 +54,15 @@ def test_scrape_shows_the_database_as_it_is(api: TestClient, admin: Client) -> N
     add_job(t, JobStatus.queued, 30, None, None)
     add_job(t, JobStatus.succeeded, 100, 90, 30)  # waited 10 s, ran 60 s
     add_job(t, JobStatus.failed, 50, 45, 40)  # waited 5 s, ran 5 s
-    add_job(t, JobStatus.cancelled, 20, None, 10)  # never started
+    cancelled = add_job(t, JobStatus.cancelled, 20, None, 10)  # never started
+    with session_scope() as session:
+        failed_before = session.scalar(
+            select(func.count()).where(WebhookDelivery.status == "failed")
+        )
+        session.add(
+            WebhookDelivery(id=new_id("evt"), job_id=cancelled, team_id=t, type="job.cancelled",
+                            url="http://127.0.0.1:9/", payload="{}", status="failed", attempts=8)
+        )  # fmt: skip
     worker_id = f"metrics-test:{new_id('w')}"
     with session_scope() as session:
         session.add(
@@ -91,6 +100,7 @@ def test_scrape_shows_the_database_as_it_is(api: TestClient, admin: Client) -> N
     assert 5 <= age < 60
     assert value(samples, "distill_workers", status="busy") >= 1
     assert 0 < value(samples, "distill_worker_utilisation") <= 1
+    assert value(samples, "distill_webhook_deliveries", status="failed") == failed_before + 1
 
 
 def test_http_latency_is_counted_by_route_template(api: TestClient, team: Client) -> None:
