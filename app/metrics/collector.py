@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy.orm import Session
 
 from app.config import get_settings
 from app.db import read_scope
@@ -54,7 +55,7 @@ class DatabaseCollector(Collector):
         yield up
         yield from metrics
 
-    def _read(self, session: Any, now: datetime) -> Iterator[Metric]:
+    def _read(self, session: Session, now: datetime) -> Iterator[Metric]:
         teams = queue.team_rows(session)
         names = {row.id: row.name for row in teams}
         yield from self._jobs(session, names)
@@ -64,7 +65,7 @@ class DatabaseCollector(Collector):
         yield from self._workers(session, now)
         yield self._webhooks(session)
 
-    def _jobs(self, session: Any, names: dict[str, str]) -> Iterator[Metric]:
+    def _jobs(self, session: Session, names: dict[str, str]) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
             "distill_jobs",
             "Jobs by team and status, all time.",
@@ -76,7 +77,7 @@ class DatabaseCollector(Collector):
                 jobs.add_metric([team_id, name, status.value], counts.get((team_id, status), 0))
         yield jobs
 
-    def _queue(self, session: Any, teams: Sequence[Any], now: datetime) -> Iterator[Metric]:
+    def _queue(self, session: Session, teams: Sequence[Any], now: datetime) -> Iterator[Metric]:
         labels = ["team_id", "team"]
         depth = GaugeMetricFamily(
             "distill_queue_depth",
@@ -131,7 +132,7 @@ class DatabaseCollector(Collector):
                 )
         yield from (wait, duration, used)
 
-    def _workers(self, session: Any, now: datetime) -> Iterator[Metric]:
+    def _workers(self, session: Session, now: datetime) -> Iterator[Metric]:
         offline_after = timedelta(seconds=get_settings().worker_offline_seconds)
         heartbeat = GaugeMetricFamily(
             "distill_worker_heartbeat_age_seconds",
@@ -158,7 +159,7 @@ class DatabaseCollector(Collector):
         utilisation.add_metric([], counts["busy"] / live if live else 0.0)
         yield from (heartbeat, workers, utilisation)
 
-    def _webhooks(self, session: Any) -> Metric:
+    def _webhooks(self, session: Session) -> Metric:
         deliveries = GaugeMetricFamily(
             "distill_webhook_deliveries",
             "Webhook deliveries by status: pending (not yet, or being retried), delivered, failed.",

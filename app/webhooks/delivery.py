@@ -81,17 +81,20 @@ def record(claimed: Claimed, error: str | None) -> None:
 
 def deliver_due(stopping: threading.Event | None = None) -> int:
     """Send every delivery that is due, one at a time; returns how many were attempted."""
-    timeout = get_settings().webhook_timeout_seconds
+    if (claimed := claim()) is None:
+        return 0  # the usual case: no client to build
     attempted = 0
+    timeout = get_settings().webhook_timeout_seconds
     # No redirects: the signed URL is the one the team gave.
     with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        while not (stopping and stopping.is_set()) and (claimed := claim()) is not None:
+        while claimed is not None:
             with job_context(claimed.job_id, claimed.team_id):
                 error = send(claimed, client)
                 if error is not None:
                     log.info("webhook %s to %s failed: %s", claimed.id, claimed.url, error)
                 record(claimed, error)
             attempted += 1
+            claimed = None if stopping and stopping.is_set() else claim()
     return attempted
 
 

@@ -72,22 +72,21 @@ def record_attempt(
     """One attempt's outcome, on the delivery and as an event of its job. ``error`` None: the
     receiver answered 2xx."""
     delivery.attempts += 1
-    n, max_attempts = delivery.attempts, get_settings().webhook_max_attempts
-    data = {"webhook": {"id": delivery.id, "type": delivery.type, "attempt": n, "error": error}}
+    n = delivery.attempts
+    delivery.last_error = error
     if error is None:
-        delivery.status, delivery.delivered_at, delivery.last_error = (
-            DeliveryStatus.delivered, now, None
-        )  # fmt: skip
+        delivery.status, delivery.delivered_at = DeliveryStatus.delivered, now
         message, level = f"Webhook delivered ({delivery.type}, attempt {n}).", "info"
-    elif n >= max_attempts:
-        delivery.status, delivery.last_error = DeliveryStatus.failed, error
+    elif n >= get_settings().webhook_max_attempts:
+        delivery.status = DeliveryStatus.failed
         message = f"Webhook attempt {n} failed: {error}. Giving up after {n} attempts."
         level = "error"
     else:
         wait = backoff(n)
-        delivery.next_attempt_at, delivery.last_error = now + wait, error
+        delivery.next_attempt_at = now + wait
         message = (
             f"Webhook attempt {n} failed: {error}. Trying again in {wait.total_seconds():g} s."
         )
         level = "warning"
+    data = {"webhook": {"id": delivery.id, "type": delivery.type, "attempt": n, "error": error}}
     jobs.add_event(session, delivery.job_id, "log", message, level=level, data=data)
