@@ -91,3 +91,44 @@ def test_a_final_status_rolled_back_sends_nothing(admin: Client) -> None:
     with read_scope() as session:
         assert repository.deliveries_of_job(session, job_id) == []
         assert session.get(Job, job_id).status == "queued"
+
+
+def test_claims_skip_locked_rows_and_a_lost_claim_comes_back(tmp_path: Any) -> None:
+    """On a database of its own (no delivery thread reads it): two processes claiming at once
+    get different deliveries, and one claimed by a process that died is due again after its
+    lease."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import sessionmaker
+
+    from app.db import make_engine
+    from app.models import Team, WebhookDelivery
+    from tests.conftest import throwaway_database
+
+    with throwaway_database() as url:
+        engine = make_engine(url)
+        sessions = sessionmaker(bind=engine, expire_on_commit=False)
+        now = utcnow()
+        with sessions.begin() as session:
+            session.add(Team(id="team_claims", name="claims"))
+            session.flush()  # no relationship tells the unit of work the team comes first
+            session.add(Job(id="job_claims", team_id="team_claims", spec={},
+                            teacher_file_id="f", train_file_id="d"))  # fmt: skip
+            session.flush()
+            for n in range(2):
+                session.add(
+                    WebhookDelivery(id=f"evt_{n}", job_id="job_claims", team_id="team_claims",
+                                    type="job.succeeded", url=DEAD_URL, payload="{}",
+                                    next_attempt_at=now - timedelta(seconds=2 - n))
+                )  # fmt: skip
+        with sessions.begin() as first, sessions.begin() as second:
+            a = repository.claim_due(first, now)
+            # While the first holds its row. A claim that waited for it would fail here, not hang.
+            second.execute(text("SET LOCAL lock_timeout = '5s'"))
+            b = repository.claim_due(second, now)
+            assert a is not None and b is not None and {a.id, b.id} == {"evt_0", "evt_1"}
+            a.next_attempt_at = b.next_attempt_at = now + timedelta(seconds=35)  # the lease
+        with sessions.begin() as session:
+            assert repository.claim_due(session, now) is None  # both are out
+            back = repository.claim_due(session, now + timedelta(seconds=36))
+            assert back is not None and back.id == "evt_0"  # its sender never came back
+        engine.dispose()
