@@ -14,6 +14,7 @@ import sys
 import typer
 import uvicorn
 
+from app import logs
 from app.config import VAR_DIR, get_settings
 from app.gpus import detect_gpus
 from app.supervisor import PlanError, Supervisor, plan_workers
@@ -28,7 +29,7 @@ def _celery_worker_argv(hostname: str = "distill@%h") -> list[str]:
     settings = get_settings()
     return [
         sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker",
-        "--loglevel", "INFO", "--pool", "prefork", "--concurrency", "1",
+        "--loglevel", settings.log_level, "--pool", "prefork", "--concurrency", "1",
         "-Q", settings.queue_name, "-n", hostname,
         "--without-mingle", "--without-gossip",
     ]  # fmt: skip
@@ -60,7 +61,10 @@ def _ensure_admin_key() -> str:
 
 
 def _serve(host: str, port: int) -> None:
-    uvicorn.run("app.main:app", host=host, port=port, log_level="info", access_log=False)
+    level = get_settings().log_level.lower()
+    uvicorn.run(
+        "app.main:app", host=host, port=port, log_level=level, access_log=False, log_config=None
+    )
 
 
 @cli.command()
@@ -69,6 +73,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
     if not get_settings().admin_key:
         typer.echo("DISTILL_ADMIN_KEY is not set: refusing to serve an API nobody can administer.")
         raise typer.Exit(2)
+    logs.configure()  # the migration's lines too; uvicorn's: log_config=None leaves them to us
     _migrate()
     _serve(host, port)
 
@@ -108,6 +113,7 @@ def worker(
 def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and a worker on one machine, with embedded defaults under ./var."""
     _ensure_admin_key()
+    logs.configure()  # as in serve; the worker sets up its own, from the same settings
     _migrate()
     worker_proc = subprocess.Popen(_celery_worker_argv(), env=os.environ.copy())
     typer.echo(f"Distillery is up at http://{host}:{port} (worker pid {worker_proc.pid}).")

@@ -67,6 +67,22 @@ class Settings(BaseSettings):
     # Wall-clock limit of one job's training process; past it the job fails with
     # time_limit_exceeded. A day by default.
     job_timeout_seconds: float | None = Field(default=24 * 3600, gt=0)
+    # Logs (app/logs.py): "text" for people, "json" (one object per line) for a log pipeline.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # Webhooks (app/webhooks/): a delivery is tried up to this many times, waiting the backoff
+    # after the first failure and twice as long after each further one (up to the cap); each
+    # attempt gets the timeout. Each API process looks for due deliveries this often.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_seconds: float = Field(default=10.0, gt=0)
+    webhook_max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
 
     @field_validator("database_url")
     @classmethod

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from app import broker
@@ -16,9 +16,12 @@ from app.db import get_engine, hot_read_pool
 from app.errors import error_body, install_handlers
 from app.files.router import router as files_router
 from app.jobs.router import router as jobs_router
+from app.metrics import HttpMetrics, metrics_response
 from app.queue.router import router as queue_router
 from app.queue.scheduler import SchedulerThread
 from app.teams.router import router as teams_router
+from app.webhooks.delivery import DeliveryThread
+from app.webhooks.router import router as webhooks_router
 
 ops = APIRouter(tags=["operations"])
 
@@ -46,18 +49,25 @@ def readyz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+@ops.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON: see docs/operations.md
+def metrics() -> Response:
+    return metrics_response()
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    scheduler = SchedulerThread() if app.state.run_scheduler else None
-    if scheduler is not None:
-        scheduler.start()
+    threads: list[SchedulerThread | DeliveryThread] = (
+        [SchedulerThread(), DeliveryThread()] if app.state.run_scheduler else []
+    )
+    for thread in threads:
+        thread.start()
     try:
         async with hot_read_pool(get_settings().database_url) as pool:
             app.state.hot_reads = pool
             yield
     finally:
-        if scheduler is not None:
-            scheduler.stop()
+        for thread in threads:
+            thread.stop()
 
 
 def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -93,8 +103,9 @@ def create_app(run_scheduler: bool = True) -> FastAPI:
     )
     app.state.run_scheduler = run_scheduler
     install_handlers(app)
+    app.add_middleware(HttpMetrics)
     # Jobs first: clients poll them, and routes are matched in order.
-    for router in (jobs_router, files_router, teams_router, queue_router):
+    for router in (jobs_router, files_router, teams_router, queue_router, webhooks_router):
         app.include_router(router, prefix="/v1")
     app.include_router(ops)
     app.include_router(dashboard_router)  # /ui: static, outside the schema

@@ -4,6 +4,7 @@ The database is the only channel to the API: progress, events, cancellation and 
 go through it, so nothing depends on broker broadcast.
 """
 
+import contextvars
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from worker.staging import Staging, cache_inputs
 
 log = logging.getLogger(__name__)
 
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 WATCH_SECONDS = 1.0  # how often the watcher looks for a cancel request
 LOST = "lost: another worker took the job over after this one's lease ran out"
 
@@ -43,11 +45,15 @@ class _Watcher(threading.Thread):
     def __init__(self, job_id: str, worker_id: str, lease: timedelta):
         super().__init__(name=f"watch-{job_id}", daemon=True)
         self.job_id, self.worker_id, self.lease = job_id, worker_id, lease
+        self.context = contextvars.copy_context()  # the job's, for what this thread logs
         self.stop_requested = threading.Event()
         self.lost = threading.Event()  # another worker holds the job now
         self.done = threading.Event()
 
     def run(self) -> None:
+        self.context.run(self._watch)
+
+    def _watch(self) -> None:
         last_renewal = time.monotonic()
         while not self.done.wait(WATCH_SECONDS):
             try:
@@ -87,6 +93,7 @@ class _Reporter:
             repository.add_event(session, self.job_id, "progress", message, data=data)
 
     def on_log(self, level: str, message: str, data: dict[str, Any] | None = None) -> None:
+        log.log(LEVELS.get(level, logging.INFO), "%s", message)  # the worker's log too
         with session_scope() as session:
             repository.add_event(session, self.job_id, "log", message, level=level, data=data)
 

@@ -3,11 +3,14 @@
 import logging
 
 import torch
-from celery.signals import worker_init, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
+from app import logs
 from app.broker import RUN_JOB_TASK
 from app.config import get_settings
+from app.db import read_scope
 from app.hardening import make_undumpable
+from app.jobs import repository
 from worker import presence
 from worker.celery_app import celery_app
 from worker.runner import JobRunner
@@ -23,6 +26,13 @@ def protect_environment(**_: object) -> None:
     make_undumpable()
 
 
+@setup_logging.connect
+def configure_logging(**_: object) -> None:
+    """With a receiver here Celery leaves logging alone: the API's format and level
+    (DISTILL_LOG_FORMAT, DISTILL_LOG_LEVEL), one handler on the root logger."""
+    logs.configure()
+
+
 @worker_process_init.connect
 def configure_torch(**_: object) -> None:
     if threads := get_settings().torch_threads:
@@ -32,6 +42,9 @@ def configure_torch(**_: object) -> None:
 @celery_app.task(name=RUN_JOB_TASK, acks_late=True, ignore_result=True)
 def run_job(job_id: str) -> str:
     """Run one distillation job. Idempotent: a job already claimed elsewhere is skipped."""
-    outcome = JobRunner(job_id, presence.worker_id()).run()
-    log.info("job %s: %s", job_id, outcome)
+    with read_scope() as session:
+        team_id = repository.job_team(session, job_id)
+    with logs.job_context(job_id, team_id):  # every line logged for this job names it
+        outcome = JobRunner(job_id, presence.worker_id()).run()
+        log.info("job %s: %s", job_id, outcome)
     return outcome

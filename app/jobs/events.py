@@ -18,10 +18,13 @@ BATCH = 100
 
 def _fetch(job_id: str, after: str | None) -> tuple[list[EventOut], bool]:
     with read_scope() as session:
-        rows, _ = repository.list_events(session, job_id, limit=BATCH, after=after)
-        events = [EventOut.model_validate(row) for row in rows]
+        # The status first: a final status read here was committed with its event, so the
+        # events read next include it. Read the other way round, a job ending between the two
+        # reads closed the stream without its final event.
         status = repository.job_status(session, job_id)
         final = status is None or JobStatus(status).is_final
+        rows, _ = repository.list_events(session, job_id, limit=BATCH, after=after)
+        events = [EventOut.model_validate(row) for row in rows]
     return events, final
 
 

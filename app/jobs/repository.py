@@ -132,6 +132,10 @@ def renew_lease(session: Session, job_id: str, worker_id: str, until: datetime) 
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def job_team(session: Session, job_id: str) -> str | None:
+    return session.scalar(select(Job.team_id).where(Job.id == job_id))
+
+
 def job_status(session: Session, job_id: str) -> str | None:
     return session.scalar(select(Job.status).where(Job.id == job_id))
 

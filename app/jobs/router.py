@@ -1,10 +1,10 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
-from app import storage
+from app import logs, storage
 from app.db import read_scope
 from app.deps import CallerDep, HotReadsDep, SessionDep
 from app.downloads import object_response
@@ -16,7 +16,15 @@ from app.models import JobStatus
 from app.pagination import After, Limit, ListPage, to_page
 from app.queue.scheduler import QueueView
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+async def _job_in_logs(request: Request, caller: CallerDep) -> None:
+    """What is logged while serving a request for one job names it (app/logs.py). Async, so
+    it is set in the request's own context, which the route's thread copies."""
+    if job_id := request.path_params.get("job_id"):
+        logs.bind_job(job_id, caller.team_id)
+
+
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(_job_in_logs)])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 

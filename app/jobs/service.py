@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import logs
 from app.errors import Conflict, NotFound, Unprocessable
 from app.files import repository as files
 from app.ids import new_id
@@ -17,6 +18,7 @@ from app.jobs.spec import JobSpec
 from app.models import File, Job, JobStatus
 from app.models.base import utcnow
 from app.queue import scheduler
+from app.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +272,8 @@ def submit(
             raise
         return _replay(existing, digest), False
     repository.add_event(session, job.id, "status", "Job queued.", data={"status": "queued"})
+    logs.bind_job(job.id, team_id)
+    log.info("job %s submitted", job.id)
     session.commit()  # the scheduler's pass runs in its own transaction, and sees the job
     scheduler.try_pass()
     session.refresh(job)
@@ -314,6 +318,7 @@ def cancel(session: Session, team_id: str, job_id: str) -> Job:
         raise NotFound(f"No job {job_id}.", param="job_id")
     if JobStatus(job.status).is_final:
         raise Conflict(f"The job has already {job.status}.", code="job_finished")
+    log.info("job %s: cancel requested while %s", job.id, job.status)
     if job.status == JobStatus.queued:
         finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
     elif not job.cancel_requested:
@@ -344,3 +349,6 @@ def finish(
     if error is not None:
         data["error"] = error
     repository.add_event(session, job.id, "status", message, level=level, data=data)
+    if url := job.spec.get("webhook_url"):  # in this transaction: the status and its webhook
+        job_out = render(session, job).model_dump(mode="json")
+        webhooks.enqueue(session, job.id, job.team_id, url, job_out)

@@ -10,6 +10,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    HttpUrl,
     Tag,
     ValidationInfo,
     field_validator,
@@ -256,3 +257,5 @@ class JobSpec(_Strict):
     priority: int = Field(default=0, ge=-1000, le=1000)
     # Extra formats of the student, beside student.pt and the safetensors weights.
     export: list[Literal["onnx"]] = Field(default_factory=list, max_length=1)
+    # Told of the final status by a signed POST (docs/operations.md, "Webhooks").
+    webhook_url: HttpUrl | None = None

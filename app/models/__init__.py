@@ -9,12 +9,14 @@ from app.models.job import Job, JobStatus
 from app.models.metric import JobMetric
 from app.models.scheduler import SchedulerLock
 from app.models.team import Team
+from app.models.webhook import DeliveryStatus, WebhookDelivery
 from app.models.worker import Worker
 
 __all__ = [
     "ApiKey",
     "Artifact",
     "Base",
+    "DeliveryStatus",
     "File",
     "Job",
     "JobEvent",
@@ -22,5 +24,6 @@ __all__ = [
     "JobStatus",
     "SchedulerLock",
     "Team",
+    "WebhookDelivery",
     "Worker",
 ]

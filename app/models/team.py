@@ -16,4 +16,7 @@ class Team(Base):
     max_running_jobs: Mapped[int] = mapped_column(default=1)
     # Fair share: a team with twice the weight is entitled to twice the GPU time.
     weight: Mapped[float] = mapped_column(default=1.0)
+    # Signs the team's webhooks (app/webhooks/); made on first need. Kept as is: an HMAC key
+    # must be readable to sign with.
+    webhook_secret: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,7 +2,9 @@
 it, and turn however it ends into what ``run_job`` returns or raises."""
 
 import contextlib
+import contextvars
 import dataclasses
+import logging
 import math
 import os
 import queue
@@ -25,7 +27,9 @@ from worker.sandbox.environment import child_environment
 
 POLL_SECONDS = 0.2  # how often a quiet child's stop request, time limit and lease are looked at
 STOP_GRACE_SECONDS = 5.0  # a stopped job's checkpoint gets this long, then the child is killed
+STDERR_LINE_BYTES = 64 * 1024  # a longer line is logged in pieces
 DIED = "training_process_died"
+child_log = logging.getLogger("worker.sandbox.child")
 # Every on_* method of the engine's Callbacks protocol; the child may call these and no others.
 CALLBACKS = frozenset(name for name in vars(Callbacks) if name.startswith("on_"))
 CALLBACK_TYPES: dict[str, type] = {"Progress": Progress}
@@ -88,6 +92,7 @@ class TrainingProcess:
         self._events: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
         self._killed_because: Exception | None = None  # what run() raises once the child is gone
         self._done = threading.Event()  # run() is over: the reader stops waiting to be heard
+        self._stderr_relay: threading.Thread | None = None
 
     def run(self) -> EngineResult:
         with tempfile.TemporaryDirectory(prefix="distill-job-", ignore_cleanup_errors=True) as d:
@@ -98,6 +103,8 @@ class TrainingProcess:
                 self._kill()  # the whole process group: whatever the teacher started goes too
                 self._reap()
                 self._done.set()
+                if self._stderr_relay is not None:  # its last lines are logged before run() ends
+                    self._stderr_relay.join(self.settings.stop_grace_seconds)
         if self._killed_because is not None:
             raise self._killed_because
         return self._conclude(final)
@@ -108,15 +115,25 @@ class TrainingProcess:
         self._proc = subprocess.Popen(
             self.command,
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,  # stderr: the worker's own, i.e. its log
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,  # into the worker's log, line by line (_relay_stderr)
             env=child_environment(os.environ, scratch),
             cwd=scratch,
             close_fds=True,
             start_new_session=True,  # its own process group, out of reach of the terminal's ^C
         )
         self.pid = self._proc.pid
-        for target in (self._read, self._await_exit):
-            threading.Thread(target=target, name=f"sandbox-{self.pid}", daemon=True).start()
+        threads = {
+            target: threading.Thread(
+                # In the caller's context: the job's, so what the threads log names the job.
+                target=contextvars.copy_context().run, args=(target,),
+                name=f"sandbox-{self.pid}", daemon=True,
+            )
+            for target in (self._read, self._await_exit, self._relay_stderr)
+        }  # fmt: skip
+        for thread in threads.values():
+            thread.start()
+        self._stderr_relay = threads[self._relay_stderr]
         self._send(
             {
                 "type": "job",
@@ -133,6 +150,14 @@ class TrainingProcess:
             while line := stdout.readline(protocol.MAX_LINE_BYTES + 1):
                 self._put(("line", line))
         self._put(("eof", b""))
+
+    def _relay_stderr(self) -> None:
+        """What the child writes to stderr (a traceback, a library's warnings, a teacher's
+        prints) goes to the worker's log as records of its own, in the worker's format."""
+        assert self._proc is not None and self._proc.stderr is not None
+        with self._proc.stderr as stderr:
+            while line := stderr.readline(STDERR_LINE_BYTES):
+                child_log.info("%s", line.decode(errors="replace").rstrip("\n"))
 
     def _await_exit(self) -> None:
         """("exited", b"") once the child has exited. Its exit is awaited without reaping it, so

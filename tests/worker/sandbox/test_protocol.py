@@ -1,11 +1,15 @@
 """The worker reads a training process as untrusted: real child processes that lie, break the
 protocol or exit early, and what the worker makes of each."""
 
+import io
+import json
+import logging
 import sys
 from pathlib import Path
 
 import pytest
 
+from app import logs
 from tests.helpers.teachers import job_spec
 from tests.worker.engine.conftest import Recorder, engine_job
 from worker.engine import EngineError, EngineJob
@@ -103,3 +107,28 @@ def test_a_child_that_breaks_the_protocol_fails_its_job(
 
     assert failed.value.code == "training_process_died"
     assert recorder.logs == [] and recorder.progress == []
+
+
+def test_what_the_child_writes_to_stderr_is_logged_with_the_job(job: EngineJob) -> None:
+    stream = io.StringIO()
+    handler = logs.make_handler("json", stream)
+    child_log = logging.getLogger("worker.sandbox.child")
+    child_log.addHandler(handler)
+    child_log.setLevel(logging.INFO)
+    lines = """
+sys.stderr.write("a warning from a library\\n")
+sys.stderr.flush()
+open(os.path.join(out, "student.pt"), "wb").write(b"weights")
+result(os.path.join(out, "student.pt"))
+"""
+    try:
+        with logs.job_context("job_stderr", "team_stderr"):
+            child(job, lines).run()
+    finally:
+        child_log.removeHandler(handler)
+        child_log.setLevel(logging.NOTSET)
+    [entry] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert entry["message"] == "a warning from a library"
+    assert (entry["logger"], entry["job_id"], entry["team_id"]) == (
+        "worker.sandbox.child", "job_stderr", "team_stderr"
+    )  # fmt: skip
