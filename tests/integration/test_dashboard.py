@@ -232,7 +232,9 @@ def _follow_a_job(
     assert other_errors == []
 
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
-    page.wait_for_function("distillery.job.streamEnded")
+    # A function, not an expression: Playwright evals a bare expression in the page on every
+    # poll, which the dashboard's CSP (no 'unsafe-eval') rightly refuses.
+    page.wait_for_function("() => distillery.job.streamEnded")
     final = team.get(f"/v1/jobs/{job['id']}").json()
     _check_movement(page, final)
     _check_curves(page, team, job["id"])
