@@ -1,22 +1,19 @@
 """A real ``distill serve`` process (on the suite's throwaway database and queue) for the
 client and CLI tests, clients of it, a real teacher and data, and one real job that trains."""
 
-import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from distillery import Client, Job
 from tests.client.proxy import FaultyProxy
-from tests.conftest import ADMIN_KEY, ROOT
+from tests.conftest import ADMIN_KEY
 from tests.helpers.teachers import save_npz, save_teacher, train_digits_teacher
-from tests.integration.cluster import free_port, wait_for
+from tests.integration.cluster import distill_serve
 
 CLIENT_ENV = ("DISTILL_URL", "DISTILL_API_KEY", "DISTILL_CONFIG")
 
@@ -32,28 +29,9 @@ class Server:
 def server(
     service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT, env={**os.environ, **service_env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(ready, "distill serve")
+    with distill_serve(service_env, log) as (url, proc):
         yield Server(url, proc, log)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(autouse=True)

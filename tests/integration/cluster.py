@@ -50,6 +50,39 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = STARTUP_S
     return result
 
 
+@contextmanager
+def distill_serve(
+    env: dict[str, str], log_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``distill serve`` process on ``env``'s settings, answering /readyz; its base URL
+    and process. Stopped with SIGTERM (killed if it lingers) when the block ends."""
+    port = free_port()
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+            cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        assert proc.poll() is None, log_path.read_text(errors="replace")[-4000:]
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, "distill serve")
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Cluster:
     def __init__(self, folder: Path, database_url: str):
         self.folder = folder

@@ -12,8 +12,6 @@ repository root, with ``test-artifacts/dashboard-login.png`` (a wrong key refuse
 
 import hashlib
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from playwright.sync_api import (
 
 from tests.conftest import ADMIN_KEY, ROOT, Client, make_team
 from tests.integration import flow
-from tests.integration.cluster import free_port, wait_for
+from tests.integration.cluster import distill_serve
 from tests.integration.conftest import Digits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,32 +44,9 @@ MARKUP_NAME = '<img src=x onerror="document.title=1"> blocker'
 @pytest.fixture(scope="module")
 def server(service_env: dict[str, str]) -> Iterator[str]:
     """``distill serve`` on this session's database and queue; its base URL."""
-    port = free_port()
-    log_path = Path(service_env["DISTILL_STORAGE_DIR"]) / f"dashboard-api-{port}.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-            cwd=ROOT, env={**os.environ, **service_env}, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            assert proc.poll() is None, log_path.read_text(errors="replace")[-4000:]
-            try:
-                return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(ready, "distill serve")
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    log_path = Path(service_env["DISTILL_STORAGE_DIR"]) / "dashboard-api.log"
+    with distill_serve(service_env, log_path) as (base, _):
+        yield base
 
 
 @pytest.fixture(scope="module")
