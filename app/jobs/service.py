@@ -234,7 +234,10 @@ def _has_class_names(data: File) -> bool:
 
 
 def request_hash(spec: JobSpec) -> str:
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """What the client sent, not the defaulted spec: a field that a later version adds with a
+    default must not turn a replay across the upgrade into an ``idempotency_conflict``."""
+    sent = spec.model_dump(mode="json", exclude_unset=True)
+    canonical = json.dumps(sent, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
