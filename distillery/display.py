@@ -71,7 +71,9 @@ class JobProgressBar:
         if event.type == "progress" and "total_steps" in data:
             self._advance(data)
         elif event.type == "status":
-            self.progress.console.print(f"  {status(event.status or '')}  {event.message}")
+            value = event.status or ""
+            pad = " " * max(11 - len(value), 2)  # messages line up under the longest status
+            self.progress.console.print(f"  {status(value)}{pad}{event.message}")
             if event.status and self.progress.tasks[0].total is None:  # no epochs to show yet
                 self.progress.update(self.bar, description=event.status)
         elif event.level in ("warning", "error"):
