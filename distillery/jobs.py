@@ -29,16 +29,22 @@ class Jobs(Resource):
         idempotency_key: str | None = None,
         base_dir: str | Path | None = None,
         on_upload: OnUpload | None = None,
+        reuse_uploads: bool = True,
         **fields: Any,
     ) -> Job:
         """Submit a job: ``spec`` (a dict as the contract describes), ``fields`` on top of it.
         Local paths in the spec (``teacher.path``, ``data.train_path``,
-        ``data.validation_path``) are uploaded first (``distillery.spec``).
+        ``data.validation_path``) are uploaded first (``distillery.spec``), unless the team
+        already has a file with the same bytes and purpose (``reuse_uploads``).
 
         The request carries an ``Idempotency-Key`` (one per call, or ``idempotency_key``), so a
         retry after a lost answer returns the job the first attempt made, never a second one."""
         body = upload_local_files(
-            self._client, merge(spec, fields), base_dir=base_dir, on_upload=on_upload
+            self._client,
+            merge(spec, fields),
+            base_dir=base_dir,
+            on_upload=on_upload,
+            reuse=reuse_uploads,
         )
         headers = {"Idempotency-Key": idempotency_key or f"distillery-{uuid.uuid4()}"}
         response = self._transport.request(

@@ -7,7 +7,8 @@ Anywhere a spec takes a file id it may take a local path instead::
               "validation_path": "val.npz"}}                 # -> data.validation_file_id
 
 Relative paths are read from ``base_dir`` (the spec file's folder, for ``distill jobs submit``),
-else from the current directory. A path named twice is uploaded once.
+else from the current directory. A path named twice is uploaded once, and a file whose bytes the
+team already has on the server (same sha256 and purpose) is not uploaded again (``reuse``).
 """
 
 import copy
@@ -21,7 +22,8 @@ from distillery.types import File
 if TYPE_CHECKING:
     from distillery.client import Client
 
-OnUpload = Callable[[Path, File], Any]
+# Told of each local file: its path, the file on the server, and whether that was already there.
+OnUpload = Callable[[Path, File, bool], Any]
 
 # (section, the key holding a local path, the key for the file id, the file's purpose)
 LOCAL_FILE_KEYS = (
@@ -47,6 +49,7 @@ def upload_local_files(
     *,
     base_dir: str | Path | None = None,
     on_upload: OnUpload | None = None,
+    reuse: bool = True,
 ) -> dict[str, Any]:
     """A copy of ``spec`` with each local path uploaded and replaced by its file id."""
     resolved = copy.deepcopy(dict(spec))
@@ -66,9 +69,10 @@ def upload_local_files(
             )
         key = (path.resolve(), purpose)
         if key not in uploaded:
-            uploaded[key] = client.files.upload(path, purpose)
+            existing = client.files.find(path, purpose) if reuse else None
+            uploaded[key] = existing or client.files.upload(path, purpose)
             if on_upload:
-                on_upload(path, uploaded[key])
+                on_upload(path, uploaded[key], existing is not None)
         part[id_key] = uploaded[key].id
     return resolved
 

@@ -203,7 +203,7 @@ def distil(client: Client, teacher: Path, train: Path, val: Path) -> Job:
         student={"arch": "mlp", "hidden_sizes": [64]},
         hyperparameters={"epochs": 20, "learning_rate": 0.005, "temperature": 4.0, "alpha": 0.7},
         baseline=True,
-        on_upload=lambda path, f: console.print(
+        on_upload=lambda path, f, _reused: console.print(
             f"  {f.purpose:8} {path.name:14} -> {f.id} ({f.format})"
         ),
     )

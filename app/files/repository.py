@@ -13,11 +13,19 @@ def get_file(session: Session, team_id: str, file_id: str) -> File | None:
 
 
 def list_files(
-    session: Session, team_id: str, *, limit: int, after: str | None, purpose: str | None = None
+    session: Session,
+    team_id: str,
+    *,
+    limit: int,
+    after: str | None,
+    purpose: str | None = None,
+    sha256: str | None = None,
 ) -> tuple[Sequence[File], bool]:
     stmt = select(File).where(File.team_id == team_id)
     if purpose is not None:
         stmt = stmt.where(File.purpose == purpose)
+    if sha256 is not None:
+        stmt = stmt.where(File.sha256 == sha256)
     return page(session, stmt, File.id, limit=limit, after=after)
 
 

@@ -55,9 +55,12 @@ def list_files(
     limit: Limit = 20,
     after: After = None,
     purpose: Annotated[Purpose | None, Query()] = None,
+    sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
 ) -> ListPage[FileOut]:
+    """The team's files; ``sha256`` finds those with exactly these bytes (so a client can reuse
+    an upload instead of sending the same file again)."""
     rows, has_more = repository.list_files(
-        session, caller.team_id, limit=limit, after=after, purpose=purpose
+        session, caller.team_id, limit=limit, after=after, purpose=purpose, sha256=sha256
     )
     return to_page(rows, has_more, FileOut.model_validate)
 

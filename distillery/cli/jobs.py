@@ -84,9 +84,10 @@ def submit(
         spec["name"] = name
     out = console()
 
-    def uploaded(path: Path, file: File) -> None:
+    def uploaded(path: Path, file: File, reused: bool) -> None:
         if not as_json:
-            out.print(f"  uploaded {path} -> {file.id} ({file.format})", soft_wrap=True)
+            verb = "reusing" if reused else "uploaded"
+            out.print(f"  {verb} {path} -> {file.id} ({file.format})", soft_wrap=True)
 
     with Client() as client:
         job = client.jobs.create(spec, base_dir=spec_file.parent, on_upload=uploaded)

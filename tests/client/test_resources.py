@@ -18,7 +18,7 @@ from distillery import (
     UnprocessableError,
     WaitTimeoutError,
 )
-from tests.client.conftest import SMALL_JOB, Digits, Server
+from tests.client.conftest import SMALL_JOB, Digits, Server, new_team
 
 
 def small_dataset(seed: int) -> bytes:
@@ -46,6 +46,36 @@ def test_files_are_typed_and_round_trip(team: Client, digits: Digits) -> None:
     team.files.delete(data.id)
     with pytest.raises(NotFoundError):
         team.files.get(data.id)
+
+
+def test_a_file_the_team_already_has_is_reused_not_sent_again(
+    admin: Client, paused_team: Client, server: Server, digits: Digits
+) -> None:
+    spec = {"teacher": {"path": str(digits.teacher)}, "data": {"train_path": str(digits.train)}}
+    seen: list[tuple[str, bool]] = []
+    first = paused_team.jobs.create(
+        spec, on_upload=lambda p, f, reused: seen.append((f.id, reused))
+    )
+    again = paused_team.jobs.create(
+        spec, on_upload=lambda p, f, reused: seen.append((f.id, reused))
+    )
+    assert again.spec["teacher"] == first.spec["teacher"]
+    assert again.spec["data"]["train_file_id"] == first.spec["data"]["train_file_id"]
+    assert [reused for _, reused in seen] == [False, False, True, True]
+    assert len(list(paused_team.files.list())) == 2
+    # Asked to, it uploads anyway.
+    paused_team.jobs.create(spec, reuse_uploads=False)
+    assert len(list(paused_team.files.list())) == 4
+
+    # The same bytes in another team are that team's own: never found from here.
+    with Client(server.url, new_team(admin)[1]) as other:
+        assert other.files.find(digits.teacher, "teacher") is None
+        # The purpose is part of the match.
+        assert paused_team.files.find(digits.teacher, "dataset") is None
+
+    with pytest.raises(UnprocessableError) as bad:
+        paused_team._transport.request("GET", "/v1/files", params={"sha256": "nothex"})
+    assert bad.value.param == "sha256"
 
 
 def test_lists_walk_every_page(team: Client) -> None:
