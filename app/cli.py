@@ -117,10 +117,17 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     _migrate()
     worker_proc = subprocess.Popen(_celery_worker_argv(), env=os.environ.copy())
     typer.echo(f"Distillery is up at http://{host}:{port} (worker pid {worker_proc.pid}).")
+    # uvicorn shuts down on SIGTERM and then raises the signal again for the handler it found:
+    # with the default one, this process would die there and leave the worker running.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         _serve(host, port)
     finally:
         _stop(worker_proc)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -84,6 +84,17 @@ def test_distill_up_runs_a_job_on_embedded_defaults(embedded, digits: Digits) ->
     assert proc.wait(timeout=30) == 0  # stops cleanly, worker included
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_distill_up_stops_its_worker_on_a_signal(embedded, stop: signal.Signals) -> None:
+    _, proc, home = embedded
+    announced = (home / "up.log").read_text()
+    worker_pid = int(announced.split("(worker pid ")[1].split(")")[0])
+    proc.send_signal(stop)
+    assert proc.wait(timeout=60) == 0
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left behind
+        os.kill(worker_pid, 0)
+
+
 def test_distill_serve_refuses_to_start_without_an_admin_key(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
     result = subprocess.run(
