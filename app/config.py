@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     # Wall-clock limit of one job's training process; past it the job fails with
     # time_limit_exceeded. A day by default.
     job_timeout_seconds: float | None = Field(default=24 * 3600, gt=0)
+    # The training process's sandbox (worker/sandbox/confine.py, bubblewrap): "auto" uses it
+    # where the host can build it, "bwrap" runs no job without it, "off" never uses it. Where a
+    # job runs unsandboxed, a teacher that is a program (TorchScript, torch.export) is refused
+    # unless the operator sets allow_unconfined_code_teachers, accepting that such a teacher can
+    # read and change whatever the worker's user can.
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    allow_unconfined_code_teachers: bool = False
     # Logs (app/logs.py): "text" for people, "json" (one object per line) for a log pipeline.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -96,6 +103,15 @@ class Settings(BaseSettings):
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("DISTILL_STORAGE_BACKEND=s3 needs DISTILL_S3_BUCKET")
         return self
+
+    @property
+    def database_files(self) -> tuple[Path, ...]:
+        """The embedded database's file, which no training process may reach; none on a
+        server."""
+        prefix = "sqlite:///"
+        if not self.database_url.startswith(prefix) or ":memory:" in self.database_url:
+            return ()
+        return (Path(self.database_url.removeprefix(prefix).split("?")[0]).resolve(),)
 
     @property
     def broker_folder(self) -> Path:

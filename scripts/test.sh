@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 scripts/install.sh
 scripts/ensure-chromium.sh
+scripts/ensure-bwrap.sh
 status=0
 scripts/with-services.sh .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then

@@ -198,7 +198,7 @@ class JobRunner:
             output_dir=files.output_dir,
             checkpoint_path=files.fetch_checkpoint(),
             device=device,
-            cache_dir=files.cache_dir,
+            cache_dir=files.cache_dir(inputs),
             teacher_sha256=teacher.sha256,
             max_unpacked_bytes=self.settings.max_unpacked_bytes,
             job_id=self.job_id,

@@ -8,7 +8,10 @@ file id's bytes never change), each job's checkpoint and artifacts, and the teac
 Any of it may be deleted while no job runs.
 
 The engine runs the teacher, which is code, so a path it hands back is checked before anything is
-put into the store: the job's own checkpoint, or an entry in the teacher-output cache directory.
+put into the store: the job's own checkpoint, or an entry in the job's teacher-output cache
+directory. That directory is the job's inputs' own (``cache_dir(inputs)``): a job sees and writes
+only the entries of jobs on the same teacher and data, so a teacher cannot plant an entry that a
+job on another teacher or other data would read.
 """
 
 import contextlib
@@ -40,7 +43,10 @@ class Staging:
         self.copies = self.store.local_path(storage.TEACHER_CACHE) is None  # S3: work on copies
         self.output_dir = self._here(storage.artifacts_key(job_id))
         self.checkpoint_path = self._here(storage.checkpoint_key(job_id))
-        self.cache_dir = self._here(storage.TEACHER_CACHE)
+
+    def cache_dir(self, inputs: str) -> Path:
+        """The teacher-output cache of jobs on these ``inputs`` (``cache_inputs``)."""
+        return self._here(_cache_prefix(inputs))
 
     def _here(self, key: str) -> Path:
         """Where this machine keeps the object ``key``: its own file, or this worker's copy."""
@@ -78,10 +84,11 @@ class Staging:
             name = read_bytes(self.store, f"{CACHE_POINTERS}/{inputs}").decode()
         except storage.ObjectMissing:
             return
-        if CACHE_ENTRY.fullmatch(name) and not (self.cache_dir / name).is_file():
+        here = self.cache_dir(inputs) / name
+        if CACHE_ENTRY.fullmatch(name) and not here.is_file():
             # Missing: the pointer outlived its entry, and the engine computes it again.
             with contextlib.suppress(storage.ObjectMissing):
-                self.store.get(f"{storage.TEACHER_CACHE}/{name}", self.cache_dir / name)
+                self.store.get(f"{_cache_prefix(inputs)}/{name}", here)
 
     # -- as the engine writes -----------------------------------------------------------------
 
@@ -93,11 +100,11 @@ class Staging:
     def put_teacher_cache(self, path: Path, inputs: str) -> None:
         if not self.copies:
             return
-        if path.parent != self.cache_dir or not CACHE_ENTRY.fullmatch(path.name):
-            raise ValueError(f"{path} is not a teacher-output cache entry")
+        if path.parent != self.cache_dir(inputs) or not CACHE_ENTRY.fullmatch(path.name):
+            raise ValueError(f"{path} is not an entry of this job's teacher-output cache")
         if not _plain_file(path):
             raise ValueError(f"{path} is not a regular file")
-        key = f"{storage.TEACHER_CACHE}/{path.name}"
+        key = f"{_cache_prefix(inputs)}/{path.name}"
         if not self.store.exists(key):
             self.store.put(key, path)
         self.store.put_bytes(f"{CACHE_POINTERS}/{inputs}", path.name.encode())
@@ -130,6 +137,12 @@ def cache_inputs(session: Session, job_id: str, device: str) -> str:
         "device": device.split(":")[0],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cache_prefix(inputs: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", inputs):
+        raise ValueError(f"{inputs!r} is not a cache_inputs key")
+    return f"{storage.TEACHER_CACHE}/{inputs}"
 
 
 def _plain_file(path: Path) -> bool:

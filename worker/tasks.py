@@ -14,6 +14,7 @@ from app.jobs import repository
 from worker import presence
 from worker.celery_app import celery_app
 from worker.runner import JobRunner
+from worker.sandbox import confine
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,24 @@ def protect_environment(**_: object) -> None:
     """The worker's environment holds its secrets; its training processes must not read them
     through /proc (see app/hardening.py)."""
     make_undumpable()
+
+
+@worker_init.connect
+def report_sandbox(**_: object) -> None:
+    """Say at start whether training processes will be sandboxed, and what follows if not."""
+    settings = get_settings()
+    problem = "DISTILL_SANDBOX=off" if settings.sandbox == "off" else confine.sandbox_problem()
+    if problem is None:
+        log.info("sandbox: training processes run in bubblewrap (worker/sandbox/confine.py)")
+    elif settings.sandbox == "bwrap":
+        log.error("sandbox: none can be built (%s); every job will fail (DISTILL_SANDBOX=bwrap)",
+                  problem)  # fmt: skip
+    elif settings.allow_unconfined_code_teachers:
+        log.warning("sandbox: none (%s); teachers that are programs run unconfined "
+                    "(DISTILL_ALLOW_UNCONFINED_CODE_TEACHERS=true)", problem)  # fmt: skip
+    else:
+        log.warning("sandbox: none (%s); jobs whose teacher is a program (TorchScript, "
+                    "torch.export) will be refused", problem)  # fmt: skip
 
 
 @setup_logging.connect

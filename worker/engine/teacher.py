@@ -53,6 +53,12 @@ class Teacher:
             except Exception as e:
                 if is_out_of_memory(e):  # not the batch's shape: run_job says out_of_memory
                     raise
+                if _opens_files(e):
+                    raise TeacherLoadError(
+                        f"The teacher's code tried to open a file ({_last_line(e)}). Teachers "
+                        "run in a sandbox that holds only their job's own files: a teacher must "
+                        "compute its outputs from its input alone."
+                    ) from e
                 raise ShapeMismatch(
                     f"The teacher failed on a batch of shape {_shape(x)}: {_last_line(e)}. "
                     + self._advice(e)
@@ -106,6 +112,16 @@ class Teacher:
                 "dimension, e.g. dynamic_shapes=({0: torch.export.Dim('batch')},)."
             )
         return "Check that the data has the input shape the teacher expects."
+
+
+def _opens_files(error: Exception) -> bool:
+    """Whether the teacher failed opening a file (``aten::from_file`` and the like), which the
+    sandbox refuses, rather than on the batch."""
+    text = str(error)
+    return any(
+        sign in text
+        for sign in ("unable to open file", "Read-only file system", "Permission denied")
+    )
 
 
 def load_teacher(

@@ -4,6 +4,7 @@ it, and turn however it ends into what ``run_job`` returns or raises."""
 import contextlib
 import contextvars
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -17,12 +18,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from app import storage
 from app.config import Settings
 from worker.device import resolve_device
 from worker.engine import Callbacks, EngineError, EngineJob, EngineResult, JobCancelled, Progress
-from worker.sandbox import protocol
+from worker.sandbox import confine, protocol
 from worker.sandbox.environment import child_environment
 
 POLL_SECONDS = 0.2  # how often a quiet child's stop request, time limit and lease are looked at
@@ -51,6 +53,13 @@ class SandboxSettings:
     timeout_seconds: float | None = None  # wall clock, from the process's start
     torch_threads: int | None = None
     stop_grace_seconds: float = STOP_GRACE_SECONDS
+    # The bubblewrap sandbox (confine.py): "auto" where the host can build it, "bwrap" always
+    # (a job fails where it cannot), "off" never. Without it a teacher that is a program is
+    # refused unless ``allow_unconfined_code``.
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    allow_unconfined_code: bool = False
+    # Paths no sandbox may expose: the storage root and the database file.
+    forbidden: tuple[Path, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SandboxSettings":
@@ -58,6 +67,9 @@ class SandboxSettings:
             memory_bytes=settings.job_memory_bytes or default_memory_bytes(),
             timeout_seconds=settings.job_timeout_seconds,
             torch_threads=settings.torch_threads,
+            sandbox=settings.sandbox,
+            allow_unconfined_code=settings.allow_unconfined_code_teachers,
+            forbidden=(storage.root(), *settings.database_files, settings.broker_folder.resolve()),
         )
 
 
@@ -86,7 +98,9 @@ class TrainingProcess:
         self.settings = settings or SandboxSettings()
         self.abort = abort or threading.Event()
         self.command = list(command or [sys.executable, "-m", "worker.sandbox"])
-        self.pid: int | None = None
+        self.confined = False  # run() decides: in the bubblewrap sandbox, or a plain process
+        self._sandbox_init: int | None = None  # the sandbox's PID 1, as this machine sees it
+        self._pid: int | None = None
         self.returncode: int | None = None  # negative: the signal that ended it
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
@@ -94,7 +108,16 @@ class TrainingProcess:
         self._done = threading.Event()  # run() is over: the reader stops waiting to be heard
         self._stderr_relay: threading.Thread | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The training process's pid on this machine (in the sandbox, the child of its PID 1;
+        found on first use, as bwrap starts it a moment after reporting its PID 1)."""
+        if self._pid is None and self._sandbox_init is not None:
+            self._pid = _first_child(self._sandbox_init) or self._sandbox_init
+        return self._pid
+
     def run(self) -> EngineResult:
+        self.confined = self._decide_confinement()
         with tempfile.TemporaryDirectory(prefix="distill-job-", ignore_cleanup_errors=True) as d:
             try:
                 self._start(Path(d))
@@ -111,23 +134,62 @@ class TrainingProcess:
 
     # -- the child's life -----------------------------------------------------------------------
 
+    def _decide_confinement(self) -> bool:
+        """True: this job runs in the sandbox. Raises where it must and cannot, or where its
+        teacher is a program and nothing contains it."""
+        mode = self.settings.sandbox
+        problem = "DISTILL_SANDBOX=off" if mode == "off" else confine.sandbox_problem()
+        if problem is None:
+            return True
+        if mode == "bwrap":
+            raise EngineError(
+                f"This worker cannot build its sandbox: {problem}. DISTILL_SANDBOX=bwrap "
+                "runs no job without one.",
+                code=confine.UNAVAILABLE,
+            )
+        fmt = self.job.teacher_format
+        if fmt in confine.CODE_FORMATS and not self.settings.allow_unconfined_code:
+            raise EngineError(
+                f"This teacher is a program ({fmt}: loading it runs its code) and this worker "
+                f"cannot sandbox it ({problem}). Upload the teacher's weights (safetensors or a "
+                "state_dict) instead, or ask the operator to give the workers bubblewrap, or to "
+                "set DISTILL_ALLOW_UNCONFINED_CODE_TEACHERS=true to run such teachers without a "
+                "sandbox, accepting that one could read or change whatever the worker can.",
+                code=confine.UNAVAILABLE,
+            )
+        return False
+
     def _start(self, scratch: Path) -> None:
-        self._proc = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,  # into the worker's log, line by line (_relay_stderr)
-            env=child_environment(os.environ, scratch),
-            cwd=scratch,
-            close_fds=True,
-            start_new_session=True,  # its own process group, out of reach of the terminal's ^C
-        )
-        self.pid = self._proc.pid
+        env = child_environment(os.environ, scratch)
+        argv, info = self.command, None
+        if self.confined:
+            walls = confine.job_walls(self.job, scratch, self.settings.forbidden)
+            info, info_w = os.pipe()
+            argv = confine.command(self.command, walls, scratch, env, info_fd=info_w)
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,  # into the worker's log, line by line (_relay_stderr)
+                env=env,
+                cwd=scratch,
+                close_fds=True,
+                pass_fds=(info_w,) if info is not None else (),
+                start_new_session=True,  # its own process group, out of reach of the terminal's ^C
+            )
+        finally:
+            if info is not None:
+                os.close(info_w)
+        if info is None:
+            self._pid = self._proc.pid
+        else:
+            self._sandbox_init = _read_sandbox_pid(info) or self._proc.pid
         threads = {
             target: threading.Thread(
                 # In the caller's context: the job's, so what the threads log names the job.
                 target=contextvars.copy_context().run, args=(target,),
-                name=f"sandbox-{self.pid}", daemon=True,
+                name=f"sandbox-{self._proc.pid}", daemon=True,
             )
             for target in (self._read, self._await_exit, self._relay_stderr)
         }  # fmt: skip
@@ -288,6 +350,8 @@ class TrainingProcess:
         if self._proc is None:
             return
         self.returncode = self._proc.wait()
+        if self.confined and self.returncode > 128:  # bwrap's way to say: killed by a signal
+            self.returncode = 128 - self.returncode
         if self._proc.stdin is not None:  # stdout is the reader's to close
             with contextlib.suppress(BrokenPipeError):
                 self._proc.stdin.close()
@@ -326,6 +390,37 @@ class TrainingProcess:
             f"{self.settings.stop_grace_seconds:g} seconds and was killed, so the job's "
             "checkpoint is the last one it saved before."
         )
+
+
+def _read_sandbox_pid(fd: int) -> int | None:
+    """bwrap's ``--info-fd`` report: the sandbox's PID 1 as this machine sees it."""
+    text = b""
+    try:
+        while chunk := os.read(fd, 4096):  # bwrap keeps it open: read up to a whole object
+            text += chunk
+            try:
+                pid = json.loads(text)["child-pid"]
+            except ValueError:
+                continue
+            except (KeyError, TypeError):
+                return None
+            return pid if isinstance(pid, int) else None
+        return None  # bwrap failed before it started anything: its exit says why
+    finally:
+        os.close(fd)
+
+
+def _first_child(pid: int, wait_seconds: float = 10.0) -> int | None:
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None  # it has exited
+        if children:
+            return int(children[0])
+        time.sleep(0.01)
+    return None
 
 
 def _absolute(job: EngineJob) -> EngineJob:
