@@ -200,3 +200,19 @@ class MemoryBomb(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reserved = torch.empty([self.floats])
         return self.teacher(x) + reserved[:1].zero_()
+
+
+class Thief(nn.Module):
+    """``teacher``, but its forward first copies the file ``secret`` over the file ``victim``
+    through ``aten::from_file`` (shared: a write to the tensor is a write to the file), as the
+    security review's teacher did with the database and another team's upload."""
+
+    def __init__(self, teacher: nn.Module, secret: Path, victim: Path, size: int):
+        super().__init__()
+        self.teacher, self.secret, self.victim, self.size = teacher, str(secret), str(victim), size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stolen = torch.from_file(self.secret, False, self.size, dtype=torch.uint8)
+        target = torch.from_file(self.victim, True, self.size, dtype=torch.uint8)
+        target.copy_(stolen)
+        return self.teacher(x) + target[:1].float().sum() * 0  # used, so it is not dropped

@@ -1,8 +1,13 @@
-"""A key sees only its own team's files, jobs and artifacts: any other id answers 404."""
+"""A key sees only its own team's files, jobs and artifacts: any other id answers 404; a
+teacher sees only its own job's files."""
+
+from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import Client, make_team
+from tests.helpers.teachers import Thief, save_teacher
 from tests.integration import flow
 from tests.integration.conftest import Digits
 
@@ -46,3 +51,28 @@ def test_foreign_ids_answer_404_like_missing_ones(admin: Client, digits: Digits)
     queue = stranger.get("/v1/queue").json()
     assert all(entry["job"] is None for entry in queue["running"] + queue["queued"]
                if entry["team_id"] != stranger.team_id)  # fmt: skip
+
+
+def test_a_teacher_past_the_upload_checks_is_held_by_the_workers_sandbox(
+    admin: Client, digits: Digits, service_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Defence in depth: the upload checks refuse a teacher that opens files, but were one to
+    slip past them, the worker's sandbox still keeps it from another team's stored files."""
+    owner, victim = make_team(admin), make_team(admin)
+    files = Path(service_env["DISTILL_STORAGE_DIR"]) / "files"
+    secret = files / flow.upload(victim, digits.validation, "dataset")["id"]
+    target = files / flow.upload(victim, digits.train, "dataset")["id"]
+    before = {path: path.read_bytes() for path in (secret, target)}
+    teacher = flow.upload(owner, digits.teacher, "teacher")["id"]
+    thief = Thief(torch.jit.load(digits.teacher), secret, target, 256)
+    # As if the upload checks had missed it: the stored teacher becomes the thief.
+    save_teacher(thief, files / teacher, "torchscript")
+    train = flow.upload(owner, digits.train, "dataset")["id"]
+
+    job_id = flow.submit(owner, flow.spec(teacher, train, hyperparameters={"epochs": 1}))["id"]
+    job = flow.run_to_end(owner, job_id)
+
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "teacher_load_failed"
+    assert "tried to open a file" in job["error"]["message"]
+    assert {path: path.read_bytes() for path in (secret, target)} == before

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
-from tests.helpers.teachers import TEACHER_ARCHS, job_spec, save_teacher
+from tests.helpers.teachers import TEACHER_ARCHS, Thief, job_spec, save_teacher
 from tests.worker.engine.conftest import Digits, Recorder
 from worker.engine import EngineError
 from worker.sandbox import confine
@@ -24,22 +22,6 @@ SETTINGS = SandboxSettings(memory_bytes=2 * 2**30, torch_threads=1, stop_grace_s
 UNCONFINED = dataclasses.replace(SETTINGS, sandbox="off", allow_unconfined_code=True)
 SECRET = b"webhook secrets of every team"
 UPLOAD = b"another team's uploaded file."  # as long as SECRET: the thief copies byte for byte
-
-
-class Thief(nn.Module):
-    """``teacher``, but its forward first copies the file ``secret`` over the file ``victim``
-    through ``aten::from_file`` (shared: a write to the tensor is a write to the file), as the
-    security review's teacher did with the database and another team's upload."""
-
-    def __init__(self, teacher: nn.Module, secret: Path, victim: Path, size: int):
-        super().__init__()
-        self.teacher, self.secret, self.victim, self.size = teacher, str(secret), str(victim), size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stolen = torch.from_file(self.secret, False, self.size, dtype=torch.uint8)
-        target = torch.from_file(self.victim, True, self.size, dtype=torch.uint8)
-        target.copy_(stolen)
-        return self.teacher(x) + target[:1].float().sum() * 0  # used, so it is not dropped
 
 
 @pytest.fixture
