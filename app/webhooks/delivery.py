@@ -83,15 +83,16 @@ def send(claimed: Claimed, client: httpx.Client) -> Failure | None:
         DELIVERY_HEADER: claimed.id,
         EVENT_HEADER: claimed.type,
     }
-    try:
-        response = client.post(claimed.url, content=claimed.payload, headers=headers)
+    try:  # streamed, and the body never read: a receiver cannot make this process hold it
+        with client.stream("POST", claimed.url, content=claimed.payload, headers=headers) as answer:
+            code = answer.status_code
     except targets.TargetRefused as exc:
         return Failure(UNREACHABLE, f"refused: {exc}")
     except httpx.HTTPError as exc:
         return Failure(UNREACHABLE, f"{type(exc).__name__}: {exc}"[:500])
-    if 200 <= response.status_code < 300:
+    if 200 <= code < 300:
         return None
-    status = f"HTTP {response.status_code}"  # an allowed address answered: its status, no more
+    status = f"HTTP {code}"  # an allowed address answered: its status, no more
     return Failure(status, status)
 
 

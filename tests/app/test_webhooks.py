@@ -299,3 +299,20 @@ def test_one_teams_slow_receivers_do_not_hold_up_another_teams(admin: Client) ->
     assert slow.most_at_once == get_settings().webhook_concurrency_per_team
     assert other.status == "delivered"
     assert [(d.status, d.attempts) for d in slow_deliveries] == [("delivered", 1)] * 6
+
+
+def test_the_receivers_answer_body_is_not_read() -> None:
+    """An answer announcing a gigabyte and sending none of it: the status is enough."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+                conn.recv(1)  # until the client hangs up
+
+        threading.Thread(target=answer, daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        with targets.client(0.5) as client:
+            assert send(_claimed(url), client) is None
