@@ -68,6 +68,7 @@ def claim(skip_teams: Collection[str] = ()) -> Claimed | None:
 class Failure:
     error: str  # for the team: the job's events
     detail: str  # for the operator: the log and the delivery's last_error
+    refused: bool = False  # by the rule on where webhooks may go: worth the operator's notice
 
 
 def send(claimed: Claimed, client: httpx.Client) -> Failure | None:
@@ -75,7 +76,7 @@ def send(claimed: Claimed, client: httpx.Client) -> Failure | None:
     try:
         targets.check_url(claimed.url)  # again: the outbox may hold rows from before the rule
     except targets.TargetRefused as exc:
-        return Failure(f"the webhook URL is not allowed: {exc}", f"refused: {exc}")
+        return Failure(f"the webhook URL is not allowed: {exc}", f"refused: {exc}", refused=True)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "Distillery-Webhooks/1",
@@ -87,7 +88,7 @@ def send(claimed: Claimed, client: httpx.Client) -> Failure | None:
         with client.stream("POST", claimed.url, content=claimed.payload, headers=headers) as answer:
             code = answer.status_code
     except targets.TargetRefused as exc:
-        return Failure(UNREACHABLE, f"refused: {exc}")
+        return Failure(UNREACHABLE, f"refused: {exc}", refused=True)
     except httpx.HTTPError as exc:
         return Failure(UNREACHABLE, f"{type(exc).__name__}: {exc}"[:500])
     if 200 <= code < 300:
@@ -109,9 +110,8 @@ def deliver(claimed: Claimed, client: httpx.Client) -> None:
     with job_context(claimed.job_id, claimed.team_id):
         failure = send(claimed, client)
         if failure is not None:
-            refused = failure.detail.startswith("refused")
             log.log(
-                logging.WARNING if refused else logging.INFO,
+                logging.WARNING if failure.refused else logging.INFO,
                 "webhook %s to %s failed: %s", claimed.id, claimed.url, failure.detail,
             )  # fmt: skip
         record(claimed, failure)

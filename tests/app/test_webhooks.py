@@ -239,7 +239,7 @@ def test_a_name_that_resolves_to_a_private_address_is_refused_when_connecting(
     with receiver(200) as hook, targets.client(5, rebinding) as client:
         failure = send(_claimed(f"http://hooks.example.com:{hook.port}/hook"), client)
         assert hook.received == []
-    assert failure == Failure(UNREACHABLE, failure.detail)
+    assert failure == Failure(UNREACHABLE, failure.detail, refused=True)
     assert "hooks.example.com resolves to 127.0.0.1" in failure.detail
 
 
