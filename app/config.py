@@ -1,13 +1,16 @@
 """Settings, read once from the environment (prefix ``DISTILL_``)."""
 
+import re
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 VAR_DIR = Path("var")
+_HOST_NAME = re.compile(r"(?i)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?")
 
 
 class Settings(BaseSettings):
@@ -85,11 +88,40 @@ class Settings(BaseSettings):
     webhook_max_backoff_seconds: float = Field(default=3600.0, gt=0)
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # Each API process sends at most this many deliveries at once, and at most the per-team number
+    # of one team's, so that one team's slow receivers hold up no other team's.
+    webhook_concurrency: int = Field(default=8, ge=1, le=64)
+    webhook_concurrency_per_team: int = Field(default=2, ge=1)
+    # Webhooks go to public addresses only. These hosts and networks are allowed even though they
+    # are private (an internal receiver), comma-separated: host names (exact), addresses, CIDRs,
+    # e.g. "hooks.internal,10.20.0.0/16".
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, level: object) -> object:
         return level.upper() if isinstance(level, str) else level
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, hosts: object) -> object:
+        if isinstance(hosts, str):
+            return tuple(h.strip() for h in hosts.split(",") if h.strip())
+        return hosts
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _hosts_or_networks(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        for host in hosts:
+            try:
+                ip_network(host, strict=False)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(host):
+                    raise ValueError(
+                        f"DISTILL_WEBHOOK_ALLOWED_HOSTS: {host!r} is neither a host name, "
+                        "an address nor a CIDR network"
+                    ) from None
+        return hosts
 
     @field_validator("database_url")
     @classmethod

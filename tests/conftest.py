@@ -84,6 +84,9 @@ def service_environment(storage_dir: Path, **settings: str) -> Iterator[dict[str
             # A CPU job's address space: ample for the suite's jobs, and a bound that
             # tests/integration/test_sandbox.py's teacher goes past.
             "DISTILL_JOB_MEMORY_BYTES": str(JOB_MEMORY_BYTES),
+            # The tests' webhook receivers listen on loopback, which webhooks may not reach
+            # unless the operator allows it.
+            "DISTILL_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
             **settings,
         }
         saved = {k: os.environ.get(k) for k in env}

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.webhooks import targets
+
 PositiveSize = Annotated[int, Field(ge=1, le=65536)]
 LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
 Temperature = Annotated[float, Field(gt=0.0, le=100.0)]
@@ -259,3 +261,10 @@ class JobSpec(_Strict):
     export: list[Literal["onnx"]] = Field(default_factory=list, max_length=1)
     # Told of the final status by a signed POST (docs/operations.md, "Webhooks").
     webhook_url: HttpUrl | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _an_allowed_receiver(cls, url: HttpUrl | None) -> HttpUrl | None:
+        if url is not None:
+            targets.check_url(str(url))
+        return url

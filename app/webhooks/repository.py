@@ -1,5 +1,6 @@
 """Every query on webhook deliveries and the teams' signing secrets."""
 
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -12,16 +13,20 @@ def add_delivery(session: Session, delivery: WebhookDelivery) -> None:
     session.add(delivery)
 
 
-def claim_due(session: Session, now: datetime) -> WebhookDelivery | None:
-    """The pending delivery that has waited longest past its time, locked; one another process
-    holds is skipped (PostgreSQL; SQLite's write lock serialises claims anyway)."""
+def claim_due(
+    session: Session, now: datetime, skip_teams: Collection[str] = ()
+) -> WebhookDelivery | None:
+    """The pending delivery that has waited longest past its time, of a team not in
+    ``skip_teams``, locked; one another process holds is skipped (PostgreSQL; SQLite's write lock
+    serialises claims anyway)."""
+    stmt = select(WebhookDelivery).where(
+        WebhookDelivery.status == DeliveryStatus.pending,
+        WebhookDelivery.next_attempt_at <= now,
+    )
+    if skip_teams:
+        stmt = stmt.where(WebhookDelivery.team_id.not_in(skip_teams))
     return session.scalar(
-        select(WebhookDelivery)
-        .where(
-            WebhookDelivery.status == DeliveryStatus.pending,
-            WebhookDelivery.next_attempt_at <= now,
-        )
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        stmt.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     )

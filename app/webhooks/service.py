@@ -67,13 +67,19 @@ def backoff(attempts: int) -> timedelta:
 
 
 def record_attempt(
-    session: Session, delivery: WebhookDelivery, error: str | None, now: datetime
+    session: Session,
+    delivery: WebhookDelivery,
+    error: str | None,
+    now: datetime,
+    detail: str | None = None,
 ) -> None:
     """One attempt's outcome, on the delivery and as an event of its job. ``error`` None: the
-    receiver answered 2xx."""
+    receiver answered 2xx. ``error`` is what the team sees, so it never tells what an address
+    answered or how a connection failed (that would map the network); ``detail``, for the
+    operator, goes in ``last_error``."""
     delivery.attempts += 1
     n = delivery.attempts
-    delivery.last_error = error
+    delivery.last_error = detail or error
     if error is None:
         delivery.status, delivery.delivered_at = DeliveryStatus.delivered, now
         message, level = f"Webhook delivered ({delivery.type}, attempt {n}).", "info"

@@ -97,6 +97,7 @@ class Cluster:
             "DISTILL_ADMIN_KEY": self.admin_key,
             "DISTILL_DEVICE": "cpu",
             "DISTILL_TORCH_THREADS": "1",
+            "DISTILL_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",  # receivers on loopback
             **FAST_FAILURE,
         }
         self.redis: subprocess.Popen[bytes] | None = None
