@@ -103,10 +103,13 @@ def job_walls(job: EngineJob, scratch: Path, forbidden: Iterable[Path]) -> Walls
     for path in write:
         path.mkdir(parents=True, exist_ok=True)
     inputs = [job.teacher_path, job.train_path, job.validation_path]
+    devices = gpu_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), job.device)
+    # The CUDA driver and NVML read the GPUs' PCI entries in /sys; a CPU job gets no /sys.
+    system = [Path("/sys")] if devices else []
     return Walls(
-        read=[*_runtime_paths(), *(p for p in inputs if p is not None)],
+        read=[*_runtime_paths(), *system, *(p for p in inputs if p is not None)],
         write=write,
-        devices=gpu_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), job.device),
+        devices=devices,
         forbidden=[Path(p).absolute() for p in forbidden],
     )
 
