@@ -10,6 +10,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from functools import partial
 
 import typer
 import uvicorn
@@ -17,6 +18,7 @@ import uvicorn
 from app import logs
 from app.config import VAR_DIR, get_settings
 from app.gpus import detect_gpus
+from app.hardening import die_with_parent
 from app.supervisor import PlanError, Supervisor, plan_workers
 from distillery.cli import register as register_client_commands
 
@@ -115,7 +117,14 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     _ensure_admin_key()
     logs.configure()  # as in serve; the worker sets up its own, from the same settings
     _migrate()
-    worker_proc = subprocess.Popen(_celery_worker_argv(), env=os.environ.copy())
+    worker_proc = subprocess.Popen(
+        _celery_worker_argv(),
+        env=os.environ.copy(),
+        # A killed `up` (SIGKILL, the OOM killer) runs no `finally`: the kernel stops the worker
+        # instead, warmly, as `_stop` would. Its pool process goes with it (Celery sets the same
+        # flag there).
+        preexec_fn=partial(die_with_parent, signal.SIGTERM, os.getpid()),
+    )
     typer.echo(f"Distillery is up at http://{host}:{port} (worker pid {worker_proc.pid}).")
     # uvicorn shuts down on SIGTERM and then raises the signal again for the handler it found:
     # with the default one, this process would die there and leave the worker running.
