@@ -5,6 +5,7 @@
 Celery process per GPU), so this module never imports worker/ or torch.
 """
 
+import logging
 import os
 import secrets
 import signal
@@ -25,6 +26,8 @@ from distillery.cli import register as register_client_commands
 cli = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True)
 
 ADMIN_KEY_FILE = VAR_DIR / "admin_key"
+
+log = logging.getLogger("distill.cli")
 
 
 def _celery_worker_argv(hostname: str = "distill@%h") -> list[str]:
@@ -95,6 +98,8 @@ def worker(
     ),
 ) -> None:
     """Run the workers that train students from the shared queue: one per GPU."""
+    logs.configure()  # for the warning below; the worker sets up its own
+    _warn_if_root("distill worker")
     device = get_settings().device
     skip_detection = gpus == "none" or (gpus == "auto" and device == "cpu")
     try:
@@ -116,6 +121,7 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and a worker on one machine, with embedded defaults under ./var."""
     _ensure_admin_key()
     logs.configure()  # as in serve; the worker sets up its own, from the same settings
+    _warn_if_root("distill up")
     _migrate()
     worker_proc = subprocess.Popen(
         _celery_worker_argv(),
@@ -133,6 +139,23 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
         _serve(host, port)
     finally:
         _stop(worker_proc)
+
+
+def _warn_if_root(command: str) -> None:
+    """Workers never need root, and a job's training process runs the teacher's code."""
+    if os.geteuid() != 0:
+        return
+    log.warning("%s is running as root: run workers as an ordinary user", command)
+    typer.echo(
+        f"WARNING: {command} is running as root, and workers never need root.\n"
+        "Each job runs its teacher's code (a pickled or TorchScript model is a program) in a\n"
+        "training process: as root, a teacher that escapes the training sandbox owns this\n"
+        "machine, and can read the worker's secrets (the database and broker URLs).\n"
+        "Run workers as an ordinary user, e.g. `useradd --system --create-home distill` and\n"
+        "`sudo -u distill distill worker`; the Docker image runs as the user distill\n"
+        "(docs/deploy.md).",
+        err=True,
+    )
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
