@@ -13,8 +13,18 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN useradd --create-home --uid 1000 distill \
-    && mkdir /data && chown distill /data
+# bubblewrap: the training sandbox's bwrap (worker/sandbox/), which a non-root user runs through
+# unprivileged user namespaces (the compose files' worker services allow them, docs/deploy.md).
+# hadolint ignore=DL3008  # Debian's stable package, security updates included
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends bubblewrap \
+    && rm -rf /var/lib/apt/lists/*
+
+# Everything runs as this user, never root: a job runs its teacher's code. A fixed uid (and gid),
+# so the storage volume and an NFS share are owned alike on every host; the compose files name it.
+RUN groupadd --gid 1000 distill \
+    && useradd --create-home --uid 1000 --gid 1000 distill \
+    && mkdir /data && chown distill:distill /data
 
 WORKDIR /app
 
@@ -28,7 +38,7 @@ COPY migrations ./migrations
 # hadolint ignore=DL3013  # the project itself; its pins are in pyproject.toml
 RUN pip install ".[worker,onnx]"
 
-USER 1000
+USER 1000:1000
 ENV DISTILL_STORAGE_DIR=/data
 EXPOSE 8000
 CMD ["distill", "serve", "--host", "0.0.0.0", "--port", "8000"]

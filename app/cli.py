@@ -5,11 +5,13 @@
 Celery process per GPU), so this module never imports worker/ or torch.
 """
 
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+from functools import partial
 
 import typer
 import uvicorn
@@ -17,12 +19,15 @@ import uvicorn
 from app import logs
 from app.config import VAR_DIR, get_settings
 from app.gpus import detect_gpus
+from app.hardening import die_with_parent
 from app.supervisor import PlanError, Supervisor, plan_workers
 from distillery.cli import register as register_client_commands
 
 cli = typer.Typer(help="Distillery: knowledge distillation as a service.", no_args_is_help=True)
 
 ADMIN_KEY_FILE = VAR_DIR / "admin_key"
+
+log = logging.getLogger("distill.cli")
 
 
 def _celery_worker_argv(hostname: str = "distill@%h") -> list[str]:
@@ -93,6 +98,8 @@ def worker(
     ),
 ) -> None:
     """Run the workers that train students from the shared queue: one per GPU."""
+    logs.configure()  # for the warning below; the worker sets up its own
+    _warn_if_root("distill worker")
     device = get_settings().device
     skip_detection = gpus == "none" or (gpus == "auto" and device == "cpu")
     try:
@@ -114,8 +121,16 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     """API and a worker on one machine, with embedded defaults under ./var."""
     _ensure_admin_key()
     logs.configure()  # as in serve; the worker sets up its own, from the same settings
+    _warn_if_root("distill up")
     _migrate()
-    worker_proc = subprocess.Popen(_celery_worker_argv(), env=os.environ.copy())
+    worker_proc = subprocess.Popen(
+        _celery_worker_argv(),
+        env=os.environ.copy(),
+        # A killed `up` (SIGKILL, the OOM killer) runs no `finally`: the kernel stops the worker
+        # instead, warmly, as `_stop` would. Its pool process goes with it (Celery sets the same
+        # flag there).
+        preexec_fn=partial(die_with_parent, signal.SIGTERM, os.getpid()),
+    )
     typer.echo(f"Distillery is up at http://{host}:{port} (worker pid {worker_proc.pid}).")
     # uvicorn shuts down on SIGTERM and then raises the signal again for the handler it found:
     # with the default one, this process would die there and leave the worker running.
@@ -124,6 +139,23 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
         _serve(host, port)
     finally:
         _stop(worker_proc)
+
+
+def _warn_if_root(command: str) -> None:
+    """Workers never need root, and a job's training process runs the teacher's code."""
+    if os.geteuid() != 0:
+        return
+    log.warning("%s is running as root: run workers as an ordinary user", command)
+    typer.echo(
+        f"WARNING: {command} is running as root, and workers never need root.\n"
+        "Each job runs its teacher's code (a pickled or TorchScript model is a program) in a\n"
+        "training process: as root, a teacher that escapes the training sandbox owns this\n"
+        "machine, and can read the worker's secrets (the database and broker URLs).\n"
+        "Run workers as an ordinary user, e.g. `useradd --system --create-home distill` and\n"
+        "`sudo -u distill distill worker`; the Docker image runs as the user distill\n"
+        "(docs/deploy.md).",
+        err=True,
+    )
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

@@ -2,6 +2,7 @@
 ``distill worker`` supervisor (app/) and the Celery workers (worker/) share them from here."""
 
 import ctypes
+import os
 import signal
 import sys
 
@@ -24,6 +25,13 @@ def make_undumpable() -> bool:
     return _prctl(_PR_SET_DUMPABLE, 0)
 
 
-def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> bool:
-    """Have the kernel send ``sig`` to this process when the thread that started it exits."""
-    return _prctl(_PR_SET_PDEATHSIG, int(sig))
+def die_with_parent(sig: signal.Signals = signal.SIGKILL, parent: int | None = None) -> bool:
+    """Have the kernel send ``sig`` to this process when the thread that started it exits. The
+    flag survives exec, so a ``preexec_fn`` sets it for the program a child runs.
+
+    ``parent``: the pid of the process that started this one. A parent that died before the flag
+    was set sends nothing, ever: this process is then an orphan, and exits at once."""
+    done = _prctl(_PR_SET_PDEATHSIG, int(sig))
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+    return done

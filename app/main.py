@@ -19,6 +19,7 @@ from app.jobs.router import router as jobs_router
 from app.metrics import HttpMetrics, metrics_response
 from app.queue.router import router as queue_router
 from app.queue.scheduler import SchedulerThread
+from app.storage.uploads import remove_left_behind
 from app.teams.router import router as teams_router
 from app.webhooks.delivery import DeliveryThread
 from app.webhooks.router import router as webhooks_router
@@ -56,6 +57,7 @@ def metrics() -> Response:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    remove_left_behind()  # uploads a killed API process will never finish
     threads: list[SchedulerThread | DeliveryThread] = (
         [SchedulerThread(), DeliveryThread()] if app.state.run_scheduler else []
     )

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from app.gpus import Gpu
@@ -183,7 +184,8 @@ class Supervisor:
             self.argv(worker.spec),
             env={**self.env, **worker.spec.env},
             process_group=0,
-            preexec_fn=lambda: die_with_parent(signal.SIGTERM),  # a killed supervisor: warm stop
+            # A killed supervisor: a warm stop.
+            preexec_fn=partial(die_with_parent, signal.SIGTERM, os.getpid()),
         )
         worker.started, worker.restart_at = time.monotonic(), None
         _say(f"worker {worker.spec.name}: pid {worker.proc.pid}{_pinned(worker.spec)}")

@@ -119,6 +119,47 @@ def test_a_worker_only_host_needs_the_broker_the_database_and_the_store() -> Non
     assert "DISTILL_STORAGE_BACKEND=s3" in example
 
 
+def _built_services() -> dict[str, dict]:
+    """Every service that runs our image, in both compose files (third-party images aside)."""
+    return {
+        f"{name} ({file})": service
+        for file in ("docker-compose.yml", "docker-compose.worker.yml")
+        for name, service in _compose(file)["services"].items()
+        if "build" in service or service.get("image", "").startswith("distillery:")
+    }
+
+
+def _is_root(user: str) -> bool:
+    name, _, group = str(user).partition(":")
+    return name in ("", "0", "root") or group in ("0", "root")
+
+
+def test_every_service_we_build_runs_as_the_image_user_not_root() -> None:
+    services = _built_services()
+    assert len(services) == 4  # migrate, api, worker; the worker-only host's worker
+    for name, service in services.items():
+        assert "user" in service and not _is_root(service["user"]), name
+    assert {s["user"] for s in services.values()} == {"1000:1000"}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)", dockerfile, flags=re.M)
+    assert users and users[-1] == "1000:1000"  # also for a plain `docker run`
+    assert re.search(r"useradd .*--uid 1000 --gid 1000 distill", dockerfile)
+    assert "chown distill:distill /data" in dockerfile
+
+
+def test_workers_may_make_the_user_namespaces_of_the_sandbox() -> None:
+    """bwrap, as a non-root user, needs unprivileged user namespaces: Docker's default seccomp
+    profile and Ubuntu's AppArmor refuse them. Only the workers get them."""
+    for name, service in _built_services().items():
+        options = set(service.get("security_opt", []))
+        if service["command"][:2] == ["distill", "worker"]:
+            assert {"seccomp=unconfined", "apparmor=unconfined"} <= options, name
+        else:
+            assert not options, name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"apt-get install .*\bbubblewrap\b", dockerfile)
+
+
 def test_the_image_has_what_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'pip install ".[worker,onnx]"' in dockerfile  # exports need the onnx extra
@@ -140,3 +181,5 @@ def test_the_compose_snippets_in_deploy_md_parse() -> None:
         assert device["device_ids"] == [name[-1]] and worker["command"][-1].startswith(
             "distill-gpu"
         )
+        assert worker["user"] == "1000:1000"
+        assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(worker["security_opt"])

@@ -1,4 +1,3 @@
-import uuid
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -14,6 +13,7 @@ from app.files import formats, multipart, repository
 from app.files.schemas import Purpose
 from app.ids import new_id
 from app.models import File
+from app.storage.uploads import new_upload_path
 
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -45,7 +45,7 @@ async def upload(
 ) -> File:
     max_bytes = get_settings().max_upload_bytes
     _check_declared_length(content_length, max_bytes)
-    tmp = storage.uploads_dir() / uuid.uuid4().hex
+    tmp = new_upload_path()
     try:
         received = await multipart.receive(content_type, body, tmp, max_bytes)
         if not received.has_file:

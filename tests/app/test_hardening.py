@@ -44,3 +44,25 @@ def test_an_undumpable_worker_keeps_its_environment_from_its_children() -> None:
     assert protected.returncode != 0
     assert SECRET.encode() not in protected.stdout
     assert b"Permission denied" in protected.stderr
+
+
+ORPHAN = """
+import os, sys
+from app.hardening import die_with_parent
+die_with_parent(parent=int(sys.argv[1]))
+print("still here")
+"""
+
+
+def test_a_process_whose_parent_is_already_gone_exits_at_once() -> None:
+    """A parent that died before the child set PR_SET_PDEATHSIG never sends the signal: the
+    child sees another parent (PID 1, a subreaper) than the one that started it, and exits."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    orphan = subprocess.run(
+        [sys.executable, "-c", ORPHAN, str(os.getpid() + 1)], env=env, capture_output=True
+    )
+    assert orphan.returncode == 1 and b"still here" not in orphan.stdout, orphan.stderr
+    child = subprocess.run(
+        [sys.executable, "-c", ORPHAN, str(os.getpid())], env=env, capture_output=True
+    )
+    assert child.returncode == 0 and b"still here" in child.stdout, child.stderr

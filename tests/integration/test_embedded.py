@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.cluster import free_port
+from tests.integration.cluster import free_port, wait_for
 from tests.integration.conftest import Digits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,12 +87,57 @@ def test_distill_up_runs_a_job_on_embedded_defaults(embedded, digits: Digits) ->
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_distill_up_stops_its_worker_on_a_signal(embedded, stop: signal.Signals) -> None:
     _, proc, home = embedded
-    announced = (home / "up.log").read_text()
-    worker_pid = int(announced.split("(worker pid ")[1].split(")")[0])
+    worker_pid = _announced_worker(home)
     proc.send_signal(stop)
     assert proc.wait(timeout=60) == 0
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left behind
         os.kill(worker_pid, 0)
+
+
+def _announced_worker(home: Path) -> int:
+    announced = (home / "up.log").read_text()
+    return int(announced.split("(worker pid ")[1].split(")")[0])
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name; None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")  # a zombie has exited: only unreaped
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and int(stat[1]) == pid
+    ]
+
+
+def test_a_killed_distill_up_takes_its_worker_with_it(embedded) -> None:
+    """SIGKILL runs no cleanup in ``distill up``: its Celery worker, and the worker's pool
+    process, must not live on under PID 1 and keep taking jobs."""
+    _, proc, home = embedded
+    worker_pid = _announced_worker(home)
+    pool = wait_for(lambda: _children(worker_pid), "the worker's pool process", timeout=120)
+    try:
+        proc.kill()
+        proc.wait()
+        wait_for(
+            lambda: not any(_running(pid) for pid in (worker_pid, *pool)),
+            "the worker and its pool process to exit",
+            timeout=60,
+        )
+    finally:
+        for pid in [worker_pid, *pool]:  # not left behind for the next tests, pass or fail
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_distill_serve_refuses_to_start_without_an_admin_key(tmp_path: Path) -> None:

@@ -110,3 +110,27 @@ def test_a_worker_process_that_dies_is_restarted(supervised: Supervised) -> None
     supervised.wait_for(lambda: parent_of(victim) is None)  # its pool process went with it
     supervised.proc.send_signal(signal.SIGTERM)
     assert supervised.proc.wait(timeout=60) == 0, supervised.log.read_text()
+
+
+def test_a_killed_supervisor_takes_its_workers_with_it(supervised: Supervised) -> None:
+    """SIGKILL leaves the supervisor no time to stop anything: the kernel does (a warm stop)."""
+    supervisor = supervised.proc.pid
+    supervised.wait_for(lambda: len(under(supervisor)) == 2)
+    pools = list(under(supervisor).values())
+    processes = [*pools, *(parent_of(pid) or 0 for pid in pools)]
+
+    supervised.proc.kill()
+    supervised.proc.wait()
+
+    deadline = time.monotonic() + 60
+    while alive := [pid for pid in processes if running(pid)]:
+        assert time.monotonic() < deadline, f"outlived their supervisor: {alive}"
+        time.sleep(0.1)
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie only awaits its reaping
