@@ -122,7 +122,7 @@ def test_a_worker_only_host_needs_the_broker_the_database_and_the_store() -> Non
 def test_the_image_has_what_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'pip install ".[worker,onnx]"' in dockerfile  # exports need the onnx extra
-    for copied in ("alembic.ini", "app", "worker", "migrations"):  # migrate runs alembic
+    for copied in ("alembic.ini", "app", "worker", "file_rules", "migrations"):  # alembic: migrate
         assert re.search(rf"^COPY .*\b{copied}\b", dockerfile, flags=re.M), copied
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored and "worker.env" in ignored

@@ -12,6 +12,9 @@ This module only dispatches on the first bytes; each format's checks live in its
 import zipfile
 from pathlib import Path
 
+from app.files import limits
+from app.files.limits import Limits
+
 from app.files.formats.accepted import (
     ACCEPTED_FORMATS,
     FORMAT_DESCRIPTIONS,
@@ -21,6 +24,7 @@ from app.files.formats.accepted import (
 )
 from app.files.formats.archives import files, guard_zip, single_root
 from app.files.formats.errors import (
+    OVER_BUDGET_ADVICE,
     UnsafeFile,
     UnsupportedFormat,
     readable,
@@ -39,6 +43,7 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "FORMAT_DESCRIPTIONS",
     "Detected",
+    "Limits",
     "Purpose",
     "UnsafeFile",
     "UnsupportedFormat",
@@ -49,11 +54,12 @@ __all__ = [
 HEAD_BYTES = 64 * 1024
 
 
-def detect(path: Path, purpose: Purpose) -> Detected:
+def detect(path: Path, purpose: Purpose, bounds: Limits | None = None) -> Detected:
     """The format of the upload at ``path`` and facts about it, from its content alone.
 
     Raises ``UnsupportedFormat`` for anything not accepted for ``purpose`` and ``UnsafeFile`` for
-    anything whose loading would run code; both messages say what to do instead.
+    anything whose loading would run code, or whose checking takes more than ``bounds`` allow;
+    the messages say what to do instead.
     """
     if purpose not in ACCEPTED_FORMATS:
         raise ValueError(f"unknown purpose {purpose!r}")
@@ -62,7 +68,11 @@ def detect(path: Path, purpose: Purpose) -> Detected:
         raise unsupported(purpose, "The file is empty.")
     with path.open("rb") as f:
         head = f.read(HEAD_BYTES)
-    found = _sniff(path, head, size, purpose)
+    try:
+        with limits.checking(bounds or Limits()):
+            found = _sniff(path, head, size, purpose)
+    except limits.OverBudget as exc:
+        raise UnsafeFile(f"{exc} {OVER_BUDGET_ADVICE}") from exc
     if found.format not in ACCEPTED_FORMATS[purpose]:
         raise wrong_purpose(found.format, purpose)
     return found

@@ -24,9 +24,9 @@ from app.files.formats import (
     ACCEPTED_FORMATS,
     Purpose,
     UnsafeFile,
+    Limits,
     UnsupportedFormat,
     accepted_formats,
-    archives,
     detect,
 )
 
@@ -358,10 +358,9 @@ def _under(root: str, files: dict[str, bytes]) -> dict[str, bytes]:
     return {f"{root}/{name}": data for name, data in files.items()}
 
 
-@pytest.mark.parametrize("weights", ["safetensors", "bin"])
 @pytest.mark.parametrize("container", ["zip", "tar.gz"])
-def test_hf_archive(tmp_path: Path, weights: str, container: str) -> None:
-    files = _under("my-model", _hf_files(weights))
+def test_hf_archive(tmp_path: Path, container: str) -> None:
+    files = _under("my-model", _hf_files())
     path = tmp_path / "model"
     _zip(path, files) if container == "zip" else _tar(path, files)
     found = detect(path, "teacher")
@@ -521,13 +520,14 @@ def test_hf_archive_with_an_evil_pytorch_model_bin(
     files["pytorch_model.bin"] = _torch_save_bytes({"w": _payload(marker)})
     path = tmp_path / "m"
     _zip(path, files) if container == "zip" else _tar(path, files)
-    with pytest.raises(UnsafeFile, match=r"pytorch_model\.bin/.*posix\.system"):
+    # The worker never loads pickled weights, so the upload refuses them by name, unread.
+    with pytest.raises(UnsafeFile, match=r"pickled weights .*pytorch_model\.bin"):
         detect(path, "teacher")
 
 
 def test_hf_archive_with_a_pickled_training_args(tmp_path: Path, marker: Path) -> None:
     files = _hf_files() | {"training_args.bin": pickle.dumps(_payload(marker), protocol=4)}
-    with pytest.raises(UnsafeFile, match="Remove that file"):
+    with pytest.raises(UnsafeFile, match="remove that file"):
         detect(_tar(tmp_path / "m.tgz", files), "teacher")
 
 
@@ -543,7 +543,7 @@ def test_archive_members_must_stay_inside(tmp_path: Path, name: str, container: 
     files = _hf_files() | {name: b"x"}
     path = tmp_path / "m"
     _zip(path, files) if container == "zip" else _tar(path, files)
-    with pytest.raises(UnsafeFile, match="climbs"):
+    with pytest.raises(UnsafeFile, match="absolute path|points outside its folder"):
         detect(path, "teacher")
 
 
@@ -581,14 +581,12 @@ def test_duplicate_zip_members_are_refused(teachers: dict[str, Path], tmp_path: 
         detect(path, "teacher")
 
 
-def test_archive_bombs_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = _zip(tmp_path / "m.zip", _hf_files() | {"zeros.txt": bytes(200_000)})
-    monkeypatch.setattr(archives, "RATIO_FLOOR", 100_000)
+def test_archive_bombs_are_refused(tmp_path: Path) -> None:
+    path = _zip(tmp_path / "m.zip", _hf_files() | {"zeros.txt": bytes(2_000_000)})
     with pytest.raises(UnsafeFile, match="archive bomb"):
         detect(path, "teacher")
-    monkeypatch.setattr(archives, "MAX_UNCOMPRESSED", 100)
-    with pytest.raises(UnsafeFile, match="archive bomb"):
-        detect(_tar(tmp_path / "m.tgz", _hf_files()), "teacher")
+    with pytest.raises(UnsafeFile, match="more than the 100 allowed"):
+        detect(_tar(tmp_path / "m.tgz", _hf_files()), "teacher", Limits(unpacked_bytes=100))
 
 
 # --- everything else --------------------------------------------------------------------------
