@@ -28,10 +28,10 @@ from typing import IO, Any
 import torch
 from torch import nn
 
+from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
 from worker.engine import jit
 from worker.engine.errors import TeacherLoadError, UnsupportedInput
 from worker.engine.features import Features
-from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
 from worker.engine.text import unpack
 
 _REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
@@ -238,13 +238,13 @@ def _members(path: Path, max_unpacked_bytes: int) -> Iterator[list[_Member]]:
     listing = ArchiveListing(max_unpacked_bytes)
     try:
         if zipfile.is_zipfile(path):
-            with _damaged(path, "zip", zipfile.BadZipFile, zipfile.LargeZipFile, EOFError):
-                with zipfile.ZipFile(path) as zf:
-                    yield [_zip_member(zf, info, listing) for info in zf.infolist()]
+            errors = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError)
+            with _damaged(path, "zip", *errors), zipfile.ZipFile(path) as zf:
+                yield [_zip_member(zf, info, listing) for info in zf.infolist()]
         elif tarfile.is_tarfile(path):
-            with _damaged(path, "tar", tarfile.TarError, EOFError, OSError):
-                with tarfile.open(path, "r:*") as tar:
-                    yield [_tar_member(tar, member, listing) for member in tar.getmembers()]
+            errors = (tarfile.TarError, EOFError, OSError)
+            with _damaged(path, "tar", *errors), tarfile.open(path, "r:*") as tar:
+                yield [_tar_member(tar, member, listing) for member in tar.getmembers()]
         else:
             raise TeacherLoadError(
                 f"{path.name} is neither a zip nor a tar archive; zip or tar the folder written "

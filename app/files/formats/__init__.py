@@ -13,8 +13,6 @@ import zipfile
 from pathlib import Path
 
 from app.files import limits
-from app.files.limits import Limits
-
 from app.files.formats.accepted import (
     ACCEPTED_FORMATS,
     FORMAT_DESCRIPTIONS,
@@ -38,6 +36,7 @@ from app.files.formats.pt2 import detect_torch_export
 from app.files.formats.safetensors import detect_safetensors, header_length
 from app.files.formats.text import detect_text, looks_like_text
 from app.files.formats.torch_formats import detect_torch_zip
+from app.files.limits import Limits
 
 __all__ = [
     "ACCEPTED_FORMATS",

@@ -37,9 +37,8 @@ def _refusal(node: ast.AST) -> str | None:
         if node.attr in REFUSED_NAMES:
             return f"calls '{node.attr}'"
         return _namespace_refusal(_dotted(node))
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        if node.value in REFUSED_NAMES:
-            return f"names '{node.value}'"
+    if isinstance(node, ast.Constant) and node.value in REFUSED_NAMES:
+        return f"names '{node.value}'"
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
         base = _dotted(node.args[0]) or []
         if node.func.id in ("getattr", "hasattr") and base[:1] in (["torch"], ["ops"]):
@@ -53,9 +52,8 @@ def _namespace_refusal(parts: list[str] | None) -> str | None:
         return None
     shown = ".".join(parts)
     chain = parts[1:] if parts[:2] == ["torch", "ops"] else parts
-    if chain[0] == "ops" and len(chain) >= 2:
-        if refused_operator(chain[1], chain[2] if len(chain) > 2 else ""):
-            return f"calls '{shown}'"
+    if chain[0] == "ops" and len(chain) >= 2 and refused_operator(chain[1], "".join(chain[2:3])):
+        return f"calls '{shown}'"
     for i in range(len(parts) - 2):
         if parts[i : i + 2] == ["torch", "classes"] and parts[i + 2] not in CLASS_NAMESPACES:
             return f"uses the custom class '{shown}'"

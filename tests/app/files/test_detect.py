@@ -22,9 +22,9 @@ from torch import nn
 
 from app.files.formats import (
     ACCEPTED_FORMATS,
+    Limits,
     Purpose,
     UnsafeFile,
-    Limits,
     UnsupportedFormat,
     accepted_formats,
     detect,
@@ -543,7 +543,7 @@ def test_archive_members_must_stay_inside(tmp_path: Path, name: str, container: 
     files = _hf_files() | {name: b"x"}
     path = tmp_path / "m"
     _zip(path, files) if container == "zip" else _tar(path, files)
-    with pytest.raises(UnsafeFile, match="absolute path|points outside its folder"):
+    with pytest.raises(UnsafeFile, match=r"absolute path|points outside its folder"):
         detect(path, "teacher")
 
 
