@@ -258,7 +258,7 @@ def test_a_check_over_its_cpu_budget_is_refused_while_the_api_answers(
     sender.join(timeout=60)
     error = error_of(answer["response"], 422)
     assert error["code"] == "unsafe_file" and error["param"] == "file", error
-    assert "CPU time" in error["message"] or "took more than" in error["message"], error
+    assert "s of CPU time" in error["message"], error  # the kernel stopped it, not its clock
 
 
 @pytest.mark.usefixtures("nothing_stored")

@@ -238,12 +238,12 @@ def _members(path: Path, max_unpacked_bytes: int) -> Iterator[list[_Member]]:
     listing = ArchiveListing(max_unpacked_bytes)
     try:
         if zipfile.is_zipfile(path):
-            errors = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError)
-            with _damaged(path, "zip", *errors), zipfile.ZipFile(path) as zf:
+            zip_errors = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError)
+            with _damaged(path, "zip", *zip_errors), zipfile.ZipFile(path) as zf:
                 yield [_zip_member(zf, info, listing) for info in zf.infolist()]
         elif tarfile.is_tarfile(path):
-            errors = (tarfile.TarError, EOFError, OSError)
-            with _damaged(path, "tar", *errors), tarfile.open(path, "r:*") as tar:
+            tar_errors = (tarfile.TarError, EOFError, OSError)
+            with _damaged(path, "tar", *tar_errors), tarfile.open(path, "r:*") as tar:
                 yield [_tar_member(tar, member, listing) for member in tar.getmembers()]
         else:
             raise TeacherLoadError(
