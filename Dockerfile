@@ -34,6 +34,7 @@ RUN pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY worker ./worker
+COPY file_rules ./file_rules
 COPY migrations ./migrations
 # hadolint ignore=DL3013  # the project itself; its pins are in pyproject.toml
 RUN pip install ".[worker,onnx]"

@@ -16,7 +16,7 @@ test:
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy app worker
+	$(BIN)/mypy app worker file_rules
 
 fmt: install
 	$(BIN)/ruff format .

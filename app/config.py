@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     # A Hugging Face teacher archive may unpack to at most this much on the worker (zip bombs).
     max_unpacked_bytes: int = Field(default=4 * 1024**3, gt=0)
+    # Upload checks (app/files/checking.py): each upload's format check runs in a process of its
+    # own, at most this many at once (more uploads wait their turn).
+    upload_checks_at_once: int = Field(default=2, ge=1)
+    # One check's CPU seconds (RLIMIT_CPU; the wall-clock limit is twice this plus 10 s); past it
+    # the upload is refused as unsafe_file.
+    upload_check_seconds: float = Field(default=60.0, gt=0)
+    # One check's address space (RLIMIT_AS), in bytes.
+    upload_check_memory_bytes: int = Field(default=2 * 1024**3, ge=512 * 1024**2)
+    # Pickle opcodes one upload's pickles may hold in all (a state dict costs ~30 per tensor).
+    upload_max_pickle_opcodes: int = Field(default=2_000_000, ge=1000)
+    # An archive whose members list more than this many times its size (once past 1 MiB) is a bomb.
+    upload_max_expansion_ratio: float = Field(default=100.0, gt=1)
+    # A safetensors header's bytes (the format itself allows 100 MB) and tensors.
+    upload_max_safetensors_header_bytes: int = Field(default=100_000_000, ge=1024, le=100_000_000)
+    upload_max_safetensors_tensors: int = Field(default=100_000, ge=1)
     # "auto" picks CUDA when present; "cpu", "cuda", "cuda:1" pin it.
     device: str = "auto"
     # CPU threads torch may use in a worker process; unset keeps torch's default (one per core).

@@ -163,7 +163,7 @@ def test_workers_may_make_the_user_namespaces_of_the_sandbox() -> None:
 def test_the_image_has_what_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'pip install ".[worker,onnx]"' in dockerfile  # exports need the onnx extra
-    for copied in ("alembic.ini", "app", "worker", "migrations"):  # migrate runs alembic
+    for copied in ("alembic.ini", "app", "worker", "file_rules", "migrations"):  # alembic: migrate
         assert re.search(rf"^COPY .*\b{copied}\b", dockerfile, flags=re.M), copied
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored and "worker.env" in ignored

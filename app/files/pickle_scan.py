@@ -15,16 +15,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, BinaryIO, cast
 
+from app.files import limits
+
 Allowed = Callable[[str, str], bool]
 
 # A single pickle record (a string, a bytes blob) larger than this is refused rather than held in
 # memory: torch's pickles carry tensor data out of band, so real ones never come close.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024
-# A state dict costs about 30 opcodes and 5 memo entries per tensor; these bounds leave room for
-# hundreds of thousands of tensors while keeping a hostile pickle to seconds and megabytes.
-MAX_OPCODES = 10_000_000
+# A state dict costs about 30 opcodes and 5 memo entries per tensor. The opcodes of all the
+# pickles in one upload count against one budget (app/files/limits.py); the memo bound keeps a
+# hostile pickle to megabytes.
 MAX_MEMO = 2_000_000
+_CHECK_EVERY = 4096  # opcodes between looks at the budget and the clock
 
 UNRESOLVABLE_GLOBAL = "<unresolvable STACK_GLOBAL>"
 UNRESOLVABLE_CALL = "<call of an object that no allowed global produced>"
@@ -163,7 +166,7 @@ class _Reader:
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
         self._pushed = b""
-        self.opcodes = 0
+        self.budget = limits.current()
 
     def has_more(self) -> bool:
         self._pushed = self._pushed or self._raw.read(1)
@@ -328,18 +331,20 @@ class _Machine:
 
 
 def _opcodes(reader: _Reader) -> Iterator[tuple[pickletools.OpcodeInfo, object]]:
+    n = 0
     try:
         # genops only calls read() and readline(), which _Reader provides.
-        for op, arg, _pos in pickletools.genops(cast(IO[bytes], reader)):
-            reader.opcodes += 1
-            if reader.opcodes > MAX_OPCODES:
-                raise PickleMalformed(f"the pickles hold more than {MAX_OPCODES} opcodes")
+        for n, (op, arg, _pos) in enumerate(pickletools.genops(cast(IO[bytes], reader)), 1):
+            if n % _CHECK_EVERY == 0:
+                reader.budget.spend_opcodes(_CHECK_EVERY)
+                reader.budget.check_time()
             yield op, arg
     except PickleMalformed:
         raise
     except (ValueError, EOFError, OverflowError, MemoryError) as exc:
         # genops raises ValueError for unknown opcodes and for arguments cut short by EOF.
         raise PickleMalformed(f"not a well-formed pickle: {exc}") from exc
+    reader.budget.spend_opcodes(n % _CHECK_EVERY)
 
 
 def _as_int(arg: object) -> int:

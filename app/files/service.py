@@ -1,6 +1,5 @@
 from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
@@ -8,8 +7,8 @@ from sqlalchemy.orm import Session
 from app import storage
 from app.config import get_settings
 from app.db import discard_on_rollback
-from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unprocessable
-from app.files import formats, multipart, repository
+from app.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from app.files import checking, multipart, repository
 from app.files.schemas import Purpose
 from app.ids import new_id
 from app.models import File
@@ -51,7 +50,7 @@ async def upload(
         if not received.has_file:
             raise InvalidRequest("Send the bytes in a form part named 'file'.", param="file")
         purpose = _purpose(received.fields)
-        found = await run_in_threadpool(_detect, tmp, purpose)
+        found = await checking.detect(tmp, purpose)
         file = File(
             id=new_id("file"),
             team_id=team_id,
@@ -70,15 +69,6 @@ async def upload(
     session.add(file)
     session.flush()  # fills created_at, which the response needs
     return file
-
-
-def _detect(path: Path, purpose: Purpose) -> formats.Detected:
-    try:
-        return formats.detect(path, purpose.value)
-    except formats.UnsafeFile as exc:
-        raise Unprocessable(str(exc), param="file", code="unsafe_file") from exc
-    except formats.UnsupportedFormat as exc:
-        raise Unprocessable(str(exc), param="file", code="unsupported_format") from exc
 
 
 def get(session: Session, team_id: str, file_id: str) -> File:

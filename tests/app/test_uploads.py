@@ -7,9 +7,14 @@ chunked body (no Content-Length) is cut off once the limit is passed, not buffer
 """
 
 import asyncio
+import io
 import json
 import secrets
+import threading
+import time
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -192,3 +197,86 @@ def test_two_file_parts_are_422(team: Client) -> None:
     response = team.post("/v1/files", data={"purpose": "dataset"}, files=files)
     error = error_of(response, 422)
     assert error["code"] == "invalid_request" and error["param"] == "file"
+
+
+# --- the upload check runs in a bounded process of its own (issue 11) --------------------------
+
+
+def _torchscript_with_slow_code(tmp_path: Path) -> bytes:
+    """A TorchScript archive whose code takes seconds of CPU to parse: nothing a real model has,
+    and nothing the checker's own clock looks at while Python's parser runs."""
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    torch.jit.save(torch.jit.script(Tiny()), tmp_path / "ts.pt")
+    slow = b"_ = ((((((((((1))))))))))\n" * 250_000  # ~6.5 MB, well under the upload limit
+    with (
+        zipfile.ZipFile(tmp_path / "ts.pt") as zin,
+        zipfile.ZipFile(tmp_path / "slow.pt", "w") as zout,
+    ):
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+        zout.writestr("ts/code/__torch__/slow.py", slow)
+    return (tmp_path / "slow.pt").read_bytes()
+
+
+@pytest.fixture
+def check_seconds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from app.config import get_settings
+
+    monkeypatch.setenv("DISTILL_UPLOAD_CHECK_SECONDS", "1")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("DISTILL_UPLOAD_CHECK_SECONDS")
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("nothing_stored", "check_seconds")
+def test_a_check_over_its_cpu_budget_is_refused_while_the_api_answers(
+    team: Client, tmp_path: Path
+) -> None:
+    body = _torchscript_with_slow_code(tmp_path)
+    answer: dict[str, Any] = {}
+
+    def send() -> None:
+        answer["response"] = team.post(
+            "/v1/files", files={"file": ("slow.pt", body)}, data={"purpose": "teacher"}
+        )
+
+    sender = threading.Thread(target=send)
+    started = time.monotonic()
+    sender.start()
+    while sender.is_alive() and time.monotonic() - started < 0.5:
+        time.sleep(0.05)
+    assert sender.is_alive(), "the check should still be running"
+    quick = time.monotonic()
+    assert team.get("/v1/files").status_code == 200
+    assert time.monotonic() - quick < 1.0
+    sender.join(timeout=60)
+    error = error_of(answer["response"], 422)
+    assert error["code"] == "unsafe_file" and error["param"] == "file", error
+    assert "s of CPU time" in error["message"], error  # the kernel stopped it, not its clock
+
+
+@pytest.mark.usefixtures("nothing_stored")
+def test_a_small_bomb_is_refused_quickly(team: Client) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("bomb/data.pkl", b"\x80\x02" + b"N0" * 20_000_000 + b"}.")
+    started = time.monotonic()
+    response = team.post(
+        "/v1/files", files={"file": ("bomb.pt", buffer.getvalue())}, data={"purpose": "teacher"}
+    )
+    error = error_of(response, 422)
+    assert error["code"] == "unsafe_file" and "archive bomb" in error["message"], error
+    assert time.monotonic() - started < 10
+
+
+def test_an_accepted_upload_goes_through_the_checking_process(team: Client) -> None:
+    csv = b"a,b,label\n1,2,0\n3,4,1\n"
+    response = team.post("/v1/files", files={"file": ("d.csv", csv)}, data={"purpose": "dataset"})
+    assert response.status_code == 201, response.text
+    assert response.json()["format"] == "csv"

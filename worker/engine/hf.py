@@ -22,24 +22,23 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 import torch
 from torch import nn
 
+from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
 from worker.engine import jit
 from worker.engine.errors import TeacherLoadError, UnsupportedInput
 from worker.engine.features import Features
 from worker.engine.text import unpack
 
-_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 _SAFETENSORS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
 _BANNED_KEYS = ("auto_map", "trust_remote_code")
 _EXAMPLE_TYPES = "bert, distilbert, roberta, electra, albert, deberta-v2"
-MAX_MEMBERS = 10_000
 _CHUNK = 1 << 20
 
 
@@ -222,8 +221,8 @@ def extract_archive(path: Path, dest: Path, max_unpacked_bytes: int) -> Path:
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with _members(path) as members:
-            _check_members(members, max_unpacked_bytes)
+        with _members(path, max_unpacked_bytes) as members:
+            _check_members(members)
             _write_members(members, dest, max_unpacked_bytes)
         model_dir = _model_dir(dest, [m.name for m in members])
         _refuse_remote_code_configs(model_dir)
@@ -235,39 +234,46 @@ def extract_archive(path: Path, dest: Path, max_unpacked_bytes: int) -> Path:
 
 
 @contextmanager
-def _members(path: Path) -> Iterator[list[_Member]]:
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                yield [_zip_member(zf, info) for info in zf.infolist()]
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
-            raise TeacherLoadError(f"{path.name} is a damaged zip archive: {e}.") from e
-    elif tarfile.is_tarfile(path):
-        try:
-            with tarfile.open(path, "r:*") as tar:
-                yield [_tar_member(tar, member) for member in tar.getmembers()]
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise TeacherLoadError(f"{path.name} is a damaged tar archive: {e}.") from e
-    else:
-        raise TeacherLoadError(
-            f"{path.name} is neither a zip nor a tar archive; zip or tar the folder written by "
-            "model.save_pretrained and tokenizer.save_pretrained."
-        )
+def _members(path: Path, max_unpacked_bytes: int) -> Iterator[list[_Member]]:
+    listing = ArchiveListing(max_unpacked_bytes)
+    try:
+        if zipfile.is_zipfile(path):
+            zip_errors = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError)
+            with _damaged(path, "zip", *zip_errors), zipfile.ZipFile(path) as zf:
+                yield [_zip_member(zf, info, listing) for info in zf.infolist()]
+        elif tarfile.is_tarfile(path):
+            tar_errors = (tarfile.TarError, EOFError, OSError)
+            with _damaged(path, "tar", *tar_errors), tarfile.open(path, "r:*") as tar:
+                yield [_tar_member(tar, member, listing) for member in tar.getmembers()]
+        else:
+            raise TeacherLoadError(
+                f"{path.name} is neither a zip nor a tar archive; zip or tar the folder written "
+                "by model.save_pretrained and tokenizer.save_pretrained."
+            )
+    except ArchiveRefused as e:
+        raise TeacherLoadError(str(e)) from e
 
 
-def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
-    name = _safe_name(info.filename)
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        raise TeacherLoadError(f"The archive member '{info.filename}' is a symbolic link; {_FLAT}")
+@contextmanager
+def _damaged(path: Path, kind: str, *errors: type[BaseException]) -> Iterator[None]:
+    try:
+        yield
+    except errors as e:
+        raise TeacherLoadError(f"{path.name} is a damaged {kind} archive: {e}.") from e
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, listing: ArchiveListing) -> _Member:
+    link = stat.S_ISLNK(info.external_attr >> 16)
+    name = listing.admit(info.filename, info.file_size, is_dir=info.is_dir(), link=link)
     return _Member(name, info.file_size, info.is_dir(), lambda: zf.open(info))
 
 
-def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> _Member:
-    name = _safe_name(member.name)
-    if not (member.isreg() or member.isdir()):
-        kind = "link" if member.issym() or member.islnk() else "device or special file"
-        raise TeacherLoadError(f"The archive member '{member.name}' is a {kind}; {_FLAT}")
+def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, listing: ArchiveListing) -> _Member:
+    link = member.issym() or member.islnk()
+    special = not (member.isreg() or member.isdir() or link)
+    name = listing.admit(
+        member.name, member.size, is_dir=member.isdir(), link=link, special=special
+    )
 
     def open_member() -> IO[bytes]:
         stream = tar.extractfile(member)
@@ -278,53 +284,13 @@ def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> _Member:
     return _Member(name, member.size, member.isdir(), open_member)
 
 
-_FLAT = "only plain files and folders are accepted."
-
-
-def _safe_name(raw: str) -> str:
-    """The member's path relative to the destination, or a refusal: no absolute paths, no '..',
-    no drive letters (backslashes count as separators, as a Windows unzip would treat them)."""
-    parts = [p for p in re.split(r"[\\/]+", raw) if p not in ("", ".")]
-    if raw.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", raw):
-        raise TeacherLoadError(f"The archive member '{raw}' has an absolute path; {_RELATIVE}")
-    if ".." in parts:
-        raise TeacherLoadError(f"The archive member '{raw}' points outside its folder; {_RELATIVE}")
-    if "\0" in raw:
-        raise TeacherLoadError(f"The archive has a member with an invalid name {raw!r}.")
-    return str(PurePosixPath(*parts)) if parts else ""  # "" is the root itself: "./" in a tar
-
-
-_RELATIVE = "archive the model folder with relative paths (e.g. `zip -r model.zip model/`)."
-
-
-def _check_members(members: list[_Member], limit: int) -> None:
-    if len(members) > MAX_MEMBERS:
-        raise TeacherLoadError(
-            f"The archive has {len(members)} members, more than the {MAX_MEMBERS} allowed."
-        )
-    files = [m.name for m in members if not m.is_dir]
-    if "" in files or len(set(files)) != len(files):
-        raise TeacherLoadError("The archive lists a file twice or a file without a name.")
-    declared = sum(m.size for m in members)
-    if declared > limit:
-        raise TeacherLoadError(
-            f"The archive unpacks to {declared} bytes, more than the {limit} allowed."
-        )
+def _check_members(members: list[_Member]) -> None:
     for member in members:
-        if member.is_dir:
-            continue
-        if member.name.endswith(".py"):
-            raise TeacherLoadError(
-                f"The archive contains Python code ('{member.name}'): loading it would need "
-                "trust_remote_code, which Distillery never enables; only models built into "
-                "transformers are accepted."
-            )
-        if member.name.endswith(_PICKLES):
-            raise TeacherLoadError(
-                f"The archive contains pickled weights ('{member.name}'), which can run code "
-                "when loaded; only safetensors weights are accepted: re-save the model with "
-                "model.save_pretrained(folder, safe_serialization=True) and leave out *.bin files."
-            )
+        if not member.is_dir:
+            try:
+                check_model_file(member.name)
+            except ArchiveRefused as e:
+                raise TeacherLoadError(str(e)) from e
 
 
 def _write_members(members: list[_Member], dest: Path, limit: int) -> None:

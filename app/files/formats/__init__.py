@@ -12,6 +12,7 @@ This module only dispatches on the first bytes; each format's checks live in its
 import zipfile
 from pathlib import Path
 
+from app.files import limits
 from app.files.formats.accepted import (
     ACCEPTED_FORMATS,
     FORMAT_DESCRIPTIONS,
@@ -21,6 +22,7 @@ from app.files.formats.accepted import (
 )
 from app.files.formats.archives import files, guard_zip, single_root
 from app.files.formats.errors import (
+    OVER_BUDGET_ADVICE,
     UnsafeFile,
     UnsupportedFormat,
     readable,
@@ -34,11 +36,13 @@ from app.files.formats.pt2 import detect_torch_export
 from app.files.formats.safetensors import detect_safetensors, header_length
 from app.files.formats.text import detect_text, looks_like_text
 from app.files.formats.torch_formats import detect_torch_zip
+from app.files.limits import Limits
 
 __all__ = [
     "ACCEPTED_FORMATS",
     "FORMAT_DESCRIPTIONS",
     "Detected",
+    "Limits",
     "Purpose",
     "UnsafeFile",
     "UnsupportedFormat",
@@ -49,11 +53,12 @@ __all__ = [
 HEAD_BYTES = 64 * 1024
 
 
-def detect(path: Path, purpose: Purpose) -> Detected:
+def detect(path: Path, purpose: Purpose, bounds: Limits | None = None) -> Detected:
     """The format of the upload at ``path`` and facts about it, from its content alone.
 
     Raises ``UnsupportedFormat`` for anything not accepted for ``purpose`` and ``UnsafeFile`` for
-    anything whose loading would run code; both messages say what to do instead.
+    anything whose loading would run code, or whose checking takes more than ``bounds`` allow;
+    the messages say what to do instead.
     """
     if purpose not in ACCEPTED_FORMATS:
         raise ValueError(f"unknown purpose {purpose!r}")
@@ -62,7 +67,11 @@ def detect(path: Path, purpose: Purpose) -> Detected:
         raise unsupported(purpose, "The file is empty.")
     with path.open("rb") as f:
         head = f.read(HEAD_BYTES)
-    found = _sniff(path, head, size, purpose)
+    try:
+        with limits.checking(bounds or Limits()):
+            found = _sniff(path, head, size, purpose)
+    except limits.OverBudget as exc:
+        raise UnsafeFile(f"{exc} {OVER_BUDGET_ADVICE}") from exc
     if found.format not in ACCEPTED_FORMATS[purpose]:
         raise wrong_purpose(found.format, purpose)
     return found

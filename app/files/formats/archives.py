@@ -1,65 +1,38 @@
-"""What every zip and tar must satisfy: paths that stay inside, no links, no duplicates, no
-bombs."""
+"""What every zip and tar must satisfy (file_rules/archives.py, the rules the worker applies too),
+plus what only an upload is checked for: encryption and a bomb's expansion ratio."""
 
-import re
 import stat
 import zipfile
 
+from app.files import limits
 from app.files.formats.errors import UnsafeFile, UnsupportedFormat
-
-MAX_ARCHIVE_MEMBERS = 100_000
-MAX_UNCOMPRESSED = 20 * 1024**3
-MAX_RATIO, RATIO_FLOOR = 100, 1024**3  # ratio checked only once an archive expands past 1 GiB
+from file_rules.archives import ArchiveListing, ArchiveRefused
 
 
 class ArchiveGuard:
     """Checks members as they are listed: paths that stay inside, no links, no bombs."""
 
     def __init__(self, archive_bytes: int, where: str) -> None:
-        self.archive_bytes = archive_bytes
+        bounds = limits.current().limits
         self.where = where
-        self.names: set[str] = set()
-        self.total = 0
+        self.listing = ArchiveListing(
+            bounds.unpacked_bytes, archive_bytes, max_ratio=bounds.expansion_ratio
+        )
 
-    def admit(self, name: str, size: int, *, link: bool = False, special: bool = False) -> None:
-        if _escapes(name):
-            raise UnsafeFile(
-                f"The {self.where} member '{name}' has an absolute path or climbs "
-                "out of the archive with '..'; archives must stay inside their own "
-                "folder."
-            )
-        if link or special:
-            kind = "a link" if link else "a device or pipe"
-            raise UnsafeFile(
-                f"The {self.where} member '{name}' is {kind}; archives may hold "
-                "only regular files and folders."
-            )
-        if name in self.names:
-            raise UnsafeFile(
-                f"The {self.where} lists '{name}' twice; readers disagree on which "
-                "copy counts, so the archive is refused."
-            )
-        self.names.add(name)
-        if len(self.names) > MAX_ARCHIVE_MEMBERS:
-            raise UnsafeFile(f"The {self.where} has more than {MAX_ARCHIVE_MEMBERS} members.")
-        self.total += size
-        self._check_total()
-
-    def _check_total(self) -> None:
-        ratio = self.total / max(self.archive_bytes, 1)
-        if self.total > MAX_UNCOMPRESSED or (self.total > RATIO_FLOOR and ratio > MAX_RATIO):
-            raise UnsafeFile(
-                f"The {self.where} expands to {self.total} bytes from "
-                f"{self.archive_bytes} (more than {MAX_UNCOMPRESSED} bytes or "
-                f"{MAX_RATIO}x); it looks like an archive bomb."
-            )
-
-
-def _escapes(name: str) -> bool:
-    path = name.replace("\\", "/")
-    if path.startswith("/") or re.match(r"[A-Za-z]:", path) or "\x00" in path:
-        return True
-    return ".." in path.split("/")
+    def admit(
+        self,
+        name: str,
+        size: int,
+        *,
+        is_dir: bool = False,
+        link: bool = False,
+        special: bool = False,
+    ) -> None:
+        try:
+            self.listing.admit(name, size, is_dir=is_dir, link=link, special=special)
+        except ArchiveRefused as exc:
+            raise UnsafeFile(f"{exc} (in the {self.where})") from exc
+        limits.current().check_time()
 
 
 def guard_zip(zf: zipfile.ZipFile, archive_bytes: int, where: str) -> list[zipfile.ZipInfo]:
@@ -71,7 +44,7 @@ def guard_zip(zf: zipfile.ZipFile, archive_bytes: int, where: str) -> list[zipfi
                 f"The {where} member '{info.filename}' is encrypted; upload an unencrypted archive."
             )
         mode = info.external_attr >> 16
-        guard.admit(info.filename, info.file_size, link=stat.S_ISLNK(mode))
+        guard.admit(info.filename, info.file_size, is_dir=info.is_dir(), link=stat.S_ISLNK(mode))
     return infos
 
 

@@ -56,6 +56,10 @@ EXPORT_ADVICE = (
     "only tensors are accepted. Export a model whose weights, constants and sample inputs are "
     "plain tensors."
 )
+OVER_BUDGET_ADVICE = (
+    "It was refused rather than let one upload hold the server; models and data sets saved by "
+    "torch, safetensors or numpy stay far below these bounds."
+)
 ARCHIVE_ADVICE = (
     "only tensors are accepted. Remove that file from the archive, or re-save it as safetensors."
 )

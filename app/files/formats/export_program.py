@@ -7,6 +7,7 @@ import re
 import tokenize
 
 from app.files.formats.errors import UnsafeFile
+from file_rules.operators import refused_operator
 
 
 def _words(text: str) -> frozenset[str]:
@@ -108,8 +109,9 @@ def _check_op_target(target: object, where: str) -> None:
     if isinstance(target, str) and "__" not in target and _known_target(target):
         return
     raise UnsafeFile(
-        f"'{where}' calls {str(target)[:200]!r}, which is not a PyTorch operator; "
-        "re-export the model with torch.export.save."
+        f"'{where}' calls {str(target)[:200]!r}, which is not a PyTorch operator that "
+        "computes (file, process, network and custom operators are refused); re-export the "
+        "model with torch.export.save."
     )
 
 
@@ -118,8 +120,9 @@ def _known_target(target: str) -> bool:
     if not all(p.isidentifier() for p in parts):
         return False
     if parts[:2] == ["torch", "ops"]:
-        # torch.ops.<namespace>.<op>[.<overload>]; torch.ops.load_library would load a library.
-        return len(parts) in (4, 5) and parts[2] not in ("load_library", "import_module")
+        # torch.ops.<namespace>.<op>[.<overload>], in a namespace torch defines for computing
+        # (so never torch.ops.load_library, which would load a library).
+        return len(parts) in (4, 5) and not refused_operator(parts[2], parts[3])
     if len(parts) == 2 and parts[0] == "_operator":
         return parts[1] in _OPERATOR_TARGETS
     if len(parts) == 2 and parts[0] == "math":

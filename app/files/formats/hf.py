@@ -1,5 +1,5 @@
-"""Hugging Face model directories, zipped or tarred: a config.json with weights beside it, no
-remote code, and only tensors in any pickle."""
+"""Hugging Face model directories, zipped or tarred: a config.json with safetensors weights beside
+it, no remote code and no pickles (file_rules/archives.py, which the worker applies too)."""
 
 import json
 import posixpath
@@ -21,10 +21,11 @@ from app.files.formats.errors import (
 from app.files.formats.pickles import ScanRules, scan_member
 from app.files.formats.safetensors import SafetensorsError, read_safetensors
 from app.files.pickle_scan import weights_only_allowed
+from file_rules.archives import PICKLE_SUFFIXES, ArchiveRefused, check_model_file
 
 MAX_CONFIG_JSON = 16 * 1024 * 1024
 
-_HF_WEIGHTS = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)")
+_HF_WEIGHTS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
 _TOKENIZER_FILES = frozenset(
     {
         "tokenizer.json",
@@ -37,7 +38,6 @@ _TOKENIZER_FILES = frozenset(
         "sentencepiece.bpe.model",
     }
 )
-_HF_PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 
 
@@ -64,9 +64,8 @@ def detect_hf_tar(path: Path, size: int) -> Detected:
         guard = ArchiveGuard(size, "tar archive")
         for member in tar:
             special = not (member.isreg() or member.isdir() or member.issym() or member.islnk())
-            guard.admit(
-                member.name, member.size, link=member.issym() or member.islnk(), special=special
-            )
+            link = member.issym() or member.islnk()
+            guard.admit(member.name, member.size, is_dir=member.isdir(), link=link, special=special)
             stream = tar.extractfile(member) if member.isreg() else None
             if stream is not None:
                 with stream:
@@ -83,13 +82,17 @@ class _HfScan:
         self.configs: dict[str, dict] = {}
         self.rules = ScanRules(
             allowed=weights_only_allowed,
-            loaded=lambda name: name.endswith(_HF_PICKLES),
+            loaded=lambda name: name.endswith(PICKLE_SUFFIXES),
             raw=lambda name: name.endswith(".safetensors"),
             advice=ARCHIVE_ADVICE,
         )
 
     def add(self, name: str, size: int, stream: IO[bytes]) -> None:
         name = name.removeprefix("./")  # `tar -C model .` writes ./config.json
+        try:
+            check_model_file(name)
+        except ArchiveRefused as exc:
+            raise UnsafeFile(str(exc)) from exc
         self.names.add(name)
         if name.count("/") <= 1 and posixpath.basename(name) in _REMOTE_CODE_CONFIGS:
             self.configs[name] = _parse_config(stream, size, name)
@@ -121,8 +124,8 @@ class _HfScan:
         if not any(_HF_WEIGHTS.fullmatch(f) for f in files):
             raise unsupported(
                 "teacher",
-                "The archive's config.json has no weights beside it "
-                "(model.safetensors or pytorch_model.bin).",
+                "The archive's config.json has no weights beside it (model.safetensors, or "
+                "safetensors shards); save the model with save_pretrained.",
             )
         return Detected("hf_archive", _hf_meta(self.configs[prefix + "config.json"], root, files))
 
@@ -147,5 +150,5 @@ def _hf_meta(config: dict, root: str, files: set[str]) -> dict:
         "num_labels": len(labels) if isinstance(labels, dict) else None,
         "has_tokenizer": bool(files & _TOKENIZER_FILES),
         "root": root,
-        "weights": "safetensors" if any(f.endswith(".safetensors") for f in files) else "bin",
+        "weights": "safetensors",
     }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
+from app.files import limits
 from app.files.formats.accepted import Purpose
 from app.files.formats.archives import files, guard_zip
 from app.files.formats.errors import (
@@ -74,6 +75,7 @@ def refuse_if_pickle(path: Path, head: bytes, purpose: Purpose) -> None:
 
 def scan_zip(zf: zipfile.ZipFile, rules: ScanRules, where: str, depth: int) -> None:
     for info in files(zf.infolist()):
+        limits.current().check_time()
         if rules.raw(info.filename) or info.file_size == 0:
             continue
         with zf.open(info) as member:

@@ -8,12 +8,13 @@ from typing import IO, BinaryIO, TypeGuard
 
 import numpy as np
 
+from app.files import limits
 from app.files.formats.accepted import Detected, Purpose
 from app.files.formats.arrays import dataset_meta, label_meta, label_range, real_label_meta
 from app.files.formats.errors import unsupported
 from app.files.formats.streams import read_exact
 
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+MAX_SAFETENSORS_HEADER = 100_000_000  # what the safetensors loader itself accepts
 
 # fmt: off
 _ST_BITS = {
@@ -69,22 +70,40 @@ def detect_safetensors(path: Path, size: int, purpose: Purpose) -> Detected:
 
 def read_safetensors(stream: IO[bytes], size: int, where: str) -> list[_Tensor]:
     """Parse and check a safetensors header the way the safetensors loader will."""
+    bounds = limits.current().limits
     raw = read_exact(stream, 8)
     (n,) = struct.unpack("<Q", raw)
     if not 2 <= n <= MAX_SAFETENSORS_HEADER or 8 + n > size:
         raise SafetensorsError(f"{where}: the header length {n} does not fit the file")
+    if n > bounds.safetensors_header_bytes:
+        raise SafetensorsError(
+            f"{where}: the header is {n} bytes, more than the {bounds.safetensors_header_bytes} "
+            "allowed (DISTILL_UPLOAD_MAX_SAFETENSORS_HEADER_BYTES)"
+        )
+    text = read_exact(stream, n)
+    # Each tensor's entry names its data_offsets: count them before building Python objects.
+    _check_tensor_count(text.count(b'"data_offsets"'), bounds.safetensors_tensors, where)
     try:
-        header = json.loads(read_exact(stream, n), object_pairs_hook=_no_duplicate_keys)
+        header = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except (ValueError, RecursionError) as exc:
         raise SafetensorsError(f"{where}: the header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise SafetensorsError(f"{where}: the header is not a JSON object")
     metadata = header.pop("__metadata__", {})
+    _check_tensor_count(len(header), bounds.safetensors_tensors, where)
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise SafetensorsError(f"{where}: __metadata__ must map names to strings")
     tensors = [_tensor_entry(name, entry, 8 + n, where) for name, entry in header.items()]
     _check_contiguous(tensors, size, 8 + n, where)
     return tensors
+
+
+def _check_tensor_count(count: int, limit: int, where: str) -> None:
+    if count > limit:
+        raise SafetensorsError(
+            f"{where}: the header describes more than the {limit} tensors allowed "
+            "(DISTILL_UPLOAD_MAX_SAFETENSORS_TENSORS)"
+        )
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:

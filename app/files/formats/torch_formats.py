@@ -1,5 +1,5 @@
 """torch.save and torch.jit.save zips: every pickle in them may reference only what the
-matching loader allows."""
+matching loader allows, and TorchScript code may call only operators that compute."""
 
 import zipfile
 
@@ -7,6 +7,7 @@ from app.files.formats.accepted import Detected
 from app.files.formats.archives import files
 from app.files.formats.errors import STATE_DICT_ADVICE, TORCHSCRIPT_ADVICE
 from app.files.formats.pickles import scan_zip, torch_zip_rules
+from app.files.formats.torchscript_code import check_torchscript_code
 from app.files.pickle_scan import torchscript_allowed, weights_only_allowed
 
 
@@ -17,6 +18,8 @@ def detect_torch_zip(zf: zipfile.ZipFile, root: str, names: list[str]) -> Detect
     else:
         fmt, rules = "state_dict", torch_zip_rules(weights_only_allowed, STATE_DICT_ADVICE)
     scan_zip(zf, rules, "", depth=0)
+    if fmt == "torchscript":
+        check_torchscript_code(zf, [i for i in files(zf.infolist()) if i.filename.endswith(".py")])
     storages = [i for i in files(zf.infolist()) if rules.raw(i.filename)]
     return Detected(fmt, storage_meta(storages))
 
