@@ -104,11 +104,12 @@ def _param_from_error(err: dict[str, Any], body: Any) -> str | None:
         return None
     value = body if loc[:1] == ("body",) else None
     parts: list[str] = []
-    for part in loc[1:]:
+    rest = loc[1:]
+    for i, part in enumerate(rest):
         if str(part).startswith("function-"):
             continue
-        if isinstance(value, dict) and part not in value and part in value.values():
-            continue  # a union tag, e.g. "mlp"
+        if _is_union_tag(value, part, last=i == len(rest) - 1):
+            continue
         parts.append(str(part))
         if isinstance(value, dict):
             value = value.get(part)
@@ -119,6 +120,12 @@ def _param_from_error(err: dict[str, Any], body: Any) -> str | None:
     if err.get("type") in _TAG_ERRORS:
         parts.append("arch")  # the one tagged union in the API: architecture specs
     return ".".join(p for p in parts if p) or (str(loc[0]) if loc else None)
+
+
+def _is_union_tag(value: Any, part: Any, *, last: bool) -> bool:
+    """A union tag in an error's path names no key of the body: "mlp" where the body says
+    ``{"arch": "mlp", ...}``, or where it leaves ``arch`` to its default (a field follows then)."""
+    return isinstance(value, dict) and part not in value and (part in value.values() or not last)
 
 
 def _validation_message(err: dict[str, Any], param: str | None) -> str:
