@@ -8,6 +8,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -92,6 +93,34 @@ _STATUS_CODES = {
 
 def error_body(code: str, message: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "param": param}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, e.g. not_found; docs/api.md lists them.")
+    message: str = Field(description="What to do about it, for a person.")
+    param: str | None = Field(description="The field, header or parameter at fault, if one is.")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    401: "No API key, or an unknown or revoked one (unauthorized).",
+    403: "A team key on an admin route (forbidden).",
+    404: "No such id, or another team's (not_found).",
+    409: "The request conflicts with the current state (see docs/api.md for the codes).",
+    413: "The upload is over the size limit (file_too_large).",
+    416: "The Range starts past the end of the file (range_not_satisfiable).",
+    422: "The request does not validate (invalid_request), or its content is refused.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's errors, each with the error body's schema."""
+    return {s: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
 _TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
