@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # Exposure: what the API shows to whom.
+    # GET /v1/queue shows other teams' usage rows without their names (a team sees its own name,
+    # the admin key every name); true shows every team's name to every team.
+    queue_shows_team_names: bool = False
+    # GET /metrics answers "Authorization: Bearer <this>" (or the admin key); unset, only the
+    # admin key. The series name every team, so the endpoint is the operator's, never a team's.
+    metrics_token: SecretStr | None = None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, level: object) -> object:
