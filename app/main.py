@@ -13,6 +13,7 @@ from app import broker
 from app.config import get_settings
 from app.dashboard.router import router as dashboard_router
 from app.db import get_engine, hot_read_pool
+from app.deps import MetricsReaderDep
 from app.errors import ERROR_DESCRIPTIONS, ErrorBody, error_body, install_handlers
 from app.files.router import router as files_router
 from app.jobs.router import router as jobs_router
@@ -55,7 +56,7 @@ def readyz() -> JSONResponse:
 
 
 @ops.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON: see docs/operations.md
-def metrics() -> Response:
+def metrics(_: MetricsReaderDep) -> Response:
     return metrics_response()
 
 
