@@ -112,6 +112,14 @@ class Settings(BaseSettings):
     # e.g. "hooks.internal,10.20.0.0/16".
     webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # Exposure: what the API shows to whom.
+    # GET /v1/queue shows other teams' usage rows without their names (a team sees its own name,
+    # the admin key every name); true shows every team's name to every team.
+    queue_shows_team_names: bool = False
+    # GET /metrics answers "Authorization: Bearer <this>" (or the admin key); unset, only the
+    # admin key. The series name every team, so the endpoint is the operator's, never a team's.
+    metrics_token: SecretStr | None = None
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, level: object) -> object:

@@ -77,5 +77,21 @@ def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     return caller
 
 
+def metrics_reader(request: Request) -> None:
+    """``/metrics``: its series name every team, so it answers the operator only: the metrics
+    token (``DISTILL_METRICS_TOKEN``, for Prometheus) or the admin key; never a team key."""
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+    settings = get_settings()
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    allowed = [secret.encode() for secret in (metrics_token, settings.admin_key) if secret]
+    if not presented or not any(hmac.compare_digest(presented, s) for s in allowed):
+        raise Unauthorized(
+            "/metrics needs 'Authorization: Bearer <token>' with the metrics token "
+            "(DISTILL_METRICS_TOKEN) or the admin key."
+        )
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
 AdminDep = Annotated[Caller, Depends(get_admin)]
+MetricsReaderDep = Annotated[None, Depends(metrics_reader)]

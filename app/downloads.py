@@ -1,17 +1,23 @@
 """Stored objects served over HTTP: whole, or one byte range (``Range``, ``206``), with the
 quoted sha256 as ``ETag``.
 
-From the local store starlette's ``FileResponse`` serves the file. From S3 the bytes stream
-through from a GET, and a range is passed on as a ranged GET. S3 reads one range per request, so
-a request for several ranges gets the whole object, which HTTP allows (RFC 9110, 14.2).
+``requested_range`` decides for both stores: a ``Range`` header it cannot read is ignored (the
+whole file, ``200``, as RFC 9110, 14.2 says), one past the end is ``416`` in the contract's error
+body. From the local store starlette's ``FileResponse`` then serves the file, told only the range
+we chose. From S3 the bytes stream through from a GET, and a range is passed on as a ranged GET.
+S3 reads one range per request, so a request for several ranges gets the whole object, from
+either store, which HTTP allows.
 """
 
 import re
 from email.utils import formatdate
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 
 from app import storage
 from app.errors import ApiError
@@ -29,10 +35,12 @@ def object_response(
     key: str, *, filename: str, sha256: str, size: int, request_headers: Headers
 ) -> Response:
     store, etag = storage.get_store(), f'"{sha256}"'
+    span = requested_range(request_headers, size, etag)
     path = store.local_path(key)
     if path is not None:
-        return FileResponse(path, media_type=MEDIA_TYPE, filename=filename, headers={"ETag": etag})
-    span = requested_range(request_headers, size, etag)
+        return _LocalFile(
+            path, span, media_type=MEDIA_TYPE, filename=filename, headers={"ETag": etag}
+        )
     start, stop = span or (0, size)
     opened = store.open(key, *span) if span else store.open(key)
     headers = {
@@ -47,6 +55,22 @@ def object_response(
     return StreamingResponse(
         opened.chunks, status_code=206 if span else 200, media_type=MEDIA_TYPE, headers=headers
     )
+
+
+class _LocalFile(FileResponse):
+    """A ``FileResponse`` that serves the range ``requested_range`` chose, or the whole file: it
+    sees the request's headers with ``Range`` and ``If-Range`` replaced by that choice, so its own
+    parser never answers a header we ignore (it would, with a 400 in plain text)."""
+
+    def __init__(self, path: Path, span: tuple[int, int] | None, **kwargs: Any):
+        super().__init__(path, **kwargs)
+        self.span = span
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
+        if self.span is not None:
+            headers.append((b"range", f"bytes={self.span[0]}-{self.span[1] - 1}".encode()))
+        await super().__call__({**scope, "headers": headers}, receive, send)
 
 
 def requested_range(headers: Headers, size: int, etag: str) -> tuple[int, int] | None:

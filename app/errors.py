@@ -8,7 +8,9 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class ApiError(Exception):
@@ -93,6 +95,34 @@ def error_body(code: str, message: str, param: str | None = None) -> dict[str, A
     return {"error": {"code": code, "message": message, "param": param}}
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, e.g. not_found; docs/api.md lists them.")
+    message: str = Field(description="What to do about it, for a person.")
+    param: str | None = Field(description="The field, header or parameter at fault, if one is.")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS = {
+    401: "No API key, or an unknown or revoked one (unauthorized).",
+    403: "A team key on an admin route (forbidden).",
+    404: "No such id, or another team's (not_found).",
+    409: "The request conflicts with the current state (see docs/api.md for the codes).",
+    413: "The upload is over the size limit (file_too_large).",
+    416: "The Range starts past the end of the file (range_not_satisfiable).",
+    422: "The request does not validate (invalid_request), or its content is refused.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for a route's errors, each with the error body's schema."""
+    return {s: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
+
+
 _TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
 
 
@@ -104,11 +134,12 @@ def _param_from_error(err: dict[str, Any], body: Any) -> str | None:
         return None
     value = body if loc[:1] == ("body",) else None
     parts: list[str] = []
-    for part in loc[1:]:
+    rest = loc[1:]
+    for i, part in enumerate(rest):
         if str(part).startswith("function-"):
             continue
-        if isinstance(value, dict) and part not in value and part in value.values():
-            continue  # a union tag, e.g. "mlp"
+        if _is_union_tag(value, part, last=i == len(rest) - 1):
+            continue
         parts.append(str(part))
         if isinstance(value, dict):
             value = value.get(part)
@@ -121,6 +152,12 @@ def _param_from_error(err: dict[str, Any], body: Any) -> str | None:
     return ".".join(p for p in parts if p) or (str(loc[0]) if loc else None)
 
 
+def _is_union_tag(value: Any, part: Any, *, last: bool) -> bool:
+    """A union tag in an error's path names no key of the body: "mlp" where the body says
+    ``{"arch": "mlp", ...}``, or where it leaves ``arch`` to its default (a field follows then)."""
+    return isinstance(value, dict) and part not in value and (part in value.values() or not last)
+
+
 def _validation_message(err: dict[str, Any], param: str | None) -> str:
     if err.get("type") in _TAG_ERRORS:
         ctx = err.get("ctx") or {}
@@ -128,6 +165,23 @@ def _validation_message(err: dict[str, Any], param: str | None) -> str:
         return f"{param}: unknown architecture {tag!r}; use one of {expected}."
     msg = str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
     return f"{param}: {msg}." if param else f"{msg}."
+
+
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # FastAPI routes serve no HEAD
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path. Starlette's 405 names only the
+    methods of the first route whose path matched, e.g. GET where DELETE is served too. Each
+    method is tried against the routes as the router would (included routers match as one)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -148,14 +202,16 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 404:
             message = "No such route. See /docs for the API."
-        return JSONResponse(
-            error_body(code, message), exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+            message = f"{request.method} is not allowed here; use {headers['Allow']}."
+        return JSONResponse(error_body(code, message), exc.status_code, headers=headers or None)
 
     @app.exception_handler(sqlalchemy.exc.DataError)
     @app.exception_handler(psycopg.DataError)

@@ -13,7 +13,8 @@ from app import broker
 from app.config import get_settings
 from app.dashboard.router import router as dashboard_router
 from app.db import get_engine, hot_read_pool
-from app.errors import error_body, install_handlers
+from app.deps import MetricsReaderDep
+from app.errors import ERROR_DESCRIPTIONS, ErrorBody, error_body, install_handlers
 from app.files.router import router as files_router
 from app.jobs.router import router as jobs_router
 from app.metrics import HttpMetrics, metrics_response
@@ -32,7 +33,12 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@ops.get("/readyz", responses={503: {"description": "A dependency does not answer."}})
+@ops.get(
+    "/readyz",
+    responses={
+        503: {"model": ErrorBody, "description": "A dependency does not answer (not_ready)."}
+    },
+)
 def readyz() -> JSONResponse:
     failing = []
     try:
@@ -51,7 +57,7 @@ def readyz() -> JSONResponse:
 
 
 @ops.get("/metrics", include_in_schema=False)  # Prometheus text, not JSON: see docs/operations.md
-def metrics() -> Response:
+def metrics(_: MetricsReaderDep) -> Response:
     return metrics_response()
 
 
@@ -85,13 +91,40 @@ def _openapi_with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 "apiKey": {"type": "http", "scheme": "bearer"}
             }
             for path, operations in schema["paths"].items():
-                if path.startswith("/v1/"):
-                    for operation in operations.values():
-                        operation["security"] = [{"apiKey": []}]
+                for operation in operations.values():
+                    _document_errors(operation, needs_key=path.startswith("/v1/"))
+            _drop_fastapi_validation_schemas(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     return openapi
+
+
+_ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def _document_errors(operation: dict[str, Any], *, needs_key: bool) -> None:
+    """A /v1 operation takes a key, so it may answer 401; a 422 (FastAPI documents its own
+    validation body for it) answers the error body, as every error does (app/errors.py)."""
+    responses = operation.setdefault("responses", {})
+    if needs_key:
+        operation["security"] = [{"apiKey": []}]
+        responses["401"] = _error_response(401)
+    if "422" in responses:
+        responses["422"] = _error_response(422)
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    return {
+        "description": ERROR_DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": _ERROR_BODY}},
+    }
+
+
+def _drop_fastapi_validation_schemas(schema: dict[str, Any]) -> None:
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
 
 
 def create_app(run_scheduler: bool = True) -> FastAPI:

@@ -261,7 +261,7 @@ def queue_tables(snapshot: QueueSnapshot) -> list[Table]:
     teams = Table("team", "running", "queued", "max running", "GPU s (24 h)", title="Teams")
     for t in snapshot.teams:
         teams.add_row(
-            t.name,
+            t.name or t.team_id,
             str(t.running),
             str(t.queued),
             str(t.max_running_jobs),

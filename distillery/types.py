@@ -171,7 +171,7 @@ class QueueEntry(Model):
 
 class TeamUsage(Model):
     team_id: str
-    name: str
+    name: str | None = None  # another team's name is hidden unless the server shows it
     running: int
     queued: int
     max_running_jobs: int

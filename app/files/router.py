@@ -6,6 +6,7 @@ from fastapi.responses import FileResponse
 from app import storage
 from app.deps import CallerDep, SessionDep
 from app.downloads import object_response
+from app.errors import error_responses
 from app.files import repository, service
 from app.files.schemas import FileOut, Purpose
 from app.models import File
@@ -32,7 +33,13 @@ _UPLOAD_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=201, response_model=FileOut, openapi_extra=_UPLOAD_BODY)
+@router.post(
+    "",
+    status_code=201,
+    response_model=FileOut,
+    responses=error_responses(413, 422),
+    openapi_extra=_UPLOAD_BODY,
+)
 async def upload_file(
     request: Request,
     session: SessionDep,
@@ -65,7 +72,7 @@ def list_files(
     return to_page(rows, has_more, FileOut.model_validate)
 
 
-@router.get("/{file_id}", response_model=FileOut)
+@router.get("/{file_id}", response_model=FileOut, responses=error_responses(404))
 def get_file(file_id: str, session: SessionDep, caller: CallerDep) -> File:
     return service.get(session, caller.team_id, file_id)
 
@@ -73,7 +80,11 @@ def get_file(file_id: str, session: SessionDep, caller: CallerDep) -> File:
 @router.get(
     "/{file_id}/content",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content (Range)."},
+        **error_responses(404, 416),
+    },
 )
 def file_content(
     file_id: str, request: Request, session: SessionDep, caller: CallerDep
@@ -88,7 +99,7 @@ def file_content(
     )
 
 
-@router.delete("/{file_id}", status_code=204)
+@router.delete("/{file_id}", status_code=204, responses=error_responses(404, 409))
 def delete_file(file_id: str, session: SessionDep, caller: CallerDep) -> Response:
     service.delete(session, caller.team_id, file_id)
     return Response(status_code=204)

@@ -8,7 +8,7 @@ from app import logs, storage
 from app.db import read_scope
 from app.deps import CallerDep, HotReadsDep, SessionDep
 from app.downloads import object_response
-from app.errors import NotFound
+from app.errors import NotFound, error_responses
 from app.jobs import events, repository, service
 from app.jobs.schemas import ArtifactOut, EventOut, JobOut, JobUpdate, MetricPoint
 from app.jobs.spec import JobSpec
@@ -29,7 +29,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(_job_in_
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={200: {"model": JobOut}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={200: {"model": JobOut}, **error_responses(404, 409)},
+)
 def submit_job(
     spec: JobSpec,
     response: Response,
@@ -58,7 +63,7 @@ def list_jobs(
     return to_page(rows, has_more, lambda job: service.render(session, job, queue))
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404))
 async def get_job(job_id: str, caller: CallerDep, pool: HotReadsDep) -> JobOut | Response:
     # The route clients poll: plain SQL on PostgreSQL, the ORM elsewhere (app.db.hot_read_pool).
     if pool is None:
@@ -78,7 +83,7 @@ def _get_job(team_id: str, job_id: str) -> JobOut:
         return service.render(session, service.get(session, team_id, job_id))
 
 
-@router.patch("/{job_id}", response_model=JobOut)
+@router.patch("/{job_id}", response_model=JobOut, responses=error_responses(404, 409))
 def update_job(job_id: str, body: JobUpdate, session: SessionDep, caller: CallerDep) -> JobOut:
     """Change a queued job's priority (the admin may change any team's job)."""
     team_id = None if caller.is_admin else caller.team_id
@@ -86,7 +91,7 @@ def update_job(job_id: str, body: JobUpdate, session: SessionDep, caller: Caller
     return service.render(session, job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=error_responses(404, 409))
 def cancel_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
     return service.render(session, service.cancel(session, caller.team_id, job_id))
 
@@ -94,7 +99,7 @@ def cancel_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
 @router.get(
     "/{job_id}/events",
     response_model=ListPage[EventOut],
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(404)},
 )
 def job_events(
     job_id: str,
@@ -116,7 +121,9 @@ def job_events(
     return to_page(rows, has_more, EventOut.model_validate)
 
 
-@router.get("/{job_id}/metrics", response_model=ListPage[MetricPoint])
+@router.get(
+    "/{job_id}/metrics", response_model=ListPage[MetricPoint], responses=error_responses(404)
+)
 def job_metrics(
     job_id: str,
     session: SessionDep,
@@ -135,7 +142,9 @@ def job_metrics(
     )
 
 
-@router.get("/{job_id}/artifacts", response_model=ListPage[ArtifactOut])
+@router.get(
+    "/{job_id}/artifacts", response_model=ListPage[ArtifactOut], responses=error_responses(404)
+)
 def list_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> ListPage[ArtifactOut]:
     job = service.get(session, caller.team_id, job_id)
     rows = repository.list_artifacts(session, job.id)
@@ -148,6 +157,7 @@ def list_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> ListP
     responses={
         200: {"content": {"application/octet-stream": {}}},
         206: {"description": "Partial content (Range)."},
+        **error_responses(404, 416),
     },
 )
 def download_artifact(

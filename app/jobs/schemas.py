@@ -4,6 +4,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import JobStatus
+from app.strict import Int
 
 
 class Progress(BaseModel):
@@ -23,7 +24,7 @@ class JobUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    priority: int = Field(ge=-1000, le=1000)
+    priority: Int = Field(ge=-1000, le=1000)
 
 
 class JobError(BaseModel):

@@ -17,12 +17,13 @@ from pydantic import (
     model_validator,
 )
 
+from app.strict import Bool, Float, Int
 from app.webhooks import targets
 
-PositiveSize = Annotated[int, Field(ge=1, le=65536)]
-LearningRate = Annotated[float, Field(gt=0.0, le=10.0)]
-Temperature = Annotated[float, Field(gt=0.0, le=100.0)]
-Alpha = Annotated[float, Field(ge=0.0, le=1.0)]
+PositiveSize = Annotated[Int, Field(ge=1, le=65536)]
+LearningRate = Annotated[Float, Field(gt=0.0, le=10.0)]
+Temperature = Annotated[Float, Field(gt=0.0, le=100.0)]
+Alpha = Annotated[Float, Field(ge=0.0, le=1.0)]
 MAX_SWEEP_RUNS = 16
 
 
@@ -34,7 +35,7 @@ class MlpArch(_Strict):
     arch: Literal["mlp"] = "mlp"
     hidden_sizes: list[PositiveSize] = Field(default_factory=lambda: [128], max_length=16)
     activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class CnnArch(_Strict):
@@ -42,13 +43,13 @@ class CnnArch(_Strict):
     for images, 1-D for signals; (N, L) data is one channel."""
 
     arch: Literal["cnn"]
-    channels: list[Annotated[int, Field(ge=1, le=2048)]] = Field(
+    channels: list[Annotated[Int, Field(ge=1, le=2048)]] = Field(
         default_factory=lambda: [16, 32], min_length=1, max_length=8
     )
-    kernel_size: int = Field(default=3, ge=1, le=15)
+    kernel_size: Int = Field(default=3, ge=1, le=15)
     hidden_sizes: list[PositiveSize] = Field(default_factory=lambda: [64], max_length=16)
     activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class TransformerArch(_Strict):
@@ -56,11 +57,11 @@ class TransformerArch(_Strict):
     is a BERT of these sizes, over the teacher's tokenizer."""
 
     arch: Literal["transformer"]
-    num_layers: int = Field(default=2, ge=1, le=48)
-    hidden_size: int = Field(default=64, ge=8, le=4096)
-    num_heads: int = Field(default=2, ge=1, le=64)
-    intermediate_size: int | None = Field(default=None, ge=8, le=16384)  # None: 4 x hidden_size
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    num_layers: Int = Field(default=2, ge=1, le=48)
+    hidden_size: Int = Field(default=64, ge=8, le=4096)
+    num_heads: Int = Field(default=2, ge=1, le=64)
+    intermediate_size: Int | None = Field(default=None, ge=8, le=16384)  # None: 4 x hidden_size
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TransformerArch":
@@ -106,7 +107,7 @@ class FromTeacherArch(_Strict):
     order), each student layer starting from that teacher layer's weights."""
 
     arch: Literal["from_teacher"]
-    layers: list[Annotated[int, Field(ge=0, le=1023)]] = Field(min_length=1, max_length=128)
+    layers: list[Annotated[Int, Field(ge=0, le=1023)]] = Field(min_length=1, max_length=128)
 
     @field_validator("layers")
     @classmethod
@@ -147,8 +148,8 @@ class TeacherSpec(_Strict):
 class DataSpec(_Strict):
     train_file_id: str = Field(min_length=1, max_length=40)
     validation_file_id: str | None = Field(default=None, max_length=40)
-    validation_split: float = Field(default=0.1, ge=0.0, le=0.5)
-    max_length: int = Field(default=128, ge=2, le=8192)  # text: tokens kept per example
+    validation_split: Float = Field(default=0.1, ge=0.0, le=0.5)
+    max_length: Int = Field(default=128, ge=2, le=8192)  # text: tokens kept per example
 
     @model_validator(mode="after")
     def _has_validation(self) -> "DataSpec":
@@ -162,28 +163,28 @@ class EarlyStopping(_Strict):
     the job returns the best epoch's student."""
 
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
-    patience: int = Field(default=3, ge=1, le=1000)
-    min_delta: float = Field(default=0.0, ge=0.0, le=1e6)
+    patience: Int = Field(default=3, ge=1, le=1000)
+    min_delta: Float = Field(default=0.0, ge=0.0, le=1e6)
 
 
 class Hyperparameters(_Strict):
-    epochs: int = Field(default=10, ge=1, le=1000)
-    batch_size: int = Field(default=64, ge=1, le=65536)
+    epochs: Int = Field(default=10, ge=1, le=1000)
+    batch_size: Int = Field(default=64, ge=1, le=65536)
     learning_rate: LearningRate = 0.001
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    weight_decay: Float = Field(default=0.0, ge=0.0, le=1.0)
     temperature: Temperature = 4.0
     alpha: Alpha = 0.5
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    seed: Int = Field(default=0, ge=0, le=2**32 - 1)
     # Everything below is off by default: a spec without it trains exactly as before.
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
+    warmup_steps: Int = Field(default=0, ge=0, le=10_000_000)
     temperature_schedule: Literal["constant", "linear"] = "constant"
-    temperature_end: float | None = Field(default=None, gt=0.0, le=100.0)
+    temperature_end: Float | None = Field(default=None, gt=0.0, le=100.0)
     alpha_schedule: Literal["constant", "linear"] = "constant"
-    alpha_end: float | None = Field(default=None, ge=0.0, le=1.0)
-    grad_clip_norm: float | None = Field(default=None, gt=0.0, le=1e6)
-    grad_accumulation_steps: int = Field(default=1, ge=1, le=1024)
+    alpha_end: Float | None = Field(default=None, ge=0.0, le=1.0)
+    grad_clip_norm: Float | None = Field(default=None, gt=0.0, le=1e6)
+    grad_accumulation_steps: Int = Field(default=1, ge=1, le=1024)
     early_stopping: EarlyStopping | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
@@ -197,7 +198,7 @@ class Hyperparameters(_Strict):
         return end
 
 
-LayerPair = tuple[Annotated[int, Field(ge=0, le=1023)], Annotated[int, Field(ge=0, le=1023)]]
+LayerPair = tuple[Annotated[Int, Field(ge=0, le=1023)], Annotated[Int, Field(ge=0, le=1023)]]
 
 
 class LayerLoss(_Strict):
@@ -205,7 +206,7 @@ class LayerLoss(_Strict):
     [student layer, teacher layer]; null lets the engine spread the student's layers evenly over
     the teacher's (the last onto the last)."""
 
-    weight: float = Field(default=1.0, gt=0.0, le=1e4)
+    weight: Float = Field(default=1.0, gt=0.0, le=1e4)
     layers: list[LayerPair] | None = Field(default=None, min_length=1, max_length=128)
 
 
@@ -254,9 +255,9 @@ class JobSpec(_Strict):
     data: DataSpec
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     losses: Losses = Field(default_factory=Losses)
-    baseline: bool = False
+    baseline: Bool = False
     sweep: Sweep | None = None
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: Int = Field(default=0, ge=-1000, le=1000)
     # Extra formats of the student, beside student.pt and the safetensors weights.
     export: list[Literal["onnx"]] = Field(default_factory=list, max_length=1)
     # Told of the final status by a signed POST (docs/operations.md, "Webhooks").

@@ -30,7 +30,8 @@ class QueuedJob(BaseModel):
 
 class TeamUsage(BaseModel):
     team_id: str
-    name: str
+    # Null for another team's row unless DISTILL_QUEUE_SHOWS_TEAM_NAMES (or the admin key).
+    name: str | None
     running: int
     queued: int
     max_running_jobs: int

@@ -46,7 +46,8 @@ def _other(team_id: str, status: str, position: int | None) -> QueuedJob:
     return QueuedJob(id=None, team_id=team_id, status=status, queue_position=position)
 
 
-def snapshot(session: Session, team_id: str, limit: int) -> QueueOut:
+def snapshot(session: Session, team_id: str, limit: int, *, all_names: bool) -> QueueOut:
+    """``all_names``: every team's name, else only ``team_id``'s (others' rows say null)."""
     settings = get_settings()
     view = QueueView(session)
     first = view.first(limit)
@@ -63,7 +64,7 @@ def snapshot(session: Session, team_id: str, limit: int) -> QueueOut:
         teams=[
             TeamUsage(
                 team_id=row.id,
-                name=row.name,
+                name=row.name if all_names or row.id == team_id else None,
                 running=int(row.running),
                 queued=int(row.queued) + int(row.dispatched),
                 max_running_jobs=row.max_running_jobs,

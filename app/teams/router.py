@@ -1,16 +1,17 @@
 from fastapi import APIRouter, BackgroundTasks, Response
 
 from app.deps import AdminDep, SessionDep
+from app.errors import error_responses
 from app.models import Team
 from app.pagination import After, Limit, ListPage, to_page
 from app.queue import scheduler
 from app.teams import repository, service
 from app.teams.schemas import KeyCreate, KeyOut, TeamCreate, TeamOut, TeamUpdate
 
-router = APIRouter(tags=["teams"])
+router = APIRouter(tags=["teams"], responses=error_responses(403))
 
 
-@router.post("/teams", status_code=201, response_model=TeamOut)
+@router.post("/teams", status_code=201, response_model=TeamOut, responses=error_responses(409))
 def create_team(body: TeamCreate, session: SessionDep, _: AdminDep) -> Team:
     return service.create_team(session, body)
 
@@ -23,7 +24,7 @@ def list_teams(
     return to_page(rows, has_more, TeamOut.model_validate)
 
 
-@router.patch("/teams/{team_id}", response_model=TeamOut)
+@router.patch("/teams/{team_id}", response_model=TeamOut, responses=error_responses(404))
 def update_team(
     team_id: str, body: TeamUpdate, session: SessionDep, _: AdminDep, after: BackgroundTasks
 ) -> Team:
@@ -33,12 +34,14 @@ def update_team(
     return team
 
 
-@router.post("/teams/{team_id}/keys", status_code=201, response_model=KeyOut)
+@router.post(
+    "/teams/{team_id}/keys", status_code=201, response_model=KeyOut, responses=error_responses(404)
+)
 def create_key(team_id: str, body: KeyCreate, session: SessionDep, _: AdminDep) -> KeyOut:
     return service.create_key(session, team_id, body)
 
 
-@router.delete("/keys/{key_id}", status_code=204)
+@router.delete("/keys/{key_id}", status_code=204, responses=error_responses(404))
 def revoke_key(key_id: str, session: SessionDep, _: AdminDep) -> Response:
     service.revoke_key(session, key_id)
     return Response(status_code=204)

@@ -3,13 +3,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.strict import Float, Int
+
+# A team's fair-share key is its usage divided by its weight (app/queue/fair_share.py): these
+# bounds keep that ratio finite and the ratio between two teams at most a million.
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000.0
+
 
 class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    max_running_jobs: int = Field(default=1, ge=0, le=1000, description="0 pauses the team.")
-    weight: float = Field(default=1.0, gt=0, le=1000, description="Fair-share weight.")
+    max_running_jobs: Int = Field(default=1, ge=0, le=1000, description="0 pauses the team.")
+    weight: Float = Field(
+        default=1.0, ge=MIN_WEIGHT, le=MAX_WEIGHT, description="Fair-share weight."
+    )
 
 
 class TeamUpdate(BaseModel):
@@ -17,8 +25,8 @@ class TeamUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_running_jobs: int | None = Field(default=None, ge=0, le=1000)
-    weight: float | None = Field(default=None, gt=0, le=1000)
+    max_running_jobs: Int | None = Field(default=None, ge=0, le=1000)
+    weight: Float | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT)
 
 
 class TeamOut(BaseModel):

@@ -1,6 +1,7 @@
 """``distill jobs``: submit (and wait), list, show, cancel, watch, download."""
 
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +37,18 @@ Output = Annotated[
 ]
 
 
+def _spec_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader, reading ``1e-3`` as a number as YAML 1.2 and JSON do (PyYAML's
+    YAML 1.1 wants ``1.0e-3``): the API takes numbers only as numbers, never as strings."""
+
+    class SpecLoader(yaml.SafeLoader):
+        pass
+
+    exponent = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+    SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+0123456789."))
+    return SpecLoader
+
+
 def load_spec(path: Path) -> dict[str, Any]:
     """A job spec from JSON, or from YAML when PyYAML is installed."""
     text = path.read_text()
@@ -47,7 +60,7 @@ def load_spec(path: Path) -> dict[str, Any]:
                 "YAML specs need PyYAML (pip install pyyaml); or write the spec as JSON."
             ) from None
         try:
-            spec = yaml.safe_load(text)
+            spec = yaml.load(text, Loader=_spec_loader(yaml))  # a SafeLoader subclass
         except yaml.YAMLError as e:
             raise fail(f"{path} is not valid YAML: {e}", code="invalid_spec") from None
     else:

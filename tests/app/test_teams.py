@@ -1,5 +1,8 @@
 """Teams, keys and authentication, against the real database."""
 
+import secrets
+
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Client, make_team
@@ -75,3 +78,34 @@ def test_a_nul_in_an_id_is_a_422_not_a_500(admin: Client, team: Client) -> None:
         admin.delete("/v1/keys/key_%00"),
     ):
         assert error_of(response, 422)["code"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"max_running_jobs": False}, "max_running_jobs"),
+        ({"max_running_jobs": "3"}, "max_running_jobs"),
+        ({"max_running_jobs": 2.0}, "max_running_jobs"),
+        ({"weight": 5e-324}, "weight"),
+        ({"weight": 0.0009}, "weight"),
+        ({"weight": 1000.5}, "weight"),
+        ({"weight": "2"}, "weight"),
+        ({"weight": True}, "weight"),
+    ],
+)
+def test_team_quota_and_weight_take_numbers_in_range(admin: Client, body: dict, param: str) -> None:
+    team_id = admin.post("/v1/teams", json={"name": f"strict-{secrets.token_hex(4)}"}).json()["id"]
+    for response in (
+        admin.patch(f"/v1/teams/{team_id}", json=body),
+        admin.post("/v1/teams", json={"name": f"strict-{secrets.token_hex(4)}", **body}),
+    ):
+        error = error_of(response, 422)
+        assert (error["code"], error["param"]) == ("invalid_request", param)
+
+
+def test_team_weight_bounds_are_inclusive_and_integers_are_numbers(admin: Client) -> None:
+    team_id = admin.post("/v1/teams", json={"name": f"strict-{secrets.token_hex(4)}"}).json()["id"]
+    for weight in (0.001, 1000, 3):
+        response = admin.patch(f"/v1/teams/{team_id}", json={"weight": weight})
+        assert response.status_code == 200, response.text
+        assert response.json()["weight"] == weight

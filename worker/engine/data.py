@@ -13,6 +13,11 @@ import torch
 
 from worker.engine.errors import DataLoadError, UnsupportedInput
 
+# Class ids, as the upload check (app/files/formats/labels.py) takes them: 0 to MAX_CLASS_ID, in
+# a dtype torch can compare and cast (it cannot for uint16, uint32 and uint64 on the CPU).
+MAX_CLASS_ID = 2**31 - 1
+CLASS_ID_DTYPES = (torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64)
+
 
 @dataclass
 class Dataset:
@@ -219,7 +224,7 @@ def _csv_labels(
         raise DataLoadError(f"{path.name} line {line} has an empty label.")
     ids = [_as_class_id(label) for label in labels]
     if class_names is None and all(i is not None for i in ids):
-        return torch.tensor(ids, dtype=torch.int64), None
+        return _class_ids([i for i in ids if i is not None], path), None
     names = class_names if class_names is not None else sorted(set(labels))
     index = {name: i for i, name in enumerate(names)}
     unknown = sorted(set(labels) - set(index))
@@ -230,8 +235,21 @@ def _csv_labels(
     return torch.tensor([index[label] for label in labels], dtype=torch.int64), names
 
 
+def _class_ids(ids: list[int], path: Path) -> torch.Tensor:
+    outside = [i for i in ids if not 0 <= i <= MAX_CLASS_ID]
+    if outside:
+        raise DataLoadError(
+            f"{path.name} has class id {outside[0]}; class ids run from 0 to {MAX_CLASS_ID}."
+        )
+    return torch.tensor(ids, dtype=torch.int64)
+
+
 def _as_class_id(label: str) -> int | None:
     # Accept "3" and "3.0" (spreadsheets write integers as floats) as class ids.
+    try:
+        return int(label)  # exactly, however long
+    except ValueError:
+        pass
     try:
         value = float(label)
     except ValueError:
@@ -258,7 +276,7 @@ def _check(x: torch.Tensor, y: torch.Tensor | None, name: str) -> None:
     _check_x(x, name)
     if y is None:
         return
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+    if y.dtype not in CLASS_ID_DTYPES:
         raise DataLoadError(
             f"In {name}, y has dtype {y.dtype}; it must hold int64 class ids "
             '(for real-valued targets, set "task": "regression").'
@@ -270,6 +288,8 @@ def _check(x: torch.Tensor, y: torch.Tensor | None, name: str) -> None:
         )
     if (y < 0).any():
         raise DataLoadError(f"In {name}, y holds negative class ids; ids start at 0.")
+    if int(y.max()) > MAX_CLASS_ID:
+        raise DataLoadError(f"In {name}, y holds class ids above {MAX_CLASS_ID}.")
 
 
 def _check_x(x: torch.Tensor, name: str) -> None:

@@ -30,7 +30,12 @@ from torch import nn
 
 from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
 from worker.engine import jit
-from worker.engine.errors import TeacherLoadError, UnsupportedInput
+from worker.engine.errors import (
+    OutOfMemory,
+    TeacherLoadError,
+    UnsupportedInput,
+    is_out_of_memory,
+)
 from worker.engine.features import Features
 from worker.engine.text import unpack
 
@@ -443,6 +448,12 @@ def _from_config(make_config: Callable[[], Any]) -> HFClassifier:
     except UnsupportedInput:
         raise
     except Exception as e:
+        # A config transformers takes may still be too big to build: that is not a refusal.
+        if is_out_of_memory(e) or isinstance(e, torch.cuda.OutOfMemoryError):
+            raise OutOfMemory(
+                "The hf student's config makes a model too big for this worker's memory; make "
+                "it smaller (fewer or narrower layers, a smaller intermediate_size)."
+            ) from e
         raise UnsupportedInput(
             f"transformers refused the hf student's config: {_last_line(e)}",
             code="unsupported_arch",

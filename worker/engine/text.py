@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from worker.engine.data import MAX_CLASS_ID
 from worker.engine.errors import DataLoadError, ShapeMismatch
 
 
@@ -76,11 +77,26 @@ def _parse_line(line: str, number: int) -> tuple[str, int | None]:
         )
     label = row.get("label")
     # bool is an int to Python, but true/false as a class index is almost surely a mistake.
-    if label is not None and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
+    if label is not None and (
+        not isinstance(label, int) or isinstance(label, bool) or not 0 <= label <= MAX_CLASS_ID
+    ):
         raise DataLoadError(
-            f'Line {number}: "label" must be a class index, an integer >= 0; got {label!r}.'
+            f'Line {number}: "label" must be a class index, an integer from 0 to {MAX_CLASS_ID}; '
+            f"got {label!r}."
+        )
+    if not row["text"].isascii() and _lone_surrogate(row["text"]):
+        raise DataLoadError(
+            f'Line {number}: "text" holds half of a UTF-16 surrogate pair, which is no character.'
         )
     return row["text"], label
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def tokenize(texts: list[str], tokenizer: Any, max_length: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 // The shared queue (GET /v1/queue): workers, running and queued jobs, every team's usage.
-// Other teams' jobs come without details: only their team and place.
+// Other teams' jobs come without details: only their team and place; other teams' usage rows
+// come without a name unless the server shows names (DISTILL_QUEUE_SHOWS_TEAM_NAMES).
 import { get, poll } from "./api.js";
 import { badge, errorLine, fill, h, jobLink, progressBar, table } from "./dom.js";
 import { ago, duration, integer, progressText } from "./format.js";
@@ -104,7 +105,7 @@ function progressCell(job) {
 function teamsTable(teams) {
   return table(
     [
-      ["team", (t) => t.name],
+      ["team", (t) => t.name ?? h("span", { class: "mono", title: "another team" }, t.team_id)],
       ["running", (t) => `${t.running} / ${t.max_running_jobs}`, "num"],
       ["queued", (t) => integer(t.queued), "num"],
       ["GPU time, 24 h", (t) => duration(t.gpu_seconds_24h), "num"],

@@ -6,6 +6,7 @@ from typing import IO
 import numpy as np
 
 from app.files.formats.errors import unsupported
+from app.files.formats.labels import check_class_id, check_class_id_dtype
 from app.files.formats.streams import read_exact
 
 LABEL_CHUNK = 1 << 20
@@ -26,6 +27,7 @@ def dataset_meta(rows: int, sample_shape: list[int], x_dtype: str) -> dict:
 
 def label_range(stream: IO[bytes], dtype: np.dtype, count: int, where: str) -> tuple[int, int]:
     """Smallest and largest label, streamed in chunks so a huge ``y`` never sits in memory."""
+    check_class_id_dtype(dtype, where[0].upper() + where[1:])
     lo, hi = None, None
     remaining = count
     while remaining:
@@ -38,6 +40,7 @@ def label_range(stream: IO[bytes], dtype: np.dtype, count: int, where: str) -> t
         raise unsupported("dataset", f"{where} is empty.")
     if lo < 0:
         raise unsupported("dataset", f"{where} holds class id {lo}; class ids must be 0 or more.")
+    check_class_id(hi, where[0].upper() + where[1:])
     return lo, hi
 
 

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 from app.files.formats.accepted import Detected
 from app.files.formats.errors import unsupported
+from app.files.formats.labels import check_class_id
 
 TYPECHECK_ROWS = 10_000
 MAX_CLASS_NAMES = 10_000
@@ -94,6 +95,7 @@ class _Labels:
     def __init__(self) -> None:
         self.ints_only = True
         self.max_id = -1
+        self.max_line = 0  # where max_id is
         self.negative: tuple[int, int] | None = None  # (line, value) of the first negative id
         self.names: set[str] = set()
         self.too_many_names = False
@@ -119,7 +121,8 @@ class _Labels:
         except ValueError:
             self.ints_only = False
             return
-        self.max_id = max(self.max_id, number)
+        if number > self.max_id:
+            self.max_id, self.max_line = number, line
         if number < 0 and self.negative is None:
             self.negative = (line, number)
 
@@ -141,6 +144,7 @@ class _Labels:
                     f"Line {line} has label {value}; integer labels are "
                     "class ids and must be 0 or more.",
                 )
+            check_class_id(self.max_id, f"Line {self.max_line}")
             return kind | {"num_classes": self.max_id + 1, "classes": None}
         if self.too_many_names:
             return kind | {"num_classes": None, "classes": None}

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 from app.files.formats.accepted import Detected
 from app.files.formats.errors import unsupported
+from app.files.formats.labels import check_class_id
 
 
 def detect_jsonl(lines: Iterator[str]) -> Detected:
@@ -42,10 +43,28 @@ def _jsonl_record(line: str, number: int) -> dict:
         raise unsupported("dataset", f"Line {number} is not valid JSON ({exc}).") from exc
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise unsupported("dataset", f'Line {number} must be an object with a string "text".')
-    label = record.get("label")
-    if "label" in record and (not isinstance(label, int) or isinstance(label, bool) or label < 0):
+    _check_unicode(record["text"], number)
+    if "label" not in record:
+        return record
+    label = record["label"]
+    if not isinstance(label, int) or isinstance(label, bool) or label < 0:
         raise unsupported(
             "dataset",
             f'Line {number}: "label" must be a class id, an integer 0 or more (got {label!r}).',
         )
+    check_class_id(label, f"Line {number}")
     return record
+
+
+def _check_unicode(text: str, number: int) -> None:
+    # JSON may escape half of a UTF-16 surrogate pair ("\ud800") alone; that is no character,
+    # and no tokenizer takes it.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise unsupported(
+            "dataset",
+            f'Line {number}: "text" holds {text[exc.start]!r} at character {exc.start}, half '
+            "of a UTF-16 surrogate pair with no other half; that is not a character. Fix the "
+            "writer that escaped it.",
+        ) from exc

@@ -1,21 +1,28 @@
 """``GET /metrics``: the database's state at scrape time, and the HTTP latency histogram."""
 
+import secrets
+from collections.abc import Iterator
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
+from app.config import get_settings
 from app.db import session_scope
 from app.ids import new_id
 from app.models import Job, JobStatus, WebhookDelivery, Worker
 from app.models.base import utcnow
-from tests.conftest import Client, make_team
+from tests.conftest import ADMIN_KEY, Client, make_team
+from tests.helpers.api import error_of
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def scrape(api: TestClient) -> dict[str, list]:
-    """Every sample, by metric family name, from an unauthenticated scrape."""
-    response = api.get("/metrics")
+    """Every sample, by metric family name, from a scrape with the admin key."""
+    response = api.get("/metrics", headers=ADMIN)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
     families = text_string_to_metric_families(response.text)
@@ -120,10 +127,44 @@ def test_http_latency_is_counted_by_route_template(api: TestClient, team: Client
     assert team.get(f"/v1/jobs/{missing}").status_code == 404
     assert requests_so_far() == before + 1
     assert api.get("/no/such/route").status_code == 404
-    text = api.get("/metrics").text
+    text = api.get("/metrics", headers=ADMIN).text
     assert missing not in text and "/no/such/route" not in text  # templates, never raw paths
     assert 'route="unmatched"' in text
 
 
 def test_metrics_is_not_in_the_schema(api: TestClient) -> None:
     assert "/metrics" not in api.get("/openapi.json").json()["paths"]
+
+
+@pytest.fixture
+def metrics_token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    token = "prometheus-" + secrets.token_hex(8)
+    monkeypatch.setenv("DISTILL_METRICS_TOKEN", token)
+    get_settings.cache_clear()
+    yield token
+    monkeypatch.delenv("DISTILL_METRICS_TOKEN")
+    get_settings.cache_clear()
+
+
+def test_metrics_needs_the_admin_key_when_no_token_is_set(api: TestClient, team: Client) -> None:
+    for headers in (
+        {},
+        team.headers,
+        {"Authorization": "Bearer not-the-token"},
+        {"Authorization": ADMIN_KEY},
+    ):
+        response = api.get("/metrics", headers=headers)
+        assert error_of(response, 401)["code"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "distill_" not in response.text
+    assert api.get("/metrics", headers=ADMIN).status_code == 200
+
+
+def test_metrics_answers_the_metrics_token(
+    api: TestClient, team: Client, metrics_token: str
+) -> None:
+    scraped = api.get("/metrics", headers={"Authorization": f"Bearer {metrics_token}"})
+    assert scraped.status_code == 200 and "distill_database_up" in scraped.text
+    assert api.get("/metrics", headers=ADMIN).status_code == 200  # the admin key still does
+    for headers in ({}, team.headers, {"Authorization": f"Bearer {metrics_token}x"}):
+        assert error_of(api.get("/metrics", headers=headers), 401)["code"] == "unauthorized"

@@ -209,7 +209,7 @@ def test_the_queue_listing_is_in_dispatch_order(db: sessionmaker[Session]) -> No
         assert [expected[job_id] for job_id, _ in listed] == list(range(len(expected)))
         short = scheduler.QueueView(session).first(5)
         assert short == listed[:5]
-        queue = snapshot(session, teams[0], limit=100)
+        queue = snapshot(session, teams[0], limit=100, all_names=False)
     assert [entry.queue_position for entry in queue.queued] == list(range(len(expected)))
     mine = [entry for entry in queue.queued if entry.team_id == teams[0]]
     others = [entry for entry in queue.queued if entry.team_id != teams[0]]
@@ -217,6 +217,8 @@ def test_the_queue_listing_is_in_dispatch_order(db: sessionmaker[Session]) -> No
     assert all(entry.job is None and entry.id is None for entry in others)
     counts = {row.team_id: (row.queued, row.running) for row in queue.teams}
     assert counts == {teams[0]: (4, 0), teams[1]: (4, 0), teams[2]: (4, 0)}
+    named = {row.team_id: row.name is not None for row in queue.teams}
+    assert named == {teams[0]: True, teams[1]: False, teams[2]: False}  # others' names hidden
 
 
 def test_concurrent_passes_never_hand_out_a_job_or_a_slot_twice(

@@ -81,6 +81,8 @@ def test_csv_without_label_column_is_unlabelled(tmp_path: Path) -> None:
         ("a,label\n", "header row and at least one data row"),
         ("label\n1\n", "no feature columns"),
         ("a,label\nnan,1\n", "NaN or infinite"),
+        ("a,label\n1,0\n2,99999999999999999999\n", "class id 99999999999999999999; class ids"),
+        ("a,label\n1,-99999999999999999999\n", "class ids run from 0 to 2147483647"),
     ],
 )
 def test_malformed_csv(tmp_path: Path, text: str, expected: str) -> None:
@@ -96,6 +98,9 @@ def test_malformed_csv(tmp_path: Path, text: str, expected: str) -> None:
         (X, Y[:5], r"y has shape \(5,\); it must be \(6,\)"),
         (X, Y.reshape(6, 1), r"y has shape \(6, 1\)"),
         (X, -Y, "negative class ids"),
+        (X, Y.astype(np.uint16), "y has dtype torch.uint16"),
+        (X, Y.astype(np.uint64), "y has dtype torch.uint64"),
+        (X, Y + 2**31, "class ids above 2147483647"),
         (X[0, 0], None, "must be \\(N, features...\\)"),
         (np.full_like(X, np.inf), None, "NaN or infinite"),
     ],

@@ -4,7 +4,10 @@ students built or cut from the teacher, and their artifacts."""
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
+import textwrap
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -321,6 +324,46 @@ def test_build_hf_student_refuses_bad_configs(loaded, config, message):
     with pytest.raises(UnsupportedInput, match=message) as info:
         hf.build_hf_student(config, loaded.tokenizer, 2)
     assert info.value.code == "unsupported_arch"
+
+
+# Builds a small student first (so every module is loaded), then bounds the address space to
+# what the process holds plus 512 MiB, as the worker's RLIMIT_AS bounds a CPU job.
+_BUILD_UNDER_A_MEMORY_BOUND = textwrap.dedent(
+    """
+    import json, resource, sys
+    from tests.helpers.text import build_tokenizer
+    from worker.engine import hf
+    from worker.engine.errors import EngineError
+
+    small, big = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    tokenizer = build_tokenizer(["a fine film", "a dull film"] * 20, vocab_size=100)
+    hf.build_hf_student(small, tokenizer, 2)
+    with open("/proc/self/statm") as f:
+        held = int(f.read().split()[0]) * resource.getpagesize()
+    bound = held + 512 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (bound, bound))
+    try:
+        hf.build_hf_student(big, tokenizer, 2)
+    except EngineError as e:
+        print(json.dumps({"code": e.code, "message": e.message}))
+    """
+)
+
+
+def test_a_student_too_big_for_memory_is_out_of_memory_not_unsupported():
+    # One feed-forward layer of 1024 x 2^22 float32 weights is 16 GiB.
+    big = SMALL | {"hidden_size": 1024, "num_attention_heads": 8, "intermediate_size": 2**22}
+    child = subprocess.run(
+        [sys.executable, "-c", _BUILD_UNDER_A_MEMORY_BOUND, json.dumps(SMALL), json.dumps(big)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[3])},
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    error = json.loads(child.stdout.strip().splitlines()[-1])
+    assert error["code"] == "out_of_memory", error
+    assert "too big for this worker's memory" in error["message"]
 
 
 def test_config_dict_and_state_dict_rebuild_the_student(loaded, batch):

@@ -76,6 +76,8 @@ def test_unlabelled_jsonl_and_blank_lines(tmp_path: Path, tokenizer):
         ('{"text": "ok", "label": -1}\n', 'Line 1: "label" must be a class index'),
         ('{"text": "ok", "label": 1.5}\n', 'Line 1: "label" must be a class index'),
         ('{"text": "ok", "label": true}\n', 'Line 1: "label" must be a class index'),
+        ('{"text": "ok", "label": 1' + "0" * 30 + '}\n', "an integer from 0 to 2147483647"),
+        ('{"text": "ok \\udfff", "label": 1}\n', "half of a UTF-16 surrogate pair"),
         ('{"text": "a", "label": 0}\n\n{"text": "b"}\n', "line 3 has no \"label\""),
         ("\n\n", "holds no examples"),
     ],
