@@ -161,12 +161,13 @@ class TrainingProcess:
 
     def _start(self, scratch: Path) -> None:
         env = child_environment(os.environ, scratch)
-        argv, info = self.command, None
+        argv, info, info_w = self.command, None, -1
         if self.confined:
             walls = confine.job_walls(self.job, scratch, self.settings.forbidden)
             info, info_w = os.pipe()
-            argv = confine.command(self.command, walls, scratch, env, info_fd=info_w)
         try:
+            if info is not None:
+                argv = confine.command(self.command, walls, scratch, env, info_fd=info_w)
             self._proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -178,6 +179,10 @@ class TrainingProcess:
                 pass_fds=(info_w,) if info is not None else (),
                 start_new_session=True,  # its own process group, out of reach of the terminal's ^C
             )
+        except BaseException:
+            if info is not None:
+                os.close(info)
+            raise
         finally:
             if info is not None:
                 os.close(info_w)
