@@ -462,6 +462,25 @@ def pt2_pickled_weight(payload: Payload, bases: Bases, dest: Path) -> Path:
     return _rewrite_zip(bases.torch_export, dest, edit)
 
 
+def pt2_record_listed_twice(payload: Payload, bases: Bases, dest: Path) -> Path:
+    """The security review's bypass: weight_0 stays listed as raw bytes (which an earlier check
+    took as proof that it needed no scan), and a second entry names the same record with
+    ``use_pickle``, which torch.export.load unpickles with weights_only=False."""
+
+    def edit(name: str, data: bytes) -> bytes:
+        if name.endswith("data/weights/model_weights_config.json"):
+            config = json.loads(data)
+            raw = next(m for m in config["config"].values() if m["path_name"] == "weight_0")
+            config["config"] = {"evil": raw | {"use_pickle": True}, **config["config"]}
+            return json.dumps(config).encode()
+        if name.endswith("data/weights/weight_0"):
+            pickled = _torch_save_bytes(payload)  # padded: the raw reading wants whole floats
+            return pickled + bytes(-len(pickled) % 4)
+        return data
+
+    return _rewrite_zip(bases.torch_export, dest, edit)
+
+
 def torchscript_member(member: str) -> Callable[[Payload, Bases, Path], Path]:
     def build(payload: Payload, bases: Bases, dest: Path) -> Path:
         def edit(name: str, data: bytes) -> bytes:
@@ -535,6 +554,7 @@ HOSTILE = [
     (torch_save_legacy, "teacher"),
     (pt2_sample_inputs, "teacher"),
     (pt2_pickled_weight, "teacher"),
+    (pt2_record_listed_twice, "teacher"),
     (torchscript_member("constants.pkl"), "teacher"),
     (torchscript_member("data.pkl"), "teacher"),
     (npz_object_array, "dataset"),
@@ -597,6 +617,7 @@ def test_hostile_builders_really_run_code(bases: Bases, tmp_path: Path) -> None:
         (npz_object_array, lambda p: np.load(p, allow_pickle=True)["x"]),
         (pt2_sample_inputs, lambda p: torch.export.load(str(p))),
         (pt2_pickled_weight, lambda p: torch.export.load(str(p))),
+        (pt2_record_listed_twice, lambda p: torch.export.load(str(p))),
     ]
     for build, load in loads:
         for how in ("system", "exec"):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import Client, make_team
+from tests.helpers.api import error_of
 from tests.helpers.teachers import Thief, save_teacher
 from tests.integration import flow
 from tests.integration.conftest import Digits
@@ -65,8 +66,14 @@ def test_a_teacher_past_the_upload_checks_is_held_by_the_workers_sandbox(
     before = {path: path.read_bytes() for path in (secret, target)}
     teacher = flow.upload(owner, digits.teacher, "teacher")["id"]
     thief = Thief(torch.jit.load(digits.teacher), secret, target, 256)
+    payload = save_teacher(thief, tmp_path / "thief.pt", "torchscript").read_bytes()
+    refused = owner.post(
+        "/v1/files", files={"file": ("thief.pt", payload)}, data={"purpose": "teacher"}
+    )
+    assert error_of(refused, 422)["code"] == "unsafe_file"
+    assert "from_file" in refused.json()["error"]["message"]
     # As if the upload checks had missed it: the stored teacher becomes the thief.
-    save_teacher(thief, files / teacher, "torchscript")
+    (files / teacher).write_bytes(payload)
     train = flow.upload(owner, digits.train, "dataset")["id"]
 
     job_id = flow.submit(owner, flow.spec(teacher, train, hyperparameters={"epochs": 1}))["id"]
