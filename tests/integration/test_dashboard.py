@@ -267,7 +267,8 @@ def _check_curves(page: Page, team: Client, job_id: str) -> None:
         params["after"] = points[-1]["step"]
     validation = [p for p in points if p.get("val_accuracy") is not None]
     assert len(validation) == 4  # one per epoch
-    assert len(points) > len(validation)
+    # Points between epochs come once a second, so how many there are depends on the machine's
+    # speed: the loss chart is checked against however many there are.
     page.wait_for_function(
         "([loss, acc]) => distillery.charts.loss?.data[0].length === loss"
         " && distillery.charts.accuracy?.data[0].length === acc",
