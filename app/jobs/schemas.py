@@ -4,7 +4,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import JobStatus
-from app.strict import Int
+from jobspec.strict import Int
 
 
 class Progress(BaseModel):

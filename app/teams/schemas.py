@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.strict import Float, Int
+from jobspec.strict import Float, Int
 
 # A team's fair-share key is its usage divided by its weight (app/queue/fair_share.py): these
 # bounds keep that ratio finite and the ratio between two teams at most a million.

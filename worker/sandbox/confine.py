@@ -48,7 +48,7 @@ ETC_FILES = (
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The code the child imports: these packages of this checkout, never the checkout itself (the
 # embedded mode keeps its database and store in ./var beside them).
-PACKAGES = ("app", "worker", "file_rules")
+PACKAGES = ("app", "worker", "file_rules", "jobspec")
 NVIDIA_SHARED = (
     "/dev/nvidiactl",
     "/dev/nvidia-uvm",

@@ -1,0 +1,269 @@
+"""The job spec: what a user submits, validated and defaulted; the job echoes it in ``spec``.
+
+The one home of every field's default and range. The API validates submissions with it, the engine
+takes it typed, and tests and benchmarks build their specs through it. Pydantic only: the API, the
+engine and the client may all import it (no torch, no app, no worker).
+"""
+
+import itertools
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    HttpUrl,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from jobspec.strict import Bool, Float, Int
+
+PositiveSize = Annotated[Int, Field(ge=1, le=65536)]
+LearningRate = Annotated[Float, Field(gt=0.0, le=10.0)]
+Temperature = Annotated[Float, Field(gt=0.0, le=100.0)]
+Alpha = Annotated[Float, Field(ge=0.0, le=1.0)]
+MAX_SWEEP_RUNS = 16
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MlpArch(_Strict):
+    arch: Literal["mlp"] = "mlp"
+    hidden_sizes: list[PositiveSize] = Field(default_factory=lambda: [128], max_length=16)
+    activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class CnnArch(_Strict):
+    """A convolutional net for images (N, C, H, W) or signals (N, C, L) / (N, L): 2-D convolutions
+    for images, 1-D for signals; (N, L) data is one channel."""
+
+    arch: Literal["cnn"]
+    channels: list[Annotated[Int, Field(ge=1, le=2048)]] = Field(
+        default_factory=lambda: [16, 32], min_length=1, max_length=8
+    )
+    kernel_size: Int = Field(default=3, ge=1, le=15)
+    hidden_sizes: list[PositiveSize] = Field(default_factory=lambda: [64], max_length=16)
+    activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class TransformerArch(_Strict):
+    """A small encoder classifier. On tensor data the data's positions are its tokens; on text it
+    is a BERT of these sizes, over the teacher's tokenizer."""
+
+    arch: Literal["transformer"]
+    num_layers: Int = Field(default=2, ge=1, le=48)
+    hidden_size: Int = Field(default=64, ge=8, le=4096)
+    num_heads: Int = Field(default=2, ge=1, le=64)
+    intermediate_size: Int | None = Field(default=None, ge=8, le=16384)  # None: 4 x hidden_size
+    dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerArch":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_heads "
+                f"({self.num_heads})"
+            )
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        return self
+
+
+# Keys that would make transformers import code from the model's files; never honoured.
+REMOTE_CODE_KEYS = frozenset({"auto_map", "trust_remote_code"})
+
+
+class HfArch(_Strict):
+    """Any transformers config for text, e.g. a BERT with fewer and narrower layers; the vocabulary
+    and label count come from the teacher."""
+
+    arch: Literal["hf"]
+    config: dict[str, Any]
+
+    @field_validator("config")
+    @classmethod
+    def _a_plain_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(config.get("model_type"), str):
+            raise ValueError('config needs a "model_type", e.g. "bert"')
+        remote = sorted(REMOTE_CODE_KEYS & config.keys())
+        if remote:
+            raise ValueError(
+                f"config has {remote}: that would run code from the model's files, which "
+                "Distillery never does"
+            )
+        if len(json.dumps(config)) > 64 * 1024:
+            raise ValueError("config is larger than 64 KiB")
+        return config
+
+
+class FromTeacherArch(_Strict):
+    """The teacher's own architecture with only ``layers`` kept (teacher layer indices, in
+    order), each student layer starting from that teacher layer's weights."""
+
+    arch: Literal["from_teacher"]
+    layers: list[Annotated[Int, Field(ge=0, le=1023)]] = Field(min_length=1, max_length=128)
+
+    @field_validator("layers")
+    @classmethod
+    def _increasing(cls, layers: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(layers)):
+            raise ValueError("layers must be strictly increasing teacher layer indices")
+        return layers
+
+
+def _arch_tag(value: Any) -> str:
+    # An arch spec without "arch" is an MLP, as the defaults promise.
+    if isinstance(value, dict):
+        return str(value.get("arch", "mlp"))
+    return str(getattr(value, "arch", "mlp"))
+
+
+TensorArch = Annotated[
+    Annotated[MlpArch, Tag("mlp")]
+    | Annotated[CnnArch, Tag("cnn")]
+    | Annotated[TransformerArch, Tag("transformer")],
+    Discriminator(_arch_tag),
+]
+Arch = Annotated[
+    Annotated[MlpArch, Tag("mlp")]
+    | Annotated[CnnArch, Tag("cnn")]
+    | Annotated[TransformerArch, Tag("transformer")]
+    | Annotated[HfArch, Tag("hf")]
+    | Annotated[FromTeacherArch, Tag("from_teacher")],
+    Discriminator(_arch_tag),
+]
+
+
+class TeacherSpec(_Strict):
+    file_id: str = Field(min_length=1, max_length=40)
+    arch: TensorArch | None = None  # for state_dict / safetensors teachers
+
+
+class DataSpec(_Strict):
+    train_file_id: str = Field(min_length=1, max_length=40)
+    validation_file_id: str | None = Field(default=None, max_length=40)
+    validation_split: Float = Field(default=0.1, ge=0.0, le=0.5)
+    max_length: Int = Field(default=128, ge=2, le=8192)  # text: tokens kept per example
+
+    @model_validator(mode="after")
+    def _has_validation(self) -> "DataSpec":
+        if self.validation_file_id is None and self.validation_split <= 0:
+            raise ValueError("validation_split must be above 0 when no validation_file_id is given")
+        return self
+
+
+class EarlyStopping(_Strict):
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs;
+    the job returns the best epoch's student."""
+
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    patience: Int = Field(default=3, ge=1, le=1000)
+    min_delta: Float = Field(default=0.0, ge=0.0, le=1e6)
+
+
+class Hyperparameters(_Strict):
+    epochs: Int = Field(default=10, ge=1, le=1000)
+    batch_size: Int = Field(default=64, ge=1, le=65536)
+    learning_rate: LearningRate = 0.001
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    weight_decay: Float = Field(default=0.0, ge=0.0, le=1.0)
+    temperature: Temperature = 4.0
+    alpha: Alpha = 0.5
+    seed: Int = Field(default=0, ge=0, le=2**32 - 1)
+    # Everything below is off by default: a spec without it trains exactly as before.
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: Int = Field(default=0, ge=0, le=10_000_000)
+    temperature_schedule: Literal["constant", "linear"] = "constant"
+    temperature_end: Float | None = Field(default=None, gt=0.0, le=100.0)
+    alpha_schedule: Literal["constant", "linear"] = "constant"
+    alpha_end: Float | None = Field(default=None, ge=0.0, le=1.0)
+    grad_clip_norm: Float | None = Field(default=None, gt=0.0, le=1e6)
+    grad_accumulation_steps: Int = Field(default=1, ge=1, le=1024)
+    early_stopping: EarlyStopping | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+    @field_validator("temperature_end", "alpha_end")
+    @classmethod
+    def _end_needs_a_linear_schedule(cls, end: float | None, info: ValidationInfo) -> float | None:
+        name = info.field_name or ""
+        schedule = name.removesuffix("_end") + "_schedule"
+        if end is not None and info.data.get(schedule) != "linear":
+            raise ValueError(f"{name} needs {schedule} 'linear'")
+        return end
+
+
+LayerPair = tuple[Annotated[Int, Field(ge=0, le=1023)], Annotated[Int, Field(ge=0, le=1023)]]
+
+
+class LayerLoss(_Strict):
+    """A layer-matching term, added to the output loss with ``weight``. ``layers`` pairs
+    [student layer, teacher layer]; null lets the engine spread the student's layers evenly over
+    the teacher's (the last onto the last)."""
+
+    weight: Float = Field(default=1.0, gt=0.0, le=1e4)
+    layers: list[LayerPair] | None = Field(default=None, min_length=1, max_length=128)
+
+
+class HiddenLoss(LayerLoss):
+    """Hidden states: MSE or 1 - cosine, through a learned projection where widths differ."""
+
+    metric: Literal["mse", "cosine"] = "mse"
+
+
+class Losses(_Strict):
+    """What the student learns from: ``alpha`` weighs the output term (``logits``: kl, the soft
+    targets at the temperature, or mse on the raw logits) against the labels' CE; the layer
+    terms are added with their own weights."""
+
+    logits: Literal["kl", "mse"] = "kl"
+    hidden: HiddenLoss | None = None
+    attention: LayerLoss | None = None
+
+
+class Sweep(_Strict):
+    """Values to try, each list replacing its hyperparameter; the job trains every combination
+    and keeps the best student on validation."""
+
+    temperature: list[Temperature] | None = Field(default=None, min_length=1, max_length=16)
+    alpha: list[Alpha] | None = Field(default=None, min_length=1, max_length=16)
+    learning_rate: list[LearningRate] | None = Field(default=None, min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _a_small_grid(self) -> "Sweep":
+        sizes = [len(v) for v in (self.temperature, self.alpha, self.learning_rate) if v]
+        if not sizes:
+            raise ValueError("sweep needs at least one of temperature, alpha, learning_rate")
+        if math.prod(sizes) > MAX_SWEEP_RUNS:
+            raise ValueError(
+                f"sweep has {math.prod(sizes)} combinations; at most {MAX_SWEEP_RUNS} are allowed"
+            )
+        return self
+
+
+class JobSpec(_Strict):
+    name: str | None = Field(default=None, max_length=200)
+    # classification: the teacher gives class logits; regression: K real outputs (MSE losses).
+    task: Literal["classification", "regression"] = "classification"
+    teacher: TeacherSpec
+    student: Arch = Field(default_factory=MlpArch)
+    data: DataSpec
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    losses: Losses = Field(default_factory=Losses)
+    baseline: Bool = False
+    sweep: Sweep | None = None
+    priority: Int = Field(default=0, ge=-1000, le=1000)
+    # Extra formats of the student, beside student.pt and the safetensors weights.
+    export: list[Literal["onnx"]] = Field(default_factory=list, max_length=1)
+    # Told of the final status by a signed POST (docs/operations.md, "Webhooks"); the API checks
+    # the receiver against its operator's rules (app/jobs/spec.py).
+    webhook_url: HttpUrl | None = None
