@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app import validation_errors
+
 
 class ApiError(Exception):
     status_code = 400
@@ -70,11 +72,6 @@ class Unprocessable(ApiError):
     code = "unprocessable"
 
 
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    code = "service_unavailable"
-
-
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -123,50 +120,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
-_TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
-
-
-def _param_from_error(err: dict[str, Any], body: Any) -> str | None:
-    """The dotted path of the field an error names, in the user's words: no union tags
-    (``student.mlp.dropout`` -> ``student.dropout``), no character offsets of broken JSON."""
-    loc = tuple(err.get("loc", ()))
-    if err.get("type") == "json_invalid":
-        return None
-    value = body if loc[:1] == ("body",) else None
-    parts: list[str] = []
-    rest = loc[1:]
-    for i, part in enumerate(rest):
-        if str(part).startswith("function-"):
-            continue
-        if _is_union_tag(value, part, last=i == len(rest) - 1):
-            continue
-        parts.append(str(part))
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
-            value = value[part]
-        else:
-            value = None
-    if err.get("type") in _TAG_ERRORS:
-        parts.append("arch")  # the one tagged union in the API: architecture specs
-    return ".".join(p for p in parts if p) or (str(loc[0]) if loc else None)
-
-
-def _is_union_tag(value: Any, part: Any, *, last: bool) -> bool:
-    """A union tag in an error's path names no key of the body: "mlp" where the body says
-    ``{"arch": "mlp", ...}``, or where it leaves ``arch`` to its default (a field follows then)."""
-    return isinstance(value, dict) and part not in value and (part in value.values() or not last)
-
-
-def _validation_message(err: dict[str, Any], param: str | None) -> str:
-    if err.get("type") in _TAG_ERRORS:
-        ctx = err.get("ctx") or {}
-        tag, expected = ctx.get("tag"), ctx.get("expected_tags")
-        return f"{param}: unknown architecture {tag!r}; use one of {expected}."
-    msg = str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
-    return f"{param}: {msg}." if param else f"{msg}."
-
-
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")  # FastAPI routes serve no HEAD
 
 
@@ -184,6 +137,12 @@ def allowed_methods(request: Request) -> list[str]:
     ]
 
 
+def _body_type(request: Request) -> Any:
+    """The type the route reads its JSON body as (a model), or None."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    return body_field.field_info.annotation if body_field is not None else None
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -193,13 +152,11 @@ def install_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        param = _param_from_error(first, exc.body)
-        return JSONResponse(
-            error_body("invalid_request", _validation_message(first, param), param), 422
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_errors.describe(
+            validation_errors.first_error(exc.errors()), exc.body, _body_type(request)
         )
+        return JSONResponse(error_body("invalid_request", message, param), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
