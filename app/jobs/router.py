@@ -10,7 +10,14 @@ from app.deps import CallerDep, HotReadsDep, SessionDep
 from app.downloads import object_response
 from app.errors import NotFound, error_responses
 from app.jobs import events, repository, service
-from app.jobs.schemas import ArtifactOut, EventOut, JobOut, JobUpdate, MetricPoint
+from app.jobs.schemas import (
+    ArtifactOut,
+    EventOut,
+    JobOut,
+    JobUpdate,
+    JobValidation,
+    MetricPoint,
+)
 from app.jobs.spec import JobSpec
 from app.models import JobStatus
 from app.pagination import After, Limit, ListPage, to_page
@@ -46,6 +53,14 @@ def submit_job(
     if not created:
         response.status_code = 200
     return service.render(session, job)
+
+
+@router.post("/validate", response_model=JobValidation, responses=error_responses(404))
+def validate_job(spec: JobSpec, session: SessionDep, caller: CallerDep) -> JobValidation:
+    """The checks of a submit, without the job: the spec, its files, and the spec against
+    what the files' upload recorded. Nothing is created or queued."""
+    service._check_inputs(session, caller.team_id, spec)
+    return JobValidation(spec=spec.model_dump(mode="json"), task=spec.task, warnings=[])
 
 
 @router.get("", response_model=ListPage[JobOut])

@@ -27,6 +27,23 @@ class JobUpdate(BaseModel):
     priority: Int = Field(ge=-1000, le=1000)
 
 
+class JobWarning(BaseModel):
+    """Something the job will do that its author may not expect; it still runs."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
+class JobValidation(BaseModel):
+    """What ``POST /v1/jobs/validate`` answers for a spec that a submit would accept."""
+
+    object: Literal["job_validation"] = "job_validation"
+    spec: dict[str, Any] = Field(description="The full, defaulted spec, as the job would echo it.")
+    task: str
+    warnings: list[JobWarning]
+
+
 class JobError(BaseModel):
     code: str
     message: str

@@ -1,0 +1,106 @@
+"""``POST /v1/jobs/validate``: a submit's checks without the job. It answers the full, defaulted
+spec or exactly the error a submit would answer, and leaves nothing behind."""
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from tests.conftest import Client
+from tests.helpers.api import error_of
+
+
+def upload(team: Client, name: str, content: bytes, purpose: str) -> str:
+    response = team.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def npz(labelled: bool) -> bytes:
+    buffer = io.BytesIO()
+    x = np.zeros((8, 4), dtype=np.float32)
+    if labelled:
+        np.savez(buffer, x=x, y=np.array([0, 1] * 4, dtype=np.int64))
+    else:
+        np.savez(buffer, x=x)
+    return buffer.getvalue()
+
+
+def weights() -> bytes:
+    return safetensors.numpy.save({"layers.0.weight": np.zeros((2, 4), dtype=np.float32)})
+
+
+@pytest.fixture
+def files(team: Client) -> dict[str, str]:
+    return {
+        "teacher": upload(team, "teacher.safetensors", weights(), "teacher"),
+        "labelled": upload(team, "train.npz", npz(labelled=True), "dataset"),
+        "unlabelled": upload(team, "plain.npz", npz(labelled=False), "dataset"),
+    }
+
+
+def spec(files: dict[str, str], data: str = "labelled", **more: Any) -> dict[str, Any]:
+    return {
+        "teacher": {"file_id": files["teacher"], "arch": {"arch": "mlp", "hidden_sizes": []}},
+        "data": {"train_file_id": files[data]},
+        **more,
+    }
+
+
+def test_a_valid_spec_answers_the_defaulted_spec_and_creates_nothing(
+    team: Client, files: dict[str, str]
+) -> None:
+    body = spec(files, hyperparameters={"epochs": 3})
+    response = team.post("/v1/jobs/validate", json=body, headers={"Idempotency-Key": "k"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["object"] == "job_validation"
+    assert answer["task"] == "classification"
+    assert answer["warnings"] == []
+    assert answer["spec"]["hyperparameters"]["epochs"] == 3
+    assert answer["spec"]["hyperparameters"]["batch_size"] == 64  # a default, filled in
+    assert answer["spec"]["student"] == {
+        "arch": "mlp",
+        "hidden_sizes": [128],
+        "activation": "relu",
+        "dropout": 0.0,
+    }
+    assert team.get("/v1/jobs").json()["data"] == []
+    # No idempotency record either: the key is free for a different body.
+    other = spec(files, hyperparameters={"epochs": 4})
+    submitted = team.post("/v1/jobs", json=other, headers={"Idempotency-Key": "k"})
+    assert submitted.status_code == 201, submitted.text
+    assert submitted.json()["spec"]["hyperparameters"]["epochs"] == 4
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code", "param"),
+    [
+        ({"teacher": {"file_id": "file_missing"}}, 404, "not_found", "teacher.file_id"),
+        ({"data": "unlabelled"}, 422, "labels_required", "hyperparameters.alpha"),
+        (
+            {"student": {"arch": "hf", "config": {"model_type": "bert"}}},
+            422,
+            "unsupported_arch",
+            "student.arch",
+        ),
+        ({"hyperparameters": {"epochs": 0}}, 422, "invalid_request", "hyperparameters.epochs"),
+    ],
+)
+def test_a_refused_spec_answers_what_a_submit_answers(
+    team: Client, files: dict[str, str], change: dict[str, Any], status: int, code: str, param: str
+) -> None:
+    body = spec(files, data=change.pop("data", "labelled"), **change)
+    validated = error_of(team.post("/v1/jobs/validate", json=body), status)
+    assert (validated["code"], validated["param"]) == (code, param)
+    assert validated == error_of(team.post("/v1/jobs", json=body), status)
+    assert team.get("/v1/jobs").json()["data"] == []
+
+
+def test_another_teams_file_is_not_found(
+    team: Client, admin: Client, files: dict[str, str]
+) -> None:
+    error = error_of(admin.post("/v1/jobs/validate", json=spec(files)), 404)
+    assert error["param"] == "teacher.file_id"
