@@ -6,11 +6,12 @@ The API checks an upload's listing with these rules; the worker checks again whi
 """
 
 import re
+import tarfile
 from pathlib import PurePosixPath
 
+from file_rules.pickles import PICKLE_SUFFIXES
+
 MAX_MEMBERS = 10_000
-# Pickled weights or training state: loading them can run code, and transformers would.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 _FLAT = "only plain files and folders are accepted."
 _RELATIVE = "archive the model folder with relative paths (e.g. `zip -r model.zip model/`)."
@@ -104,3 +105,13 @@ def check_model_file(name: str) -> None:
             "model.save_pretrained(folder, safe_serialization=True) and remove that file (and "
             "other *.bin files) from the archive."
         )
+
+
+def data_filtered(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The member as tarfile's own "data" extraction filter passes it, a second opinion beside
+    the rules above (which refuse links outright, where the filter only keeps them inside): no
+    absolute or escaping paths, no devices, no set-user-id or group-writable modes."""
+    try:
+        return tarfile.data_filter(member, "/archive")
+    except tarfile.FilterError as e:
+        raise ArchiveRefused(f"The archive member '{member.name}' is refused: {e}.") from e

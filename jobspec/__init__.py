@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from file_rules.remote_code import remote_code_keys
 from jobspec.strict import Bool, Float, Int
 
 PositiveSize = Annotated[Int, Field(ge=1, le=65536)]
@@ -79,10 +80,6 @@ class TransformerArch(_Strict):
         return self
 
 
-# Keys that would make transformers import code from the model's files; never honoured.
-REMOTE_CODE_KEYS = frozenset({"auto_map", "trust_remote_code"})
-
-
 class HfArch(_Strict):
     """Any transformers config for text, e.g. a BERT with fewer and narrower layers; the vocabulary
     and label count come from the teacher."""
@@ -95,8 +92,7 @@ class HfArch(_Strict):
     def _a_plain_config(cls, config: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(config.get("model_type"), str):
             raise ValueError('config needs a "model_type", e.g. "bert"')
-        remote = sorted(REMOTE_CODE_KEYS & config.keys())
-        if remote:
+        if remote := remote_code_keys(config):
             raise ValueError(
                 f"config has {remote}: that would run code from the model's files, which "
                 "Distillery never does"

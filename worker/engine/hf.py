@@ -28,7 +28,9 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
+from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file, data_filtered
+from file_rules.remote_code import CONFIG_FILES as _REMOTE_CODE_CONFIGS
+from file_rules.remote_code import REMOTE_CODE_KEYS as _BANNED_KEYS
 from worker.engine import jit
 from worker.engine.errors import (
     OutOfMemory,
@@ -39,10 +41,8 @@ from worker.engine.errors import (
 from worker.engine.features import Features
 from worker.engine.text import unpack
 
-_REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 _SAFETENSORS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model")
-_BANNED_KEYS = ("auto_map", "trust_remote_code")
 _EXAMPLE_TYPES = "bert, distilbert, roberta, electra, albert, deberta-v2"
 _CHUNK = 1 << 20
 
@@ -281,7 +281,7 @@ def _tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, listing: ArchiveL
     )
 
     def open_member() -> IO[bytes]:
-        stream = tar.extractfile(member)
+        stream = tar.extractfile(data_filtered(member))
         if stream is None:
             raise TeacherLoadError(f"Could not read '{member.name}' from the archive.")
         return stream

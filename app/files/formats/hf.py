@@ -20,8 +20,9 @@ from app.files.formats.errors import (
 )
 from app.files.formats.pickles import ScanRules, scan_member
 from app.files.formats.safetensors import SafetensorsError, read_safetensors
-from app.files.pickle_scan import weights_only_allowed
-from file_rules.archives import PICKLE_SUFFIXES, ArchiveRefused, check_model_file
+from file_rules.archives import ArchiveRefused, check_model_file, data_filtered
+from file_rules.pickles import PICKLE_SUFFIXES, weights_only_allowed
+from file_rules.remote_code import CONFIG_FILES, remote_code_keys
 
 MAX_CONFIG_JSON = 16 * 1024 * 1024
 
@@ -38,7 +39,6 @@ _TOKENIZER_FILES = frozenset(
         "sentencepiece.bpe.model",
     }
 )
-_REMOTE_CODE_CONFIGS = ("config.json", "tokenizer_config.json")
 
 
 def hf_root(names: list[str] | set[str]) -> str | None:
@@ -66,11 +66,18 @@ def detect_hf_tar(path: Path, size: int) -> Detected:
             special = not (member.isreg() or member.isdir() or member.issym() or member.islnk())
             link = member.issym() or member.islnk()
             guard.admit(member.name, member.size, is_dir=member.isdir(), link=link, special=special)
-            stream = tar.extractfile(member) if member.isreg() else None
+            stream = tar.extractfile(_data_filtered(member)) if member.isreg() else None
             if stream is not None:
                 with stream:
                     scan.add(member.name, member.size, stream)
     return scan.result()
+
+
+def _data_filtered(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    try:
+        return data_filtered(member)
+    except ArchiveRefused as exc:
+        raise UnsafeFile(str(exc)) from exc
 
 
 class _HfScan:
@@ -94,7 +101,7 @@ class _HfScan:
         except ArchiveRefused as exc:
             raise UnsafeFile(str(exc)) from exc
         self.names.add(name)
-        if name.count("/") <= 1 and posixpath.basename(name) in _REMOTE_CODE_CONFIGS:
+        if name.count("/") <= 1 and posixpath.basename(name) in CONFIG_FILES:
             self.configs[name] = _parse_config(stream, size, name)
         elif name.endswith(".safetensors"):
             try:
@@ -113,12 +120,12 @@ class _HfScan:
                 "one top-level folder, so it is not a Hugging Face model.",
             )
         prefix = f"{root}/" if root else ""
-        for name in _REMOTE_CODE_CONFIGS:
-            if "auto_map" in self.configs.get(prefix + name, {}):
+        for name in CONFIG_FILES:
+            if keys := remote_code_keys(self.configs.get(prefix + name, {})):
                 raise UnsafeFile(
-                    f"'{prefix}{name}' has an auto_map, so loading the model needs "
-                    "trust_remote_code and would run the archive's Python code; "
-                    "only models built into transformers are accepted."
+                    f"'{prefix}{name}' sets {' and '.join(keys)}: loading the model would need "
+                    "trust_remote_code and run the archive's Python code, which Distillery "
+                    "never enables; only models built into transformers are accepted."
                 )
         files = {n.removeprefix(prefix) for n in self.names if n.startswith(prefix)}
         if not any(_HF_WEIGHTS.fullmatch(f) for f in files):

@@ -19,7 +19,8 @@ from app.files.formats.errors import (
     unsupported,
 )
 from app.files.formats.streams import peek, spooled, stream_size
-from app.files.pickle_scan import Allowed, PickleMalformed, scan_pickle, weights_only_allowed
+from app.files.pickle_scan import PickleMalformed, scan_pickle
+from file_rules.pickles import Allowed, weights_only_allowed
 
 MAX_NESTING = 2  # an archive inside an archive (pt2 sample inputs) inside one more
 

@@ -13,7 +13,7 @@ from app.files.formats.errors import EXPORT_ADVICE, UnsafeFile, unsupported
 from app.files.formats.export_program import check_export_program
 from app.files.formats.pickles import ScanRules, scan_zip
 from app.files.formats.torch_formats import storage_meta
-from app.files.pickle_scan import weights_only_allowed
+from file_rules.pickles import weights_only_allowed
 
 MAX_JSON_MEMBER = 64 * 1024 * 1024  # torch.export's model.json carries stack traces
 

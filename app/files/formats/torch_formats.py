@@ -8,7 +8,7 @@ from app.files.formats.archives import files
 from app.files.formats.errors import STATE_DICT_ADVICE, TORCHSCRIPT_ADVICE
 from app.files.formats.pickles import scan_zip, torch_zip_rules
 from app.files.formats.torchscript_code import check_torchscript_code
-from app.files.pickle_scan import torchscript_allowed, weights_only_allowed
+from file_rules.pickles import torchscript_allowed, weights_only_allowed
 
 
 def detect_torch_zip(zf: zipfile.ZipFile, root: str, names: list[str]) -> Detected:

@@ -531,10 +531,24 @@ def test_hf_archive_with_a_pickled_training_args(tmp_path: Path, marker: Path) -
         detect(_tar(tmp_path / "m.tgz", files), "teacher")
 
 
-def test_hf_archive_needing_remote_code(tmp_path: Path) -> None:
-    files = _hf_files(auto_map={"AutoModel": "modeling_evil.EvilModel"})
-    with pytest.raises(UnsafeFile, match="trust_remote_code"):
-        detect(_zip(tmp_path / "m.zip", files), "teacher")
+@pytest.mark.parametrize(
+    ("config", "key", "value"),
+    [
+        ("config.json", "auto_map", {"AutoModel": "modeling_evil.EvilModel"}),
+        ("tokenizer_config.json", "auto_map", {"AutoTokenizer": ["tok_evil.Evil", None]}),
+        ("config.json", "trust_remote_code", True),
+    ],
+)
+@pytest.mark.parametrize("container", ["zip", "tar.gz"])
+def test_hf_archive_needing_remote_code(
+    tmp_path: Path, config: str, key: str, value: object, container: str
+) -> None:
+    files = _hf_files()
+    files[config] = json.dumps(json.loads(files[config]) | {key: value}).encode()
+    path = tmp_path / "m"
+    _zip(path, _under("m", files)) if container == "zip" else _tar(path, _under("m", files))
+    with pytest.raises(UnsafeFile, match=f"'m/{config}' sets {key}: .*trust_remote_code"):
+        detect(path, "teacher")
 
 
 @pytest.mark.parametrize("name", ["../../evil", "model/../../evil", "/etc/evil", "..\\evil"])

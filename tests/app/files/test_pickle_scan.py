@@ -18,9 +18,8 @@ from app.files.pickle_scan import (
     UNRESOLVABLE_GLOBAL,
     PickleMalformed,
     scan_pickle,
-    torchscript_allowed,
-    weights_only_allowed,
 )
+from file_rules.pickles import torchscript_allowed, weights_only_allowed
 
 
 @pytest.fixture
@@ -231,7 +230,7 @@ def test_endless_pickles_are_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_allowlist_matches_torch() -> None:
     from torch._weights_only_unpickler import _get_allowed_globals
 
-    from app.files.pickle_scan import WEIGHTS_ONLY_GLOBALS
+    from file_rules.pickles import WEIGHTS_ONLY_GLOBALS
 
     assert set(_get_allowed_globals()) == WEIGHTS_ONLY_GLOBALS
 

@@ -87,6 +87,12 @@ def test_a_valid_spec_answers_the_defaulted_spec_and_creates_nothing(
             "student.arch",
         ),
         ({"hyperparameters": {"epochs": 0}}, 422, "invalid_request", "hyperparameters.epochs"),
+        (
+            {"student": {"arch": "hf", "config": {"model_type": "bert", "auto_map": {}}}},
+            422,
+            "invalid_request",
+            "student.config",
+        ),
     ],
 )
 def test_a_refused_spec_answers_what_a_submit_answers(
