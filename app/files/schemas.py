@@ -1,8 +1,8 @@
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Purpose(StrEnum):
@@ -20,4 +20,8 @@ class FileOut(BaseModel):
     sha256: str
     purpose: Purpose
     format: str
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What detection recorded: e.g. a data set's shape and label kind.",
+    )
     created_at: datetime

@@ -278,6 +278,9 @@ def test_an_accepted_upload_goes_through_the_checking_process(team: Client) -> N
     response = team.post("/v1/files", files={"file": ("d.csv", csv)}, data={"purpose": "dataset"})
     assert response.status_code == 201, response.text
     assert response.json()["format"] == "csv"
+    meta = response.json()["meta"]  # what detection recorded, shown as it is stored
+    assert (meta["has_labels"], meta["label_kind"], meta["num_classes"]) == (True, "class", 2)
+    assert team.get(f"/v1/files/{response.json()['id']}").json()["meta"] == meta
 
 
 def _arrays(kind: str, y: np.ndarray) -> bytes:
