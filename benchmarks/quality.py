@@ -745,7 +745,7 @@ def unlabelled_table(unlabelled: Result, labelled: Result) -> str:
     return "\n".join([
         *lines,
         "",
-        f"Issue 3's target, at least 95% of the teacher's accuracy: {met} (lowest share over "
+        f"The target, at least 95% of the teacher's accuracy: {met} (lowest share over "
         f"seeds and splits {worst:.1%}). Student `{spec['student']['arch']}` hidden "
         f"{spec['student']['hidden_sizes']}; {hp['epochs']} epochs, batch {hp['batch_size']}, "
         f"{hp['optimizer']} lr {hp['learning_rate']}, temperature {hp['temperature']}, alpha "

@@ -279,7 +279,7 @@ def report(
     kept = [r["student_test_accuracy"] / teacher["test"] for r in distil.runs]
     verdict = (
         f"The DistilBERT-style student keeps {statistics.fmean(kept):.1%} of the teacher's test "
-        f"accuracy on average (lowest seed {min(kept):.1%}; the issue asks for at least 95%)."
+        f"accuracy on average (lowest seed {min(kept):.1%}; the target is at least 95%)."
     )
     return "\n".join(
         [

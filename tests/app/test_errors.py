@@ -37,6 +37,7 @@ ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
     ("method", "path", "statuses"),
     [
         ("post", "/v1/jobs", {"401", "404", "409", "422"}),
+        ("post", "/v1/jobs/validate", {"401", "404", "422"}),
         ("get", "/v1/jobs/{job_id}", {"401", "404"}),
         ("patch", "/v1/jobs/{job_id}", {"401", "404", "409", "422"}),
         ("post", "/v1/jobs/{job_id}/cancel", {"401", "404", "409"}),
