@@ -7,7 +7,8 @@ installs it where it can.
 
 Screenshots of the queue page and of a finished job's page are kept as test artifacts in
 ``test-artifacts/dashboard-queue.png`` and ``test-artifacts/dashboard-job.png`` at the
-repository root, with ``test-artifacts/dashboard-login.png`` (a wrong key refused).
+repository root, with ``test-artifacts/dashboard-login.png`` (a wrong key refused) and
+``test-artifacts/dashboard-new-job.png`` (the new-job form showing the API's error).
 """
 
 import hashlib
@@ -111,6 +112,10 @@ def test_a_wrong_key_is_refused_and_a_revoked_one_signs_out(
     page.goto(server + "/")  # redirects to /ui
     assert page.url.startswith(server + "/ui")
     expect(page.locator("#api-key")).to_be_visible()
+    # Where the keys are, as app/cli.py and the API make them.
+    where = page.locator("#where-keys")
+    for words in ("DISTILL_ADMIN_KEY", "distill up", "var/admin_key", "POST /v1/teams"):
+        expect(where).to_contain_text(words)
 
     wrong = http.get("/v1/queue", headers={"Authorization": "Bearer dk_not_a_key"})
     assert wrong.status_code == 401
@@ -172,12 +177,10 @@ def _follow_a_job(
     page.goto(server + "/ui")
     sign_in(page, team.key, remember=True)  # remembered: the second tab below shares it
 
-    # The queue: the worker busy with the blocker, the job waiting first in line.
-    queue = team.get("/v1/queue").json()
-    worker = next(w for w in queue["workers"] if w["job_id"] == blocker["id"])
-    worker_row = page.locator(f'#queue tr[data-worker-id="{worker["id"]}"]')
+    # The queue: the worker busy with the blocker, the job waiting first in line. (The worker
+    # names its job just after the job's running event: the page's next read shows it.)
+    worker_row = page.locator("#queue tr[data-worker-id]", has_text=blocker["id"])
     expect(worker_row.locator(".badge")).to_have_text("busy")
-    expect(worker_row).to_contain_text(blocker["id"])
     expect(page.locator(f'#queue tr[data-job-id="{job["id"]}"][data-position="0"]')).to_be_visible()
     running_row = page.locator(f'#queue tr[data-job-id="{blocker["id"]}"]')
     expect(running_row.locator("[role=progressbar]")).to_be_visible()  # at its first report
@@ -212,10 +215,12 @@ def _follow_a_job(
     page.wait_for_function("() => distillery.job.streamEnded")
     final = team.get(f"/v1/jobs/{job['id']}").json()
     _check_movement(page, final)
-    _check_curves(page, team, job["id"])
+    events = _all_events(team, job["id"])
+    _check_curves(page, team, job["id"], events)
     _check_results(page, final["metrics"])
     _check_downloads(page, team, job["id"], tmp_path)
     expect(page.locator('#job-events tr[data-type="status"]')).to_have_count(3)
+    _check_epoch_updates(page, events)
     page.screenshot(path=SCREENSHOTS / "dashboard-job.png", full_page=True)
     assert errors == []
 
@@ -255,7 +260,30 @@ def _check_movement(page: Page, final: dict[str, Any]) -> None:
     expect(bar).to_have_attribute("aria-valuenow", "100.0")
 
 
-def _check_curves(page: Page, team: Client, job_id: str) -> None:
+def _all_events(team: Client, job_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        listed = team.get(f"/v1/jobs/{job_id}/events", params=params).json()
+        events += listed["data"]
+        if not listed["has_more"]:
+            return events
+        params["after"] = events[-1]["id"]
+
+
+def _epoch_updates(events: list[dict[str, Any]], phase: str) -> list[dict[str, Any]]:
+    """The job's "<Phase> epoch k/N done." log events, oldest first."""
+    starts = f"{phase.capitalize()} epoch "
+    return [
+        e
+        for e in events
+        if e["type"] == "log"
+        and e["message"].startswith(starts)
+        and e["message"].endswith(" done.")
+    ]
+
+
+def _check_curves(page: Page, team: Client, job_id: str, events: list[dict[str, Any]]) -> None:
     points: list[dict[str, Any]] = []
     params: dict[str, int] = {"limit": 100}
     while True:
@@ -275,10 +303,47 @@ def _check_curves(page: Page, team: Client, job_id: str) -> None:
         arg=[len(points), len(validation)],
     )
     drawn = page.evaluate("distillery.charts.accuracy.data")
+    labels = page.evaluate("distillery.charts.accuracy.series.map((s) => s.label)")
     assert drawn[0] == [p["step"] for p in validation]
-    assert drawn[1] == [p["val_accuracy"] for p in validation]
+    assert drawn[labels.index("validation accuracy")] == [p["val_accuracy"] for p in validation]
+    # The baseline's curve, from its epoch events' data, beside the student's at the same
+    # epochs (no sweep here: the student's epoch k ends at step k * steps per epoch).
+    baseline = _epoch_updates(events, "baseline")
+    assert len(baseline) == 4
+    assert drawn[labels.index("baseline accuracy (labels only)")] == [
+        e["data"]["val_accuracy"] for e in baseline
+    ]
+    assert drawn[labels.index("baseline agreement with the teacher")] == [
+        e["data"]["val_agreement"] for e in baseline
+    ]
+    # Losses are positive: a log scale, so the first points do not flatten the rest.
+    assert all(p["train_loss"] > 0 for p in points if p.get("train_loss") is not None)
+    assert page.evaluate("distillery.charts.loss.scales.y.distr") == 3  # uPlot's log
     expect(page.locator("#chart-loss canvas")).to_have_count(1)
     expect(page.locator("#chart-accuracy canvas")).to_have_count(1)
+
+
+def _check_epoch_updates(page: Page, events: list[dict[str, Any]]) -> None:
+    """Each phase's per-epoch log events: one row, its latest, until asked for the rest."""
+    log = page.locator("#job-events")
+    for phase in ("student", "baseline"):
+        updates = _epoch_updates(events, phase)
+        assert len(updates) == 4
+        row = log.locator(f'tr[data-epoch-updates="{phase}"]')
+        expect(row).to_have_count(1)
+        expect(row).to_have_attribute("data-event-id", updates[-1]["id"])
+        expect(row).to_contain_text(updates[-1]["message"])
+        unfolded = log.locator(f'tr[data-in-epoch-updates="{phase}"]')
+        expect(unfolded).to_have_count(0)
+        button = row.locator("button.fold")
+        expect(button).to_have_text("4 epoch updates")
+        button.click()
+        expect(button).to_have_attribute("aria-expanded", "true")
+        expect(unfolded).to_have_count(3)
+        ids = [unfolded.nth(i).get_attribute("data-event-id") for i in range(3)]
+        assert ids == [e["id"] for e in reversed(updates[:-1])]  # newest first, as the log
+        button.click()
+        expect(unfolded).to_have_count(0)
 
 
 def _check_results(page: Page, metrics: dict[str, Any]) -> None:
@@ -308,3 +373,78 @@ def _check_downloads(page: Page, team: Client, job_id: str, folder: Path) -> Non
         download.value.save_as(saved)
         assert hashlib.sha256(saved.read_bytes()).hexdigest() == artifact["sha256"]
         assert saved.stat().st_size == artifact["bytes"]
+
+
+@pytest.mark.usefixtures("worker_process")
+def test_a_job_uploaded_and_submitted_from_the_page_runs(
+    server: str, http: httpx.Client, context: BrowserContext, digits: Digits
+) -> None:
+    team = make_team(Client(http, ADMIN_KEY, "team_default"))
+    page = context.new_page()
+    errors = page_errors(page)
+    page.goto(server + "/ui")
+    sign_in(page, team.key)
+    page.click('header a[href="#/new"]')
+    form = page.locator("#submit-form")
+    error = page.locator("#submit-error")
+    submit = form.locator("button[type=submit]")
+
+    # No teacher chosen: said at the teacher's field, before anything is sent.
+    submit.click()
+    expect(error).to_have_attribute("data-param", "teacher.file_id")
+    expect(form.locator('.field[data-param="teacher.file_id"]')).to_have_class("field invalid")
+
+    # A data set given as the teacher: the upload's own refusal, at the teacher's field.
+    with digits.train.open("rb") as f:
+        refused = team.post("/v1/files", files={"file": ("x", f)}, data={"purpose": "teacher"})
+    assert refused.status_code == 422, refused.text
+    page.set_input_files("#file-teacher", digits.train)
+    page.set_input_files("#file-train", digits.train)
+    submit.click()
+    expect(error).to_contain_text(refused.json()["error"]["message"])
+    expect(error).to_have_attribute("data-param", "teacher.file_id")
+    expect(error).to_have_attribute("data-code", refused.json()["error"]["code"])
+
+    # The real files, and a temperature the API refuses: its message and param, at that field.
+    page.set_input_files("#file-teacher", digits.teacher)
+    page.set_input_files("#file-validation", digits.validation)
+    page.fill("#job-name", "from the form")
+    page.select_option("#student-arch", "mlp")
+    page.fill("#hidden-sizes", "64, 32")
+    page.fill("#hp-epochs", "2")
+    page.fill("#hp-temperature", "0")
+    page.fill("#more-spec", '{"hyperparameters": {"seed": 3}}')
+    submit.click()
+    expect(error).to_have_attribute("data-param", "hyperparameters.temperature")
+    expect(error).to_have_attribute("data-code", "invalid_request")
+    expect(error).to_contain_text("greater than 0")
+    expect(page.locator("#hp-temperature")).to_have_attribute("aria-invalid", "true")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "dashboard-new-job.png", full_page=True)
+    # Nothing was queued, and the three files are up once each.
+    assert team.get("/v1/jobs").json()["data"] == []
+
+    page.fill("#hp-temperature", "2")
+    submit.click()
+    page.wait_for_url(f"{server}/ui#/jobs/job_*")
+    job_id = page.url.split("#/jobs/")[1]
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=JOB_TIMEOUT_MS)
+
+    # What the form sent: the files uploaded once each (the refused one never stored), and
+    # the spec as filled in.
+    uploads = {f["filename"]: f for f in team.get("/v1/files").json()["data"]}
+    assert sorted(uploads) == sorted(
+        p.name for p in (digits.teacher, digits.train, digits.validation)
+    )
+    assert uploads[digits.teacher.name]["purpose"] == "teacher"
+    spec = team.get(f"/v1/jobs/{job_id}").json()["spec"]
+    assert spec["name"] == "from the form"
+    assert spec["teacher"]["file_id"] == uploads[digits.teacher.name]["id"]
+    assert spec["data"]["train_file_id"] == uploads[digits.train.name]["id"]
+    assert spec["data"]["validation_file_id"] == uploads[digits.validation.name]["id"]
+    assert spec["student"]["arch"] == "mlp" and spec["student"]["hidden_sizes"] == [64, 32]
+    hyperparameters = spec["hyperparameters"]
+    assert (hyperparameters["epochs"], hyperparameters["temperature"]) == (2, 2.0)
+    assert hyperparameters["seed"] == 3
+    assert spec["baseline"] is False
+    assert errors == []

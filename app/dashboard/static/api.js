@@ -48,11 +48,20 @@ function withQuery(path, params) {
   return text ? `${path}?${text}` : path;
 }
 
-/** fetch() on /v1 with the key; a 401 also tells the app to ask for a key again. */
-export async function request(path, { method = "GET", params, headers, signal, key } = {}) {
+/** fetch() on /v1 with the key; a 401 also tells the app to ask for a key again. ``json`` is
+ * sent as a JSON body; ``body`` (a FormData, say) as it is. */
+export async function request(
+  path,
+  { method = "GET", params, headers, signal, key, json, body } = {},
+) {
+  if (json !== undefined) {
+    body = JSON.stringify(json);
+    headers = { "Content-Type": "application/json", ...headers };
+  }
   const response = await fetch(withQuery(path, params), {
     method,
     signal,
+    body,
     cache: "no-store",
     headers: { Authorization: `Bearer ${key || auth.get() || ""}`, ...headers },
   });
@@ -72,6 +81,15 @@ export async function get(path, options = {}) {
 
 export async function post(path, options = {}) {
   return (await request(path, { ...options, method: "POST" })).json();
+}
+
+/** Upload ``file`` (a File from an <input type=file>) as POST /v1/files does it: multipart,
+ * with its ``purpose``, "teacher" or "dataset". Returns the file object. */
+export async function upload(file, purpose, { signal } = {}) {
+  const form = new FormData();
+  form.append("purpose", purpose);
+  form.append("file", file, file.name);
+  return post("/v1/files", { body: form, signal });
 }
 
 /** Every item of a list, following ``after`` cursors; ``cursor`` names an item's cursor. */

@@ -1,10 +1,12 @@
-// The dashboard: a login screen, then three views routed by the URL's hash:
+// The dashboard: a login screen, then four views routed by the URL's hash:
 //   #/queue  the shared queue      #/jobs  the team's jobs      #/jobs/<id>  one job
+//   #/new    a new job: upload the files and submit
 import { ApiError, auth, get } from "./api.js";
 import { fill, h } from "./dom.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
 import { queueView } from "./queue.js";
+import { submitView } from "./submit.js";
 
 const view = document.getElementById("view");
 const header = document.querySelector("header.top");
@@ -21,6 +23,7 @@ function route() {
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "jobs" && parts[1]) return { name: "job", render: (el) => jobView(el, parts[1]) };
   if (parts[0] === "jobs") return { name: "jobs", render: (el) => jobsView(el, params) };
+  if (parts[0] === "new") return { name: "new", render: (el) => submitView(el) };
   return { name: "queue", render: (el) => queueView(el) };
 }
 
@@ -76,6 +79,7 @@ function loginView(el, reason) {
       h("code", {}, "Authorization: Bearer"),
       ".",
     ),
+    whereKeysAre(),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -101,6 +105,39 @@ function loginView(el, reason) {
   });
   fill(el, form);
   input.focus();
+}
+
+/** Where a new user finds a key (app/cli.py: ``distill up`` makes the admin key when
+ * DISTILL_ADMIN_KEY is unset; ``distill serve`` needs it set). */
+function whereKeysAre() {
+  const code = (text) => h("code", {}, text);
+  return h(
+    "dl",
+    { class: "where-keys", id: "where-keys" },
+    h("dt", {}, "The admin key"),
+    h(
+      "dd",
+      {},
+      code("DISTILL_ADMIN_KEY"),
+      " where the server runs. Without it, ",
+      code("distill up"),
+      " made one when it first started, printed it, and keeps it in ",
+      code("var/admin_key"),
+      " in the folder it runs in: ",
+      code("cat var/admin_key"),
+      ".",
+    ),
+    h("dt", {}, "A team's key"),
+    h(
+      "dd",
+      {},
+      "The admin creates the team (",
+      code("POST /v1/teams"),
+      ") and a key for it (",
+      code("POST /v1/teams/{team_id}/keys"),
+      "), which is shown once.",
+    ),
+  );
 }
 
 document.getElementById("sign-out").addEventListener("click", () => {

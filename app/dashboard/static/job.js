@@ -3,6 +3,10 @@
 // Live: the job's event stream (GET /v1/jobs/{id}/events as text/event-stream, read with fetch
 // so it can carry the key) drives the page. A progress event moves the bar and fetches the new
 // curve points (GET .../metrics?after=<last step>); a status event re-reads the job.
+//
+// The metric points are the student's. The labels-only baseline has none: its validation
+// measures come in the data of its "Baseline epoch k/N done." log events, and are drawn beside
+// the student's, at the step the student was at the end of the same epoch.
 import { ApiError, download, events, get, getAll, poll, post } from "./api.js";
 import { ACCURACY, curve, LOSSES, REGRESSION } from "./charts.js";
 import { badge, errorLine, fill, h, progressBar, table } from "./dom.js";
@@ -13,6 +17,10 @@ const FINAL = ["succeeded", "failed", "cancelled"];
 const JOB_REFRESH_MS = 2000; // for what no event announces: the queue position, a cancel request
 const RECONNECT_MS = 1000;
 const LOG_ROWS = 300;
+// The log event each phase (or sweep run) sends at the end of each epoch, with its validation
+// measures as data: folded into one row per phase, the latest shown.
+const EPOCH_DONE = /^(Student|Baseline) epoch (\d+)\/(\d+) done\.$/;
+const VALIDATION_KEYS = ["val_accuracy", "val_agreement", "val_mse", "val_agreement_mse"];
 
 export function jobView(el, jobId) {
   const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
@@ -41,6 +49,7 @@ export function jobView(el, jobId) {
   };
   const showProgressEvents = h("input", { type: "checkbox", id: "show-progress-events" });
   showProgressEvents.addEventListener("change", () => renderLog());
+  const unfolded = new Set(); // the phases whose epoch updates the user opened
 
   fill(
     el,
@@ -269,15 +278,16 @@ export function jobView(el, jobId) {
 
   function drawCurves() {
     charts.loss.update(state.points);
-    if (!charts.accuracy && state.points.length) {
-      const regression = state.points.some((p) => p.val_mse != null);
+    const validation = withBaseline(state.points, state.events);
+    if (!charts.accuracy && validation.length) {
+      const regression = validation.some((p) => p.val_mse != null || p.baseline_val_mse != null);
       const kind = regression ? REGRESSION : ACCURACY;
-      if (regression || state.points.some((p) => p.val_accuracy != null || p.val_agreement != null)) {
+      if (validation.some((p) => Object.keys(kind.keys).some((k) => p[k] != null))) {
         charts.accuracy = curve(ui.accuracyChart, kind);
         fill(ui.accuracyTitle, regression ? "Validation MSE" : "Validation accuracy");
       }
     }
-    if (charts.accuracy) charts.accuracy.update(state.points);
+    if (charts.accuracy) charts.accuracy.update(validation);
   }
 
   // -- events ----------------------------------------------------------------------------------
@@ -285,6 +295,7 @@ export function jobView(el, jobId) {
   function onEvent(event) {
     state.events.push(event);
     scheduleLog();
+    if (epochDone(event)?.phase === "baseline") scheduleCurves();
     if (event.type === "status") {
       seen.streamed.push(event.data && event.data.status);
       return refreshJob();
@@ -324,21 +335,15 @@ export function jobView(el, jobId) {
     seen.streamEnded = true;
   }
 
-  let logScheduled = false;
-  function scheduleLog() {
-    if (logScheduled) return;
-    logScheduled = true;
-    requestAnimationFrame(() => {
-      logScheduled = false;
-      renderLog();
-    });
-  }
+  const scheduleLog = onNextFrame(() => renderLog());
+  const scheduleCurves = onNextFrame(() => drawCurves());
 
   function renderLog() {
     const all = state.events;
     const shown = showProgressEvents.checked ? all : all.filter((e) => e.type !== "progress");
     const hidden = all.length - shown.length;
-    const newest = shown.slice(-LOG_ROWS).reverse();
+    const rows = folded(shown.slice().reverse(), unfolded);
+    const newest = rows.slice(0, LOG_ROWS);
     fill(
       ui.log,
       h(
@@ -346,23 +351,47 @@ export function jobView(el, jobId) {
         { class: "muted" },
         `${all.length} events`,
         hidden ? ` (${hidden} progress events hidden)` : "",
-        shown.length > LOG_ROWS ? `; the newest ${LOG_ROWS} shown` : "",
+        rows.length > LOG_ROWS ? `; the newest ${LOG_ROWS} rows shown` : "",
         ", newest first.",
       ),
       table(
         [
-          ["time", (e) => new Date(e.created_at).toLocaleTimeString(), "nowrap"],
-          ["level", (e) => h("span", { class: `level level-${e.level}` }, e.level)],
-          ["type", (e) => e.type],
-          ["message", (e) => e.message],
+          ["time", (r) => new Date(r.event.created_at).toLocaleTimeString(), "nowrap"],
+          ["level", (r) => h("span", { class: `level level-${r.event.level}` }, r.event.level)],
+          ["type", (r) => r.event.type],
+          ["message", (r) => [r.event.message, r.fold ? foldButton(r.fold) : null]],
         ],
         newest,
         {
           empty: "No events yet.",
-          rowAttrs: (e) => ({ dataset: { eventId: e.id, type: e.type } }),
+          rowAttrs: (r) => ({
+            class: r.inFold ? "folded" : null,
+            dataset: {
+              eventId: r.event.id,
+              type: r.event.type,
+              ...(r.fold && { epochUpdates: r.fold.phase }),
+              ...(r.inFold && { inEpochUpdates: r.inFold }),
+            },
+          }),
         },
       ),
     );
+  }
+
+  function foldButton({ phase, count }) {
+    if (count < 2) return null;
+    const open = unfolded.has(phase);
+    const button = h(
+      "button",
+      { type: "button", class: "fold", "aria-expanded": String(open), dataset: { phase } },
+      `${count} epoch updates`,
+    );
+    button.addEventListener("click", () => {
+      if (open) unfolded.delete(phase);
+      else unfolded.add(phase);
+      renderLog();
+    });
+    return button;
   }
 
   // -- start -----------------------------------------------------------------------------------
@@ -392,6 +421,69 @@ export function jobView(el, jobId) {
     stopPolling();
     charts.loss.destroy();
     if (charts.accuracy) charts.accuracy.destroy();
+  };
+}
+
+/** The log's rows, newest first: each phase's epoch updates folded into the row of its latest
+ * (``fold``: phase and count), followed, when ``unfolded`` has the phase, by the others
+ * (``inFold``: the phase). */
+function folded(newestFirst, unfolded) {
+  const rows = [];
+  const folds = new Map();
+  for (const event of newestFirst) {
+    const phase = epochDone(event)?.phase;
+    if (!phase) {
+      rows.push({ event });
+    } else if (!folds.has(phase)) {
+      const row = { event, fold: { phase, count: 1 }, members: [] };
+      folds.set(phase, row);
+      rows.push(row);
+    } else {
+      const row = folds.get(phase);
+      row.fold.count += 1;
+      row.members.push({ event, inFold: phase });
+    }
+  }
+  return rows.flatMap((row) =>
+    row.fold && unfolded.has(row.fold.phase) ? [row, ...row.members] : [row],
+  );
+}
+
+/** ``{phase, epoch, epochs}`` of an epoch's end log event, else null. */
+function epochDone(event) {
+  const match = event.type === "log" ? EPOCH_DONE.exec(event.message) : null;
+  if (!match) return null;
+  return { phase: match[1].toLowerCase(), epoch: Number(match[2]), epochs: Number(match[3]) };
+}
+
+/** The student's validation points, and the baseline's from its epoch events as
+ * ``baseline_<measure>`` at the step the student's first run was at the end of that epoch. */
+function withBaseline(points, events) {
+  const baseline = events.filter((e) => epochDone(e)?.phase === "baseline" && e.data);
+  // An epoch's end point: the one with validation measures (val_loss is there in every task).
+  const first = points.find((p) => !p.run && VALIDATION_KEYS.some((k) => p[k] != null));
+  if (!first || !baseline.length) return points;
+  const stepsPerEpoch = first.step / first.epoch;
+  const rows = new Map(points.map((p) => [p.step, { ...p }]));
+  for (const event of baseline) {
+    const step = epochDone(event).epoch * stepsPerEpoch;
+    const row = rows.get(step) || { step };
+    for (const [key, value] of Object.entries(event.data)) row[`baseline_${key}`] = value;
+    rows.set(step, row);
+  }
+  return [...rows.values()].sort((a, b) => a.step - b.step);
+}
+
+/** ``task`` once on the next frame, however often this is called before then. */
+function onNextFrame(task) {
+  let scheduled = false;
+  return () => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      task();
+    });
   };
 }
 

@@ -79,7 +79,11 @@ function render(el, jobs) {
       ],
       jobs,
       {
-        empty: "No jobs here yet: submit one with POST /v1/jobs.",
+        empty: [
+          "No jobs here yet: submit one from ",
+          h("a", { href: "#/new" }, "New job"),
+          ", or with POST /v1/jobs.",
+        ],
         rowAttrs: (job) => ({ dataset: { jobId: job.id, status: job.status } }),
       },
     ),
