@@ -9,7 +9,7 @@ hand-written SVG, so a worker needs nothing beyond the engine's own dependencies
 import json
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,11 @@ from worker.engine.artifacts import atomic_write
 
 DASH = "—"
 TEMPLATES = Path(__file__).parent / "templates"
+# What the validation data decided, by the metric that says it did.
+CHOSEN_ON_VALIDATION = (
+    ("sweep", "the sweep chose its run"),
+    ("best_epoch", "early stopping chose its epoch"),
+)
 
 
 @dataclass
@@ -43,7 +48,7 @@ class CardFacts:
     job_id: str | None = None
     file_names: dict[str, str] = field(default_factory=dict)  # teacher, train, validation
 
-    @property
+    @cached_property
     def job_spec(self) -> JobSpec:
         spec = self.spec
         return spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
@@ -69,6 +74,8 @@ def _write_text(path: Path, text: str) -> None:
 
 def render(facts: CardFacts) -> str:
     text = _template().render(_context(facts))
+    # A section or row the job has not got leaves its blank lines behind; Markdown needs only one
+    # between blocks (and the card holds no text of its own with two in a row).
     return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
 
 
@@ -127,14 +134,7 @@ def _context(f: CardFacts) -> dict[str, Any]:
     score = "r2" if f.regression else "accuracy"
     split = spec.data.validation_split if f.validation_split else None
     cautions = job_warnings.at_setup(m["teacher_params"], m["student_params"], split)
-    chosen = [
-        reason
-        for key, reason in (
-            ("sweep", "the sweep chose its run"),
-            ("best_epoch", "early stopping chose its epoch"),
-        )
-        if key in m
-    ]
+    chosen = [reason for key, reason in CHOSEN_ON_VALIDATION if key in m]
     spec_json = f.spec if isinstance(f.spec, dict) else f.spec.model_dump(mode="json")
     return {
         "f": f,
@@ -152,9 +152,7 @@ def _context(f: CardFacts) -> dict[str, Any]:
         "train_file": _file(names.get("train"), spec.data.train_file_id),
         "validation_file": _file(names.get("validation"), spec.data.validation_file_id),
         "shape": ", ".join(map(str, f.input_shape)),
-        "sweep": _Sweep([k for k in m["sweep"][0] if k != "chosen"], m["sweep"])
-        if m["sweep"]
-        else None,
+        "sweep": _sweep(m["sweep"]),
         "curves": _curves_table(f),
         "onnx_written": f.onnx is not None and "student.onnx" in f.artifacts,
         "cautions": {w.code for w in cautions},
@@ -162,6 +160,12 @@ def _context(f: CardFacts) -> dict[str, Any]:
         "listing": sorted([*f.artifacts, "curves.svg", "model_card.md"]),
         "spec_json": json.dumps(spec_json, indent=2),
     }
+
+
+def _sweep(rows: list[dict] | None) -> _Sweep | None:
+    if not rows:
+        return None
+    return _Sweep([k for k in rows[0] if k != "chosen"], rows)
 
 
 def _title(f: CardFacts, spec: JobSpec) -> str:
