@@ -1,0 +1,64 @@
+"""What a job warns of at setup: things it will do that a user would not expect. Each is a
+``warning`` log event whose ``data.code`` names it; the model card says the same in its caveats,
+on the same rule (the functions below).
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobWarning:
+    code: str
+    message: str
+
+    @property
+    def data(self) -> dict[str, str]:
+        """The event's ``data``."""
+        return {"code": self.code}
+
+
+def at_setup(
+    teacher_params: int, student_params: int, validation_split: float | None
+) -> list[JobWarning]:
+    """Every warning a job gives once its teacher and student are built. ``validation_split``:
+    the fraction of the training file held out for validation, None with a validation file."""
+    warnings = [
+        student_not_smaller(teacher_params, student_params),
+        validation_may_overlap_teacher_training(validation_split),
+    ]
+    return [w for w in warnings if w is not None]
+
+
+def student_not_smaller(teacher_params: int, student_params: int) -> JobWarning | None:
+    """A student with as many parameters as its teacher, or more, compresses nothing."""
+    if student_params < teacher_params:
+        return None
+    if student_params == teacher_params:
+        size = "as many as the teacher"
+    else:
+        size = f"{times(student_params / teacher_params)} the teacher's {teacher_params:,}"
+    return JobWarning(
+        "student_not_smaller",
+        f"The student has {student_params:,} parameters, {size}: it will not be smaller than "
+        "its teacher, and likely not faster. Give it fewer or narrower layers to compress the "
+        "teacher.",
+    )
+
+
+def validation_may_overlap_teacher_training(validation_split: float | None) -> JobWarning | None:
+    """Without a validation file, the validation rows come from the training file, which the
+    teacher may have been trained on: it would score them as if it had seen them (it has)."""
+    if validation_split is None:
+        return None
+    return JobWarning(
+        "validation_may_overlap_teacher_training",
+        f"No validation file: the validation rows are a {validation_split:.0%} split of the "
+        "training file. If the teacher was trained on that file it has seen these rows, and its "
+        "validation scores (up to 100%) flatter it next to the student. Upload a validation file "
+        "the teacher never saw for a fair comparison.",
+    )
+
+
+def times(ratio: float) -> str:
+    """How many times larger one of two sizes is than the other, ``1.3x``, whichever is larger."""
+    return f"{max(ratio, 1 / ratio):.1f}x"
