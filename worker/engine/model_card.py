@@ -16,7 +16,8 @@ from typing import Any
 import jinja2
 
 from jobspec import JobSpec
-from worker.engine import curves, job_warnings
+from jobspec import warnings as job_warnings
+from worker.engine import curves
 from worker.engine.artifacts import atomic_write
 
 DASH = "—"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from jobspec import warnings as job_warnings
 from tests.helpers.teachers import TEACHER_ARCHS, job_spec
 from tests.worker.engine.conftest import Digits, Recorder
-from worker.engine import job_warnings, run_job
+from worker.engine import run_job
 
 SMALL = {"arch": "mlp", "hidden_sizes": [16], "activation": "relu", "dropout": 0.0}
 # The digits MLP teacher is 64 -> 256 -> 128 -> 10 (50,826 parameters); this is 3.3x that.

@@ -1,6 +1,7 @@
-"""What a job warns of at setup: things it will do that a user would not expect. Each is a
-``warning`` log event whose ``data.code`` names it; the model card says the same in its caveats,
-on the same rule (the functions below).
+"""What a job warns of: things it will do that a user would not expect. The API answers them from
+``POST /v1/jobs/validate`` where the uploads' recorded facts tell; the worker logs each as a
+``warning`` event whose ``data.code`` names it, once its teacher and student are built; the model
+card says the same in its caveats. One rule for all three: the functions below. Torch-free.
 """
 
 from dataclasses import dataclass
