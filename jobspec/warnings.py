@@ -4,13 +4,19 @@
 card says the same in its caveats. One rule for all three: the functions below. Torch-free.
 """
 
+import itertools
+import math
 from dataclasses import dataclass
+from typing import Any
+
+from jobspec import JobSpec, MlpArch
 
 
 @dataclass(frozen=True)
 class JobWarning:
     code: str
     message: str
+    param: str | None = None  # the spec field it is about
 
     @property
     def data(self) -> dict[str, str]:
@@ -28,6 +34,33 @@ def at_setup(
         validation_may_overlap_teacher_training(validation_split),
     ]
     return [w for w in warnings if w is not None]
+
+
+def before_training(
+    spec: JobSpec, teacher_meta: dict[str, Any], train_meta: dict[str, Any]
+) -> list[JobWarning]:
+    """The warnings the API can give from the spec and the uploads' recorded facts alone, before
+    anything is built (``POST /v1/jobs/validate``). ``student_not_smaller`` only where it is
+    certain: the teacher's parameter count is recorded (safetensors weights) and an MLP student's
+    count, taken at its smallest (one output), reaches it; the worker checks every job at setup."""
+    found = []
+    if spec.data.validation_file_id is None:
+        warning = validation_may_overlap_teacher_training(spec.data.validation_split)
+        assert warning is not None
+        found.append(_about(warning, "data.validation_split"))
+    teacher_params = teacher_meta.get("parameters")
+    shape = train_meta.get("sample_shape")
+    if isinstance(spec.student, MlpArch) and isinstance(teacher_params, int) and shape:
+        outputs = train_meta.get("num_classes") or 1
+        widths = [math.prod(shape), *spec.student.hidden_sizes, outputs]
+        least = sum(a * b + b for a, b in itertools.pairwise(widths))
+        if (warning := student_not_smaller(teacher_params, least)) is not None:
+            found.append(_about(warning, "student"))
+    return found
+
+
+def _about(warning: JobWarning, param: str) -> JobWarning:
+    return JobWarning(warning.code, warning.message, param)
 
 
 def student_not_smaller(teacher_params: int, student_params: int) -> JobWarning | None:

@@ -58,7 +58,6 @@ def test_a_valid_spec_answers_the_defaulted_spec_and_creates_nothing(
     answer = response.json()
     assert answer["object"] == "job_validation"
     assert answer["task"] == "classification"
-    assert answer["warnings"] == []
     assert answer["spec"]["hyperparameters"]["epochs"] == 3
     assert answer["spec"]["hyperparameters"]["batch_size"] == 64  # a default, filled in
     assert answer["spec"]["student"] == {
@@ -73,6 +72,33 @@ def test_a_valid_spec_answers_the_defaulted_spec_and_creates_nothing(
     submitted = team.post("/v1/jobs", json=other, headers={"Idempotency-Key": "k"})
     assert submitted.status_code == 201, submitted.text
     assert submitted.json()["spec"]["hyperparameters"]["epochs"] == 4
+
+
+def test_validate_warns_of_a_student_no_smaller_and_of_a_split_validation_set(
+    team: Client, files: dict[str, str]
+) -> None:
+    # The teacher holds 8 parameters; a 4 -> 128 -> 2 MLP has at least 898.
+    answer = team.post("/v1/jobs/validate", json=spec(files)).json()
+    warnings = {w["code"]: w for w in answer["warnings"]}
+    assert set(warnings) == {"student_not_smaller", "validation_may_overlap_teacher_training"}
+    assert warnings["student_not_smaller"]["param"] == "student"
+    assert "898" in warnings["student_not_smaller"]["message"]
+    assert warnings["validation_may_overlap_teacher_training"]["param"] == "data.validation_split"
+
+
+def test_validate_gives_no_warning_for_a_smaller_student_and_a_validation_file(
+    team: Client, files: dict[str, str]
+) -> None:
+    body = spec(files, student={"arch": "mlp", "hidden_sizes": []})  # 4 x 2 + 2 = 10 parameters
+    body["data"]["validation_file_id"] = files["labelled"]
+    body["teacher"]["file_id"] = upload(
+        team,
+        "big.safetensors",  # 16 parameters
+        safetensors.numpy.save({"w": np.zeros((4, 4), dtype=np.float32)}),
+        "teacher",
+    )
+    answer = team.post("/v1/jobs/validate", json=body).json()
+    assert answer["warnings"] == [], answer
 
 
 @pytest.mark.parametrize(
