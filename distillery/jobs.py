@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 
-from distillery import _download, _sse
+from distillery import _download
 from distillery._http import backoff
 from distillery._resource import MAX_PAGE, Resource
 from distillery.errors import APIConnectionError, ConfigurationError, WaitTimeoutError
@@ -151,8 +152,10 @@ class Jobs(Resource):
             params={"after": after} if after else None,
             timeout=httpx.Timeout(10.0, read=read),
         ) as response:
-            for payload in _sse.parse(response.iter_lines()):
-                yield Event.model_validate(payload)
+            for message in EventSource(response).iter_sse():
+                # A keep-alive comment ends in a blank line too, which makes a message without data.
+                if message.data:
+                    yield Event.model_validate(message.json())
 
     # --- artifacts ----------------------------------------------------------------------------
 
