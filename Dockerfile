@@ -1,5 +1,5 @@
 # One image for the API, the workers and the migration step (docker-compose.yml picks the command).
-# Workers get the onnx extra too, for jobs with "export": ["onnx"].
+# It has the server and worker extras, and the onnx one for jobs with "export": ["onnx"].
 FROM python:3.11-slim
 
 # PyPI's torch 2.13.0 for Linux x86_64 is the CUDA 13.0 build (it needs an NVIDIA driver >= 580).
@@ -34,10 +34,13 @@ RUN pip install --index-url "$TORCH_INDEX_URL" "torch==$TORCH_VERSION"
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY worker ./worker
+COPY distillery ./distillery
+COPY jobspec ./jobspec
 COPY file_rules ./file_rules
 COPY migrations ./migrations
+# The API (server) and the worker (worker, onnx) from one image.
 # hadolint ignore=DL3013  # the project itself; its pins are in pyproject.toml
-RUN pip install ".[worker,onnx]"
+RUN pip install ".[server,worker,onnx]"
 
 USER 1000:1000
 ENV DISTILL_STORAGE_DIR=/data

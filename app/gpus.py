@@ -1,46 +1,45 @@
-"""The machine's NVIDIA GPUs, found without torch (the ``distill`` command never loads it)."""
+"""The machine's NVIDIA GPUs, found through NVML (``nvidia-ml-py``) without torch: the
+``distill`` command never loads it."""
 
-import shutil
-import subprocess
-import sys
+import logging
 from dataclasses import dataclass
+from typing import Any
 
-QUERY = ["--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]
+try:
+    import pynvml
+except ImportError:  # a client or API install: only the worker extra brings nvidia-ml-py
+    pynvml = None
+
+log = logging.getLogger("distill.gpus")
 
 
 @dataclass(frozen=True)
 class Gpu:
-    index: int  # nvidia-smi's, which is the PCI bus order (CUDA_DEVICE_ORDER=PCI_BUS_ID)
+    index: int  # NVML's, which is nvidia-smi's: the PCI bus order (CUDA_DEVICE_ORDER=PCI_BUS_ID)
     name: str
-    memory_bytes: int
-
-
-def parse_nvidia_smi(output: str) -> list[Gpu]:
-    """``nvidia-smi`` + ``QUERY`` output: one ``index, name, memory in MiB`` line per GPU."""
-    gpus = []
-    for line in filter(str.strip, output.splitlines()):
-        index, rest = line.split(",", 1)
-        name, memory = rest.rsplit(",", 1)
-        try:
-            memory_bytes = int(float(memory)) * 2**20
-        except ValueError:  # "[N/A]"
-            memory_bytes = 0
-        gpus.append(Gpu(int(index), name.strip(), memory_bytes))
-    return gpus
+    memory_bytes: int  # 0 where the driver does not say (a MIG-enabled GPU)
 
 
 def detect_gpus() -> list[Gpu]:
-    """The GPUs ``nvidia-smi`` lists; none where it is missing or finds no driver."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
+    """The GPUs NVML lists; none on a machine without an NVIDIA driver or ``nvidia-ml-py``."""
+    if pynvml is None:
         return []
     try:
-        done = subprocess.run([smi, *QUERY], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        print(
-            f"nvidia-smi did not answer ({e}); treating this machine as CPU-only.", file=sys.stderr
-        )
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:  # no driver or no NVML library: a CPU-only machine
+        log.debug("NVML is not available (%s): no GPUs", e)
         return []
-    if done.returncode != 0:
-        return []  # "No devices were found", or no driver loaded
-    return parse_nvidia_smi(done.stdout)
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        return [_describe(pynvml.nvmlDeviceGetHandleByIndex(i), i) for i in range(count)]
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _describe(handle: Any, index: int) -> Gpu:
+    name = pynvml.nvmlDeviceGetName(handle)
+    try:
+        memory = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
+    except pynvml.NVMLError:
+        memory = 0
+    return Gpu(index, name.decode() if isinstance(name, bytes) else str(name), memory)

@@ -45,13 +45,9 @@ class Client:
     def queue(self, limit: int | None = None) -> QueueSnapshot:
         """Workers, running and queued jobs (details of this team's only), every team's use."""
         params = {"limit": limit} if limit is not None else {}
-        snapshot = QueueSnapshot.model_validate(
+        return QueueSnapshot.model_validate(
             self._transport.request("GET", "/v1/queue", params=params).json()
         )
-        for entry in (*snapshot.running, *snapshot.queued):
-            if entry.job is not None:
-                entry.job._client = self
-        return snapshot
 
     def distil(
         self,

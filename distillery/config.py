@@ -5,8 +5,9 @@
 3. the config file that ``distill login`` writes (``$XDG_CONFIG_HOME/distillery/config.toml``,
    else ``~/.config/distillery/config.toml``; ``DISTILL_CONFIG`` names another), whose key is
    used only for the server it was saved for;
-4. for a server on this machine (``distill up``): ``DISTILL_ADMIN_KEY``, then the admin key
-   ``distill up`` keeps in ``./var/admin_key``; the URL defaults to ``http://127.0.0.1:8000``.
+4. for a server on this machine (``distill up``, run from the current folder): the URL it
+   records in ``./var/url`` while it runs, else ``http://127.0.0.1:8000``; the key
+   ``DISTILL_ADMIN_KEY``, then the admin key ``distill up`` keeps in ``./var/admin_key``.
 """
 
 import json
@@ -19,7 +20,9 @@ from urllib.parse import urlsplit
 from distillery.errors import ConfigurationError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-LOCAL_ADMIN_KEY_FILE = Path("var") / "admin_key"  # as app/cli.py keeps it, relative to the cwd
+# As `distill up` (app/launch.py) keeps them, relative to the current folder.
+LOCAL_ADMIN_KEY_FILE = Path("var") / "admin_key"
+LOCAL_URL_FILE = Path("var") / "url"
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
 
 
@@ -91,11 +94,11 @@ def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
         api_key or os.environ.get("DISTILL_API_KEY"),
     )
     saved = load_saved() if not (url and key) else Saved()
-    url = normalise_url(url or saved.url or DEFAULT_URL)
+    url = normalise_url(url or saved.url or _read(LOCAL_URL_FILE) or DEFAULT_URL)
     if not key and saved.api_key and saved.url and normalise_url(saved.url) == url:
         key = saved.api_key
     if not key and is_local(url):
-        key = os.environ.get("DISTILL_ADMIN_KEY") or _local_admin_key()
+        key = os.environ.get("DISTILL_ADMIN_KEY") or _read(LOCAL_ADMIN_KEY_FILE)
     if not key:
         raise ConfigurationError(
             f"No API key for {url}: pass api_key=, set DISTILL_API_KEY, or run `distill login`."
@@ -103,8 +106,8 @@ def resolve(base_url: str | None, api_key: str | None) -> tuple[str, str]:
     return url, key
 
 
-def _local_admin_key() -> str | None:
+def _read(path: Path) -> str | None:
     try:
-        return LOCAL_ADMIN_KEY_FILE.read_text().strip() or None
+        return path.read_text().strip() or None
     except OSError:
         return None

@@ -17,6 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from distillery.types import Artifact, Event, File, Job, MetricPoint, QueueSnapshot
 
@@ -31,6 +32,15 @@ STATUS_STYLE = {
 
 def status(value: str) -> str:
     return f"[{STATUS_STYLE.get(value, 'white')}]{value}[/]"
+
+
+def eta(seconds: float | None, step: int, total_steps: int) -> str:
+    """The server's estimate of the training time left, as an estimate. After the last step the
+    job still measures the student (accuracy, latency) and writes its artifacts, which the
+    estimate does not count: "measuring", never "0 s"."""
+    if step >= total_steps:
+        return "measuring"
+    return "" if seconds is None else f"eta ~{seconds:.0f}s"
 
 
 class JobProgressBar:
@@ -90,15 +100,14 @@ class JobProgressBar:
             stats.append(f"loss {self.latest['train_loss']:.4f}")
         if "val_accuracy" in self.latest:
             stats.append(f"val acc {self.latest['val_accuracy']:.2%}")
-        if data.get("eta_seconds") is not None:
-            stats.append(f"eta {data['eta_seconds']:.0f}s")
+        stats.append(eta(data.get("eta_seconds"), data["step"], data["total_steps"]))
         # The epoch counts within the phase; the bar and the steps span the whole job.
         self.progress.update(
             self.bar,
             description=f"{phase} epoch {data.get('epoch')}/{data.get('epochs')}",
             total=data["total_steps"],
             completed=data["step"],
-            stats="  ".join(stats),
+            stats="  ".join(filter(None, stats)),
         )
 
 
@@ -130,24 +139,35 @@ class DownloadBars:
 
 
 ID_WIDTH = 31  # "file_" and 26 characters: ids are shown whole, for copying
+STATUS_WIDTH = max(map(len, STATUS_STYLE))  # "cancelled", "succeeded"
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
-    """A table whose first column, an id, is never cut short."""
+    """A table whose ids and statuses are never cut short, on a narrow terminal or a pipe
+    (80 columns): the other columns fold instead."""
     table = Table(title=title)
-    table.add_column(columns[0], no_wrap=True, min_width=ID_WIDTH)
-    for name in columns[1:]:
-        table.add_column(name)
+    for name in columns:
+        if name in {"id", "job", "worker"}:
+            table.add_column(name, no_wrap=True, min_width=ID_WIDTH)
+        elif name == "status":
+            table.add_column(name, no_wrap=True, min_width=STATUS_WIDTH)
+        else:
+            table.add_column(name, overflow="fold")
     return table
 
 
-def files_table(files: Iterable[File]) -> Table:
+def nothing(what: str) -> Text:
+    """What an empty listing prints instead of an empty table."""
+    return Text(f"No {what}.", style="dim")
+
+
+def files_table(files: Iterable[File]) -> Table | Text:
     table = _table("id", "purpose", "format", "filename", "bytes", "created")
     for f in files:
         table.add_row(
             f.id, f.purpose, f.format, f.filename, f"{f.bytes:,}", f"{f.created_at:%Y-%m-%d %H:%M}"
         )
-    return table
+    return table if table.row_count else nothing("files")
 
 
 def file_table(f: File) -> Table:
@@ -157,7 +177,7 @@ def file_table(f: File) -> Table:
     return table
 
 
-def jobs_table(jobs: Iterable[Job]) -> Table:
+def jobs_table(jobs: Iterable[Job]) -> Table | Text:
     table = _table("id", "name", "status", "progress", "student acc", "created")
     for job in jobs:
         accuracy = (job.metrics or {}).get("student_accuracy")
@@ -169,7 +189,7 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
             f"{accuracy:.2%}" if isinstance(accuracy, float) else "",
             f"{job.created_at:%Y-%m-%d %H:%M}",
         )
-    return table
+    return table if table.row_count else nothing("jobs")
 
 
 def _percent(v: float) -> str:
@@ -206,15 +226,19 @@ def metrics_table(job: Job) -> Table:
 
 
 def job_table(job: Job) -> Table:
-    table = Table("field", "value", show_header=False, title=job.id)
+    table = Table(show_header=False, title=job.id)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
     table.add_row("name", job.name or "")
     table.add_row("status", status(job.status) + (" (cancel requested)" * job.cancel_requested))
     if job.queue_position is not None:
         table.add_row("queue position", str(job.queue_position))
     if job.progress:
         p = job.progress
-        eta = f", eta {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
-        table.add_row("progress", f"{p.phase} epoch {p.epoch}/{p.epochs}, {p.fraction:.0%}{eta}")
+        left = eta(p.eta_seconds, p.step, p.total_steps)
+        table.add_row(
+            "progress", f"{p.phase} epoch {p.epoch}/{p.epochs}, {p.fraction:.0%}  {left}".strip()
+        )
     if job.error:
         table.add_row("error", f"[red]{job.error.code}[/]: {job.error.message}")
     student = job.spec.get("student") or {}
@@ -244,8 +268,15 @@ def curve_table(points: list[MetricPoint]) -> Table:
     return table
 
 
-def queue_tables(snapshot: QueueSnapshot) -> list[Table]:
-    workers = Table("worker", "host", "device", "status", "job", title="Workers")
+def queue_tables(snapshot: QueueSnapshot) -> list[Table | Text]:
+    """Workers, running and queued jobs, and the teams' use; each team shown the same way in
+    every table (its name, or its id where the server hides another team's name)."""
+    teams = {t.team_id: t.name or t.team_id for t in snapshot.teams}
+
+    def team(team_id: str) -> str:
+        return teams.get(team_id, team_id)
+
+    workers = _table("worker", "host", "device", "status", "job", title="Workers")
     for w in snapshot.workers:
         device = f"{w.device} ({w.device_name})" if w.device_name else w.device
         workers.add_row(w.id, w.hostname, device, w.status, w.job_id or "")
@@ -253,21 +284,37 @@ def queue_tables(snapshot: QueueSnapshot) -> list[Table]:
     for entry in snapshot.running:
         job = entry.job
         done = f"{job.progress.fraction:.0%}" if job and job.progress else ""
-        running.add_row(entry.id or "(another team's)", entry.team_id, _name(job), done)
-    queued = Table("#", "job", "team", "name", title="Queued")
+        running.add_row(entry.id or "(another team's)", team(entry.team_id), _name(job), done)
+    queued = _table("#", "job", "team", "name", title="Queued")
     for entry in snapshot.queued:
         position = "" if entry.queue_position is None else str(entry.queue_position)
-        queued.add_row(position, entry.id or "(another team's)", entry.team_id, _name(entry.job))
-    teams = Table("team", "running", "queued", "max running", "GPU s (24 h)", title="Teams")
+        queued.add_row(
+            position, entry.id or "(another team's)", team(entry.team_id), _name(entry.job)
+        )
+    usage = _table(
+        "team", "running", "queued", "max running", f"{_seconds_of(snapshot)} (24 h)", title="Teams"
+    )
     for t in snapshot.teams:
-        teams.add_row(
-            t.name or t.team_id,
+        usage.add_row(
+            team(t.team_id),
             str(t.running),
             str(t.queued),
             str(t.max_running_jobs),
             f"{t.gpu_seconds_24h:,.1f}",
         )
-    return [workers, running, queued, teams]
+    empty = ("workers", "running jobs", "queued jobs", "teams")
+    return [
+        table if table.row_count else nothing(what)
+        for table, what in zip((workers, running, queued, usage), empty, strict=True)
+    ]
+
+
+def _seconds_of(snapshot: QueueSnapshot) -> str:
+    """The use column, named after what the workers train on: GPU or CPU seconds."""
+    kinds = {"cpu" if w.device.startswith("cpu") else "GPU" for w in snapshot.workers}
+    if kinds == {"cpu"}:
+        return "CPU s"
+    return "GPU s" if kinds == {"GPU"} else "device s"
 
 
 def _name(job: Job | None) -> str:

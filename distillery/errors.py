@@ -94,6 +94,14 @@ class UnprocessableError(APIStatusError):
     status_code = 422
 
 
+class InvalidSpecError(UnprocessableError):
+    """A job spec the server would refuse (422 ``invalid_request``), found by the client before
+    it sent anything (``distillery.spec.check``); ``status_code`` is None: no request was made."""
+
+    status_code = None  # type: ignore[assignment]
+    code = "invalid_request"
+
+
 class RateLimitError(APIStatusError):
     status_code = 429
 

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 
-from distillery import _download, _sse
+from distillery import _download
 from distillery._http import backoff
 from distillery._resource import MAX_PAGE, Resource
 from distillery.errors import APIConnectionError, ConfigurationError, WaitTimeoutError
-from distillery.spec import OnUpload, merge, upload_local_files
+from distillery.spec import OnUpload, check, merge, upload_local_files
 from distillery.types import Artifact, Event, Job, MetricPoint
 
 SSE_READ_TIMEOUT_S = 60.0  # the server sends a keep-alive every 15 s
@@ -38,10 +39,15 @@ class Jobs(Resource):
         already has a file with the same bytes and purpose (``reuse_uploads``).
 
         The request carries an ``Idempotency-Key`` (one per call, or ``idempotency_key``), so a
-        retry after a lost answer returns the job the first attempt made, never a second one."""
+        retry after a lost answer returns the job the first attempt made, never a second one.
+
+        The spec's shape is checked before anything is uploaded (``distillery.spec.check``):
+        a misspelt field raises ``InvalidSpecError`` naming it, and nothing is sent."""
+        full = merge(spec, fields)
+        check(full)
         body = upload_local_files(
             self._client,
-            merge(spec, fields),
+            full,
             base_dir=base_dir,
             on_upload=on_upload,
             reuse=reuse_uploads,
@@ -50,7 +56,7 @@ class Jobs(Resource):
         response = self._transport.request(
             "POST", "/v1/jobs", json=body, headers=headers, retry=True
         )
-        return self._job(response.json())
+        return Job.model_validate(response.json())
 
     def list(
         self,
@@ -60,16 +66,18 @@ class Jobs(Resource):
         limit: int | None = None,
     ) -> Iterator[Job]:
         """The team's jobs, newest first, across all pages (``limit``: at most that many)."""
-        return self._pages("/v1/jobs", self._job, page_size=page_size, limit=limit, status=status)
+        return self._pages(
+            "/v1/jobs", Job.model_validate, page_size=page_size, limit=limit, status=status
+        )
 
     def get(self, job_id: str) -> Job:
-        return self._job(self._get(f"/v1/jobs/{job_id}"))
+        return Job.model_validate(self._get(f"/v1/jobs/{job_id}"))
 
     def cancel(self, job_id: str) -> Job:
         """A queued job is cancelled at once; a running one gets ``cancel_requested`` and stops
         within seconds. A final job raises ``ConflictError`` (``job_finished``)."""
         response = self._transport.request("POST", f"/v1/jobs/{job_id}/cancel", retry=False)
-        return self._job(response.json())
+        return Job.model_validate(response.json())
 
     def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
         """The training curve, in step order."""
@@ -151,8 +159,10 @@ class Jobs(Resource):
             params={"after": after} if after else None,
             timeout=httpx.Timeout(10.0, read=read),
         ) as response:
-            for payload in _sse.parse(response.iter_lines()):
-                yield Event.model_validate(payload)
+            for message in EventSource(response).iter_sse():
+                # A keep-alive comment ends in a blank line too, which makes a message without data.
+                if message.data:
+                    yield Event.model_validate(message.json())
 
     # --- artifacts ----------------------------------------------------------------------------
 
@@ -207,11 +217,6 @@ class Jobs(Resource):
                 )
             )
         return paths
-
-    def _job(self, data: Any) -> Job:
-        job = Job.model_validate(data)
-        job._client = self._client
-        return job
 
 
 def _plain(name: str) -> str:

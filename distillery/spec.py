@@ -12,11 +12,16 @@ team already has on the server (same sha256 and purpose) is not uploaded again (
 """
 
 import copy
+import difflib
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distillery.errors import ConfigurationError
+from pydantic import BaseModel, ValidationError
+
+import jobspec
+from distillery.errors import ConfigurationError, InvalidSpecError
 from distillery.types import File
 
 if TYPE_CHECKING:
@@ -33,14 +38,60 @@ LOCAL_FILE_KEYS = (
 )
 
 
-def local_paths(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The (dotted key, path) pairs of the spec's local files."""
-    found = []
-    for section, path_key, _, _ in LOCAL_FILE_KEYS:
-        part = spec.get(section)
-        if isinstance(part, Mapping) and part.get(path_key) is not None:
-            found.append((f"{section}.{path_key}", str(part[path_key])))
-    return found
+# Stands for a local file's id while the spec is checked, before anything is uploaded.
+NOT_YET_UPLOADED = "file_" + "0" * 26
+
+
+def check(spec: Mapping[str, Any]) -> None:
+    """Check the spec's shape with the job spec model the server itself is built on (jobspec)
+    before anything is uploaded: a typo costs no upload. Local paths stand in for the file ids
+    they will become. The server checks everything again at submit (the files, and the spec
+    against them), so this catches early what it can, and never lets through what it would not.
+    Raises ``InvalidSpecError`` (an ``UnprocessableError``, code ``invalid_request``) naming the
+    field at fault, as the server's answer would."""
+    stand_in = copy.deepcopy(dict(spec))
+    for section, path_key, id_key, _ in LOCAL_FILE_KEYS:
+        part = stand_in.get(section)
+        if isinstance(part, dict) and part.get(path_key) is not None:
+            del part[path_key]
+            part.setdefault(id_key, NOT_YET_UPLOADED)
+    try:
+        jobspec.JobSpec.model_validate(stand_in)
+    except ValidationError as e:
+        message, param = _describe(e, spec)
+        raise InvalidSpecError(message, param=param) from None
+
+
+def _describe(error: ValidationError, spec: Mapping[str, Any]) -> tuple[str, str]:
+    """The first problem in the user's words: an unknown field before the rest (a misspelt field
+    also makes the one meant "missing"), named as a dotted path without pydantic's union tags,
+    with the field probably meant."""
+    errors = error.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    parts: list[str] = []
+    value: Any = spec
+    for i, part in enumerate(first["loc"]):
+        tag = isinstance(value, Mapping) and part not in value and i < len(first["loc"]) - 1
+        if tag or str(part).startswith("function-"):
+            continue  # "mlp" in student.mlp.dropout: a union's tag, no key of the spec
+        parts.append(str(part))
+        value = value.get(part) if isinstance(value, Mapping) else None
+    param = ".".join(parts)
+    if first["type"] != "extra_forbidden":
+        return f"{param}: {first['msg'].removeprefix('Value error, ')}.", param
+    meant = difflib.get_close_matches(parts[-1], sorted(_known_fields()), n=1)
+    hint = f'; did you mean "{meant[0]}"?' if meant else "."
+    return f'"{param}" is not a field of a job spec{hint}', param
+
+
+@functools.cache
+def _known_fields() -> set[str]:
+    """Every field name of the job spec's models, and the client's local-file keys."""
+    names = {key for _, key, _, _ in LOCAL_FILE_KEYS}
+    for model in vars(jobspec).values():
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names.update(model.model_fields)
+    return names
 
 
 def upload_local_files(

@@ -3,17 +3,12 @@ so a newer server never breaks an older client; read them as attributes or with
 ``model_dump()``."""
 
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-
-    from distillery.client import Client
+from pydantic import BaseModel, ConfigDict
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+SHOWN_NUMBERS = ("train_loss", "val_accuracy")  # what an event's line shows of its data
 
 
 class Model(BaseModel):
@@ -60,6 +55,19 @@ class Event(Model):
         """The job's new status, on a ``status`` event."""
         return (self.data or {}).get("status") if self.type == "status" else None
 
+    def __str__(self) -> str:
+        """One line to read (``on_event=print``): local time, level, message, and the latest
+        loss and accuracy a progress event carries, e.g.
+        ``12:03:04 info    Student epoch 3/10, step 90/300. train_loss=0.31 val_accuracy=0.95``."""
+        data = self.data or {}
+        numbers = " ".join(
+            f"{key}={data[key]:.4g}"
+            for key in SHOWN_NUMBERS
+            if isinstance(data.get(key), int | float) and not isinstance(data[key], bool)
+        )
+        line = f"{self.created_at.astimezone():%H:%M:%S} {self.level:<7} {self.message}"
+        return f"{line} {numbers}" if numbers else line
+
 
 class MetricPoint(Model):
     step: int
@@ -78,8 +86,8 @@ class Artifact(Model):
 
 
 class Job(Model):
-    """A job as the server last described it. ``wait``, ``events``, ``download`` and ``refresh``
-    ask the server again through the client that returned it."""
+    """A job as the server last described it: plain data. To ask the server again, use
+    ``client.jobs`` (``get``, ``wait``, ``events``, ``cancel``, ``download_all``)."""
 
     id: str
     object: str = "job"
@@ -97,38 +105,9 @@ class Job(Model):
     cancel_requested: bool = False
     attempts: int = 0
 
-    _client: "Client | None" = PrivateAttr(default=None)
-
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
-
-    def _bound(self) -> "Client":
-        if self._client is None:
-            raise RuntimeError("this Job was not returned by a Client; use client.jobs instead")
-        return self._client
-
-    def refresh(self) -> "Job":
-        """The job as it is now (a new object)."""
-        return self._bound().jobs.get(self.id)
-
-    def events(self, after: str | None = None) -> "Iterator[Event]":
-        """The job's events, live, until its final status (see ``client.jobs.events``)."""
-        return self._bound().jobs.events(self.id, after=after)
-
-    def wait(
-        self, timeout: float | None = None, on_event: "Callable[[Event], Any] | None" = None
-    ) -> "Job":
-        """Follow the job's events until it is final; return it refreshed. ``on_event`` sees
-        each event as it comes; ``timeout`` (seconds) raises ``WaitTimeoutError``."""
-        return self._bound().jobs.wait(self.id, timeout=timeout, on_event=on_event)
-
-    def cancel(self) -> "Job":
-        return self._bound().jobs.cancel(self.id)
-
-    def download(self, directory: str | Path = ".") -> list[Path]:
-        """Every artifact into ``directory``, each checked against its sha256."""
-        return self._bound().jobs.download_all(self.id, directory)
 
 
 class Team(Model):

@@ -4,15 +4,18 @@ It starts `distill up`, trains a teacher, and then, with the Python client (`dis
 uploads it with its data, submits a job, follows it live, downloads the student (each file's
 sha256 checked) and scores it with `torch.jit.load` alone on a test split the service never saw.
 
+Everything it makes stays in ./distillery-demo/ (the teacher, its data, the student, its metrics
+and model card, the service's log), for the README's next steps; it names the folder at its end.
+
     scripts/demo.sh          # or: .venv/bin/python examples/quickstart.py
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from distillery import Client, DistilleryError, Job
 from distillery.display import JobProgressBar, metrics_table
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENT_DIR = ROOT / "student"
+DEMO_DIR = ROOT / "distillery-demo"
 SEED = 0
 console = Console()
 
@@ -209,7 +212,7 @@ def distil(client: Client, teacher: Path, train: Path, val: Path) -> Job:
     )
     console.print(f"[bold]Submitted[/] {job.id}; following its events")
     with JobProgressBar(console) as bar:
-        return job.wait(on_event=bar)
+        return client.jobs.wait(job.id, on_event=bar)
 
 
 def walk_through(base_url: str, service: subprocess.Popen[bytes], log: Path, work: Path) -> int:
@@ -217,7 +220,8 @@ def walk_through(base_url: str, service: subprocess.Popen[bytes], log: Path, wor
     teacher, teacher_test = prepare_teacher(work, train, test)  # while the service boots
     wait_ready(service, base_url, log)
     console.print(f"[bold]Ready[/] at {base_url}")
-    # Client() alone finds the key of a `distill up` run from the same folder (./var/admin_key).
+    # Client() alone finds a `distill up` run from the same folder (./var/url, ./var/admin_key);
+    # this script may run from anywhere, so it says where.
     with Client(base_url, admin_key()) as client:
         job = distil(
             client, teacher, save_npz(work / "train.npz", train), save_npz(work / "val.npz", val)
@@ -226,30 +230,34 @@ def walk_through(base_url: str, service: subprocess.Popen[bytes], log: Path, wor
             error = job.error.code + ": " + job.error.message if job.error else ""
             console.print(f"[red]Job {job.status}[/] {error}")
             return 1
-        console.print(f"[bold]Downloading[/] artifacts into {STUDENT_DIR}")
+        student_dir = work / "student"
+        console.print(f"[bold]Downloading[/] artifacts into {student_dir}")
         # Each file is checked against the sha256 the server lists before it is kept.
-        for path in job.download(STUDENT_DIR):
+        for path in client.jobs.download_all(job.id, student_dir):
             console.print(f"  {path.name:20} {path.stat().st_size:>10,} bytes  sha256 ok")
-    student = torch.jit.load(str(STUDENT_DIR / "student.pt")).eval()
+    student = torch.jit.load(str(student_dir / "student.pt")).eval()
     report(job, teacher_test, accuracy(student, test))
     return 0
 
 
 def main() -> int:
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="distill-quickstart-") as tmp:
-        work = Path(tmp)
-        log = work / "distill-up.log"
-        service = start_service(port, log)
-        try:
-            status = walk_through(f"http://127.0.0.1:{port}", service, log, work)
-        except (RuntimeError, DistilleryError) as exc:
-            console.print(f"[red]error:[/] {exc}")
-            status = 1
-        except KeyboardInterrupt:
-            status = 130
-        finally:
-            clean = stop_service(service, log)
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)  # an earlier run's: this one's alone afterwards
+    DEMO_DIR.mkdir()
+    log = DEMO_DIR / "distill-up.log"
+    service = start_service(port, log)
+    try:
+        status = walk_through(f"http://127.0.0.1:{port}", service, log, DEMO_DIR)
+    except (RuntimeError, DistilleryError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    finally:
+        clean = stop_service(service, log)
+    kept = ", ".join(sorted(p.name + "/" * p.is_dir() for p in DEMO_DIR.iterdir()))
+    console.print(f"The demo's files ({kept}) are in:")
+    console.print(os.path.relpath(DEMO_DIR) + "/", highlight=False)
     return status if clean else 1
 
 

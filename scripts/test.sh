@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install, find PostgreSQL and Redis (scripts/with-services.sh), run the test suite.
+# Install, check the import contracts (pyproject.toml's [tool.importlinter]), find PostgreSQL and
+# Redis (scripts/with-services.sh), run the test suite.
 # Extra arguments go to pytest:  scripts/test.sh -k lifecycle
 # Tests are never skipped for a missing service or browser, and a run that collects no tests fails.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/install.sh
 scripts/ensure-chromium.sh
 scripts/ensure-bwrap.sh
+.venv/bin/lint-imports --no-cache  # a broken contract fails the run before any test
 status=0
 scripts/with-services.sh .venv/bin/python -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then

@@ -3,6 +3,7 @@ them (no Docker engine on the test machines): the structure a team install relie
 
 import re
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_the_worker_reserves_the_gpus_and_supervises_one_process_per_gpu(compose
     (device,) = _gpu_devices(worker)
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert device["count"] == "all" and worker["command"] == ["distill", "worker", "--gpus", "all"]
-    assert "utility" in _env(worker)["NVIDIA_DRIVER_CAPABILITIES"]  # nvidia-smi
+    assert "utility" in _env(worker)["NVIDIA_DRIVER_CAPABILITIES"]  # NVML, nvidia-smi
     assert "DISTILL_ADMIN_KEY" not in _env(worker)  # a worker has no use for it
 
 
@@ -162,8 +163,14 @@ def test_workers_may_make_the_user_namespaces_of_the_sandbox() -> None:
 
 def test_the_image_has_what_the_services_run() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'pip install ".[worker,onnx]"' in dockerfile  # exports need the onnx extra
-    for copied in ("alembic.ini", "app", "worker", "file_rules", "migrations"):  # alembic: migrate
+    # the API and the worker; exports need the onnx extra
+    assert 'pip install ".[server,worker,onnx]"' in dockerfile
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    assert {"app", "worker", "distillery", "jobspec"} <= set(packages)
+    for copied in ("alembic.ini", *packages):  # every package the wheel has; alembic: migrate
         assert re.search(rf"^COPY .*\b{copied}\b", dockerfile, flags=re.M), copied
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored and "worker.env" in ignored

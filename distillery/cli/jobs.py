@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from distillery import Client, File, Job
+from distillery import Artifact, Client, File, Job
+from distillery._download import sha256_of
 from distillery.cli._common import OUTCOME_EXIT, Json, console, fail, friendly, print_json, to_json
 from distillery.display import (
     DownloadBars,
@@ -35,6 +36,36 @@ Output = Annotated[
     Path | None,
     typer.Option("--output", "-o", help="Folder for the artifacts (default: ./JOB_ID)."),
 ]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Write into the output folder even if it holds other files."),
+]
+
+
+def check_output(folder: Path | None, force: bool, artifacts: list[Artifact] | None = None) -> None:
+    """Refuse a folder that holds files of something else (an earlier student), unless
+    ``force``. ``artifacts``: this job's, whose files (whole or partly downloaded) may be there
+    already: a download resumes into its own folder."""
+    if force or folder is None or not folder.is_dir():
+        return
+    mine = {a.name: a.sha256 for a in artifacts or []}
+    for entry in folder.iterdir():
+        name = entry.name.removesuffix(".part")
+        if name not in mine:
+            break
+        if entry.name == name and not _is_artifact(entry, mine[name]):
+            break
+    else:
+        return
+    raise fail(
+        f"{folder} already holds {entry.name}, which is not this job's: choose an empty folder, "
+        "or pass --force to write into it anyway.",
+        code="output_not_empty",
+    )
+
+
+def _is_artifact(path: Path, sha256: str) -> bool:
+    return path.is_file() and sha256_of(path) == sha256
 
 
 def _spec_loader(yaml: Any) -> Any:
@@ -84,6 +115,7 @@ def submit(
         bool, typer.Option("--wait", help="Watch the job to its end and download the artifacts.")
     ] = False,
     output: Output = None,
+    force: Force = False,
     as_json: Json = False,
 ) -> None:
     """Submit a job from a spec file; --wait follows it and downloads the student.
@@ -92,6 +124,8 @@ def submit(
     the spec's folder) are uploaded first. With --wait the exit status is the job's outcome:
     0 succeeded, 3 failed, 4 cancelled.
     """
+    if wait:
+        check_output(output, force)  # before anything is uploaded or submitted
     spec = load_spec(spec_file)
     if name is not None:
         spec["name"] = name
@@ -202,6 +236,7 @@ def download(
     name: Annotated[
         str | None, typer.Option(help="One artifact, e.g. student.pt [default: all].")
     ] = None,
+    force: Force = False,
     as_json: Json = False,
 ) -> None:
     """Download a job's artifacts, verified; an interrupted download resumes.
@@ -210,6 +245,7 @@ def download(
     """
     with Client() as client:
         job = client.jobs.get(job_id)
+        check_output(output or Path(job.id), force, client.jobs.artifacts(job.id))
         if name is None:
             paths = _download_all(client, job, output, as_json=as_json)
         else:

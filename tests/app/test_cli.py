@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Imports first, as root (the virtualenv may be root's alone); then, for "user", drops to nobody.
 WORKER = """
 import os, sys
+from app import launch  # noqa: F401  (what `worker` runs, loaded while the venv is readable)
 from app.cli import main
 if sys.argv.pop(1) == "user":
     os.setgroups([])

@@ -124,11 +124,11 @@ class Finished:
 def finished(
     admin: Client, server: Server, digits: Digits, worker_process: object
 ) -> Iterator[Finished]:
-    """One real job, distilled by a real worker, followed to its end with ``job.wait``."""
+    """One real job, distilled by a real worker, followed to its end with ``jobs.wait``."""
     with Client(server.url, new_team(admin)[1]) as client:
         job = client.distil(
             digits.teacher, digits.train, digits.validation, name="client-tests", **SMALL_JOB
         )
         seen: list = []
-        final = job.wait(timeout=240, on_event=seen.append)
+        final = client.jobs.wait(job.id, timeout=240, on_event=seen.append)
         yield Finished(client, final, seen, job)

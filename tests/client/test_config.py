@@ -10,7 +10,7 @@ import pytest
 from distillery import Client, ConfigurationError, config
 
 
-def test_environment_then_config_file_then_local_admin_key(
+def test_environment_then_config_file_then_what_distill_up_records(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("DISTILL_ADMIN_KEY", raising=False)
@@ -22,6 +22,9 @@ def test_environment_then_config_file_then_local_admin_key(
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "admin_key").write_text("dk_admin_local\n")
     assert config.resolve(None, None) == ("http://127.0.0.1:8000", "dk_admin_local")
+    # ... on the port distill up records while it runs (the demo picks a free one)
+    (tmp_path / "var" / "url").write_text("http://127.0.0.1:18765\n")
+    assert config.resolve(None, None) == ("http://127.0.0.1:18765", "dk_admin_local")
 
     # the config file distill login writes: for its own server only
     path = config.save("https://distill.example.com/", "dk_saved")

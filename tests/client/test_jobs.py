@@ -28,8 +28,9 @@ def test_wait_follows_the_job_to_its_end(finished: Finished) -> None:
     assert [e.id for e in events] == sorted(e.id for e in events)
 
     # After the end, the stream replays everything and stops; ``after`` skips what was seen.
-    assert [e.id for e in job.events()] == [e.id for e in events]
-    assert [e.id for e in job.events(after=events[1].id)] == [e.id for e in events[2:]]
+    jobs = finished.client.jobs
+    assert [e.id for e in jobs.events(job.id)] == [e.id for e in events]
+    assert [e.id for e in jobs.events(job.id, after=events[1].id)] == [e.id for e in events[2:]]
     listed = list(finished.client.jobs.events(job.id, follow=False))
     assert [e.id for e in listed] == [e.id for e in events]
 
@@ -59,7 +60,7 @@ def test_metrics_and_artifacts(finished: Finished) -> None:
 def test_download_all_is_verified_and_the_student_loads(
     finished: Finished, digits: Digits, tmp_path: Path
 ) -> None:
-    paths = finished.job.download(tmp_path / "student")
+    paths = finished.client.jobs.download_all(finished.job.id, tmp_path / "student")
     listing = {a.name: a for a in finished.client.jobs.artifacts(finished.job.id)}
     assert {p.name for p in paths} == set(listing)
     for path in paths:

@@ -12,6 +12,7 @@ from distillery import (
     ConflictError,
     DistilleryError,
     File,
+    InvalidSpecError,
     Job,
     NotFoundError,
     PermissionDeniedError,
@@ -103,7 +104,7 @@ def test_jobs_list_pages_filters_and_cancels(paused_team: Client, digits: Digits
     listed = list(paused_team.jobs.list(page_size=2))
     assert [j.id for j in listed] == [j.id for j in reversed(jobs)]
 
-    cancelled = jobs[0].cancel()
+    cancelled = paused_team.jobs.cancel(jobs[0].id)
     assert cancelled.status == "cancelled" and cancelled.is_final
     assert [j.id for j in paused_team.jobs.list(status="cancelled")] == [jobs[0].id]
     assert {j.id for j in paused_team.jobs.list(status="queued")} == {jobs[1].id, jobs[2].id}
@@ -113,7 +114,7 @@ def test_jobs_list_pages_filters_and_cancels(paused_team: Client, digits: Digits
 
     # A job that cannot start before the timeout.
     with pytest.raises(WaitTimeoutError):
-        jobs[1].wait(timeout=0.5)
+        paused_team.jobs.wait(jobs[1].id, timeout=0.5)
 
 
 def test_errors_carry_the_contract_body(team: Client, server: Server) -> None:
@@ -128,6 +129,7 @@ def test_errors_carry_the_contract_body(team: Client, server: Server) -> None:
             {"teacher": {"file_id": "file_x"}, "data": {"train_file_id": "file_y"}},
             hyperparameters={"epochs": 0},
         )
+    assert isinstance(invalid.value, InvalidSpecError)  # found before anything was sent
     assert invalid.value.code == "invalid_request"
     assert invalid.value.param == "hyperparameters.epochs"
     assert str(invalid.value).startswith("hyperparameters.epochs:")

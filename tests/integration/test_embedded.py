@@ -1,6 +1,7 @@
 """`distill up` on embedded defaults: SQLite, kombu's filesystem broker and a real Celery worker
 process, with nothing configured, in an empty directory."""
 
+import json
 import os
 import signal
 import stat
@@ -80,8 +81,24 @@ def test_distill_up_runs_a_job_on_embedded_defaults(embedded, digits: Digits) ->
         assert finished["status"] == "succeeded" and finished["metrics"]["student_params"] > 0
         artifacts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
         assert {"student.pt", "student.safetensors"} <= {a["name"] for a in artifacts}
+
+    # Another terminal in the same folder: the client finds this port and key on its own.
+    assert (home / "var" / "url").read_text().strip() == base
+    listed = subprocess.run(
+        [sys.executable, "-m", "app.cli", "jobs", "list", "--json"], cwd=home,
+        env={**os.environ, **_client_env(home)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert [j["id"] for j in json.loads(listed.stdout)] == [job["id"]]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0  # stops cleanly, worker included
+    assert not (home / "var" / "url").exists()  # no longer up: the client stops looking there
+
+
+def _client_env(home: Path) -> dict[str, str]:
+    """A shell with nothing set for the client: no DISTILL_* and no saved login."""
+    clean = {k: "" for k in os.environ if k.startswith("DISTILL_")}
+    return {**clean, "XDG_CONFIG_HOME": str(home / "config"), "PYTHONPATH": os.getcwd()}
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])

@@ -110,6 +110,33 @@ def test_errors_print_the_contract_message_without_a_traceback(
     assert no_file.exit_code == 1 and "teacher.path: no such file" in no_file.stderr
 
 
+def test_submit_refuses_before_uploading_anything(
+    logged_in: str, digits: Digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert distill("jobs", "list").stdout.strip() == "No jobs."
+    assert distill("files", "list").stdout.strip() == "No files."
+
+    # A misspelt field, named with the one meant.
+    typo = write_spec(tmp_path, digits, hyperparamters={"epochs": 2})
+    result = distill("jobs", "submit", str(typo))
+    assert result.exit_code == 1
+    assert '"hyperparamters" is not a field' in result.stderr
+    assert 'did you mean "hyperparameters"?' in result.stderr
+
+    # An output folder holding an earlier student: refused unless --force.
+    spec = write_spec(tmp_path, digits)
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "student.pt").write_bytes(b"an earlier student")
+    taken = distill("jobs", "submit", str(spec), "--wait", "-o", "student")
+    assert taken.exit_code == 1 and "(output_not_empty)" in taken.stderr
+    assert "student already holds student.pt" in taken.stderr and "--force" in taken.stderr
+    assert (tmp_path / "student" / "student.pt").read_bytes() == b"an earlier student"
+
+    assert as_json(distill("files", "list", "--json")) == []  # nothing was uploaded
+    assert as_json(distill("jobs", "list", "--json")) == []  # nor submitted
+
+
 def test_no_server_is_an_error_message(client_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISTILL_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
     monkeypatch.setenv("DISTILL_API_KEY", "dk_any")
@@ -166,6 +193,13 @@ def test_submit_wait_downloads_a_student_that_loads(
     assert (tmp_path / "again" / "student.json").read_bytes() == (
         tmp_path / "out" / "student.json"
     ).read_bytes()
+    # Into its own folder again: the job's own files, checked and kept. Into another job's: no.
+    assert distill("jobs", "download", job["id"], "-o", "out").exit_code == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "student.pt").write_bytes(b"another job's student")
+    refused = distill("jobs", "download", job["id"], "-o", "other")
+    assert refused.exit_code == 1 and "(output_not_empty)" in refused.stderr
+    assert distill("jobs", "download", job["id"], "-o", "other", "--force").exit_code == 0
 
 
 def test_watch_exits_with_the_jobs_outcome(
