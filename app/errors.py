@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app import validation_errors
+from jobspec import errors as validation_errors
 
 
 class ApiError(Exception):

@@ -12,17 +12,16 @@ team already has on the server (same sha256 and purpose) is not uploaded again (
 """
 
 import copy
-import difflib
-import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 import jobspec
 from distillery.errors import ConfigurationError, InvalidSpecError
 from distillery.types import File
+from jobspec import errors as spec_errors
 
 if TYPE_CHECKING:
     from distillery.client import Client
@@ -58,40 +57,9 @@ def check(spec: Mapping[str, Any]) -> None:
     try:
         jobspec.JobSpec.model_validate(stand_in)
     except ValidationError as e:
-        message, param = _describe(e, spec)
+        first = spec_errors.first_error(spec_errors.body_errors(e))
+        message, param = spec_errors.describe(first, stand_in, jobspec.JobSpec, local_paths=True)
         raise InvalidSpecError(message, param=param) from None
-
-
-def _describe(error: ValidationError, spec: Mapping[str, Any]) -> tuple[str, str]:
-    """The first problem in the user's words: an unknown field before the rest (a misspelt field
-    also makes the one meant "missing"), named as a dotted path without pydantic's union tags,
-    with the field probably meant."""
-    errors = error.errors()
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    parts: list[str] = []
-    value: Any = spec
-    for i, part in enumerate(first["loc"]):
-        tag = isinstance(value, Mapping) and part not in value and i < len(first["loc"]) - 1
-        if tag or str(part).startswith("function-"):
-            continue  # "mlp" in student.mlp.dropout: a union's tag, no key of the spec
-        parts.append(str(part))
-        value = value.get(part) if isinstance(value, Mapping) else None
-    param = ".".join(parts)
-    if first["type"] != "extra_forbidden":
-        return f"{param}: {first['msg'].removeprefix('Value error, ')}.", param
-    meant = difflib.get_close_matches(parts[-1], sorted(_known_fields()), n=1)
-    hint = f'; did you mean "{meant[0]}"?' if meant else "."
-    return f'"{param}" is not a field of a job spec{hint}', param
-
-
-@functools.cache
-def _known_fields() -> set[str]:
-    """Every field name of the job spec's models, and the client's local-file keys."""
-    names = {key for _, key, _, _ in LOCAL_FILE_KEYS}
-    for model in vars(jobspec).values():
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            names.update(model.model_fields)
-    return names
 
 
 def upload_local_files(

@@ -134,6 +134,13 @@ def test_errors_carry_the_contract_body(team: Client, server: Server) -> None:
     assert invalid.value.param == "hyperparameters.epochs"
     assert str(invalid.value).startswith("hyperparameters.epochs:")
 
+    # A near miss of a key the client itself reads is named as it is (the server, which never
+    # sees local paths, names the file id instead).
+    with pytest.raises(InvalidSpecError) as typo:
+        team.jobs.create({"teacher": {"file_id": "file_x"}, "data": {"train_pth": "train.npz"}})
+    assert typo.value.param == "data.train_pth"
+    assert 'did you mean "data.train_path"?' in str(typo.value)
+
     with pytest.raises(UnprocessableError) as unsupported:
         team.files.upload(b"not a teacher at all", "teacher", filename="x.bin")
     assert unsupported.value.code == "unsupported_format"

@@ -1,13 +1,17 @@
 """A request that does not validate, told in the user's words: the field at fault as a dotted path
 (``student.dropout``, not pydantic's ``student.mlp.dropout``), and for an unknown field the field
-that was probably meant, found among the fields the model takes at that place."""
+that was probably meant, found among the fields the model takes at that place.
+
+The API tells a refused request body with it, and the client a spec it checks before uploading,
+so that both name a misspelt field the same way. Errors are pydantic's, located from ``body`` as
+FastAPI reports them (``body_errors`` turns a model's own errors into that form)."""
 
 import difflib
 import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel, Tag
+from pydantic import BaseModel, Tag, ValidationError
 
 NOT_JSON = "The body is not JSON: send Content-Type: application/json with a JSON object."
 
@@ -22,6 +26,11 @@ CLIENT_KEYS = {
 _TAG_ERRORS = ("union_tag_invalid", "union_tag_not_found")
 
 
+def body_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """A model's validation errors located as a request body's: under ``body``."""
+    return [{**err, "loc": ("body", *err["loc"])} for err in error.errors()]
+
+
 def first_error(errors: typing.Sequence[Any]) -> dict[str, Any]:
     """The error to tell: an unknown field before all others, since a misspelt field also makes
     its intended one "missing", and that second message misleads."""
@@ -29,8 +38,12 @@ def first_error(errors: typing.Sequence[Any]) -> dict[str, Any]:
     return (unknown or list(errors) or [{}])[0]
 
 
-def describe(err: dict[str, Any], body: Any, body_type: Any) -> tuple[str, str | None]:
-    """(message, param) for one pydantic error of a request body of type ``body_type``."""
+def describe(
+    err: dict[str, Any], body: Any, body_type: Any, *, local_paths: bool = False
+) -> tuple[str, str | None]:
+    """(message, param) for one pydantic error of a request body of type ``body_type``.
+    ``local_paths``: the reader is the client, which takes ``path``, ``train_path`` and
+    ``validation_path`` itself, so a near miss of one of those is named as it is."""
     param = param_of(err, body)
     kind = err.get("type")
     if kind == "json_invalid":
@@ -42,7 +55,8 @@ def describe(err: dict[str, Any], body: Any, body_type: Any) -> tuple[str, str |
         tag, expected = ctx.get("tag"), ctx.get("expected_tags")
         return f"{param}: unknown architecture {tag!r}; use one of {expected}.", param
     if kind == "extra_forbidden" and param:
-        return _unknown_field(param, _fields_at(body_type, _model_path(err))), param
+        known = _fields_at(body_type, _model_path(err))
+        return _unknown_field(param, known, local_paths), param
     msg = str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
     return (f"{param}: {msg}." if param else f"{msg}."), param
 
@@ -67,7 +81,7 @@ def _not_an_object(body: Any) -> str:
     return f"The body is {kind} in JSON; send a JSON object."
 
 
-def _unknown_field(param: str, known: list[str] | None) -> str:
+def _unknown_field(param: str, known: list[str] | None, local_paths: bool) -> str:
     *place, name = param.split(".")
     prefix = ".".join(place) + "." if place else ""
     message = f'"{param}" is not a field'
@@ -78,7 +92,7 @@ def _unknown_field(param: str, known: list[str] | None) -> str:
     if not meant:
         where = f"{'.'.join(place)} takes" if place else "A job takes"
         return f"{message}. {where}: {', '.join(known)}."
-    if meant[0] in client_keys:
+    if meant[0] in client_keys and not local_paths:
         field = client_keys[meant[0]]
         return (
             f'{message}; did you mean "{prefix}{field}"? ("{meant[0]}", a local file that the '
