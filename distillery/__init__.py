@@ -2,8 +2,8 @@
 
     with Client() as client:
         job = client.distil("teacher.pt", "train.npz", student={"arch": "mlp"})
-        job = job.wait()
-        job.download("student/")
+        job = client.jobs.wait(job.id, on_event=print)
+        client.jobs.download_all(job.id, "student/")
 
 See docs/client.md.
 """
