@@ -32,6 +32,7 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobspec import DataSpec, Hyperparameters, JobSpec, MlpArch, TeacherSpec
 from worker.engine import EngineJob, NullCallbacks, Progress, run_job
 from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model
@@ -101,15 +102,12 @@ def engine_job(
     folder: Path, name: str, device: str, teacher: dict = TEACHER, **options: Any
 ) -> EngineJob:
     """The benchmark's job as a worker hands it to the engine: a state_dict teacher, npz data."""
-    spec = {
-        "name": None,
-        "teacher": {"file_id": "file_t", "arch": teacher},
-        "student": STUDENT,
-        "data": {"train_file_id": "file_d", "validation_file_id": "file_v"},
-        "hyperparameters": HP,
-        "baseline": False,
-        "priority": 0,
-    }
+    spec = JobSpec(
+        teacher=TeacherSpec(file_id="file_t", arch=MlpArch.model_validate(teacher)),
+        student=MlpArch.model_validate(STUDENT),
+        data=DataSpec(train_file_id="file_d", validation_file_id="file_v"),
+        hyperparameters=Hyperparameters.model_validate(HP),
+    )
     return EngineJob(
         spec=spec,
         teacher_path=folder / "teacher.pt",

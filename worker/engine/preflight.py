@@ -93,7 +93,7 @@ def check_student(plan: StudentPlan, sample: torch.Tensor, num_classes: int) -> 
             raise
         except RuntimeError as e:
             raise ShapeMismatch(
-                f"The student ({plan.arch.get('arch')}) cannot take data of shape "
+                f"The student ({plan.arch['arch']}) cannot take data of shape "
                 f"{tuple(sample.shape)}: {e}"
             ) from e
     if tuple(logits.shape) != (len(sample), num_classes):

@@ -10,13 +10,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
+from jobspec import Hyperparameters, JobSpec
 from worker.engine import jit, onnx_export, preflight
 from worker.engine.artifacts import write_metrics, write_student
 from worker.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -39,49 +41,11 @@ from worker.engine.losses import LossTerms, distillation_loss, regression_loss
 from worker.engine.model_card import CardFacts, write_model_card
 from worker.engine.models import count_parameters
 from worker.engine.reporting import LossMeter, Reporter
-from worker.engine.schedules import Schedules
+from worker.engine.schedules import Schedules, alphas, temperatures
 from worker.engine.students import plan_student
 from worker.engine.sweep import SWEPT, SweepState, combinations
 from worker.engine.teacher import Teacher, load_teacher, load_text_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
-
-
-@dataclass
-class Hyperparameters:
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 0.001
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    temperature: float = 4.0
-    alpha: float = 0.5
-    seed: int = 0
-    lr_schedule: str = "constant"  # constant | cosine | linear
-    warmup_steps: int = 0
-    temperature_schedule: str = "constant"  # constant | linear, to temperature_end
-    temperature_end: float | None = None
-    alpha_schedule: str = "constant"  # constant | linear, to alpha_end
-    alpha_end: float | None = None
-    grad_clip_norm: float | None = None
-    grad_accumulation_steps: int = 1
-    early_stopping: dict | None = None  # {"metric", "patience", "min_delta"}
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-
-    @classmethod
-    def from_spec(cls, spec: dict) -> "Hyperparameters":
-        given = spec.get("hyperparameters") or {}
-        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name in given})
-
-    @property
-    def temperatures(self) -> tuple[float, float]:
-        """(first step's, last step's)."""
-        end = self.temperature_end if self.temperature_schedule == "linear" else None
-        return self.temperature, self.temperature if end is None else end
-
-    @property
-    def alphas(self) -> tuple[float, float]:
-        end = self.alpha_end if self.alpha_schedule == "linear" else None
-        return self.alpha, self.alpha if end is None else end
 
 
 @dataclass
@@ -133,21 +97,18 @@ class DistillationRecipe:
         self.job = job
         self.spec = job.spec
         self.callbacks = callbacks
-        self.hp = Hyperparameters.from_spec(job.spec)
+        self.hp = job.spec.hyperparameters
         # Regression: real outputs, MSE losses and metrics; the temperature is unused.
-        self.regression = job.spec.get("task", "classification") == "regression"
-        self.phases: list[Phase] = (
-            ["student", "baseline"] if job.spec.get("baseline") else ["student"]
-        )
+        self.regression = job.spec.task == "regression"
+        self.phases: list[Phase] = ["student", "baseline"] if job.spec.baseline else ["student"]
         # A sweep trains the student once per combination, each from the seed with the budget.
-        sweep = job.spec.get("sweep")
-        self.sweep = [replace(self.hp, **c) for c in combinations(sweep)] if sweep else None
-        all_alphas = [a for hp in self.sweep or [self.hp] for a in hp.alphas]
+        sweep = job.spec.sweep
+        self.sweep = [self.hp.model_copy(update=c) for c in combinations(sweep)] if sweep else None
+        all_alphas = [a for hp in self.sweep or [self.hp] for a in alphas(hp)]
         self.alpha_range = min(all_alphas), max(all_alphas)
-        losses = job.spec.get("losses") or {}
-        self.logit_loss = losses.get("logits", "kl")  # kl | mse
-        self.layer_specs = layer_loss_specs(losses)
-        self.exports: list[str] = list(job.spec.get("export") or [])
+        self.logit_loss = job.spec.losses.logits  # kl | mse
+        self.layer_specs = layer_loss_specs(job.spec.losses)
+        self.exports: list[str] = list(job.spec.export)
         self.work_dir: Path | None = None  # where a Hugging Face teacher is unpacked
         # Per phase, one entry per finished epoch (the model card's curves); checkpointed.
         self.history: dict[str, list[dict]] = {"student": [], "baseline": []}
@@ -166,16 +127,16 @@ class DistillationRecipe:
         baseline = len(self.phases) > 1
         preflight.check_labels_present(self.train_data, self.alpha_range[0], baseline)
         if hp.early_stopping is not None and self.regression:
-            preflight.check_regression_early_stopping(hp.early_stopping["metric"])
+            preflight.check_regression_early_stopping(hp.early_stopping.metric)
         if hp.early_stopping is not None:
             preflight.check_early_stopping(
-                hp.early_stopping["metric"], self.val_data, self.alpha_range[0], baseline
+                hp.early_stopping.metric, self.val_data, self.alpha_range[0], baseline
             )
         if not text:
             self.teacher = load_teacher(
                 self.job.teacher_path,
                 self.job.teacher_format,
-                self.spec["teacher"].get("arch"),
+                _arch(self.spec.teacher.arch),
                 self.train_data.input_shape,
                 self.device,
             )
@@ -183,7 +144,7 @@ class DistillationRecipe:
             self.teacher, self.train_data, self.val_data, hp.batch_size, self.regression
         )
         self.plan = plan_student(
-            self.spec["student"],
+            self.spec.student,
             self.teacher,
             self.train_data.input_shape,
             self.num_classes,
@@ -242,7 +203,7 @@ class DistillationRecipe:
             key_parts = {
                 "teacher_sha256": job.teacher_sha256 or file_sha256(job.teacher_path),
                 "teacher_format": job.teacher_format,
-                "teacher_arch": self.spec["teacher"].get("arch"),
+                "teacher_arch": _arch(self.spec.teacher.arch),
                 "device": self.device.type,  # a GPU's last bits differ from a CPU's
             }
         outputs = teacher_outputs(
@@ -261,12 +222,12 @@ class DistillationRecipe:
         job = self.job
         task = "regression" if self.regression else "classification"
         tokenizer = getattr(self, "teacher", None) and self.teacher.tokenizer
-        max_length = self.spec["data"].get("max_length", 128)
+        max_length = self.spec.data.max_length
         train = load_dataset(
             job.train_path, job.train_format, None, task, tokenizer or None, max_length
         )
         if job.validation_path is None:
-            fraction = self.spec["data"].get("validation_split", 0.1)
+            fraction = self.spec.data.validation_split
             train, val = split_validation(train, fraction, self.hp.seed)
         else:
             val = load_dataset(
@@ -521,7 +482,8 @@ class DistillationRecipe:
         run = TrainingRun(phase, model, make_optimizer(trained, hp), self._schedules(phase, hp))
         run.matching = matching
         if hp.early_stopping is not None:
-            run.stopper = EarlyStopping(**hp.early_stopping)
+            rule = hp.early_stopping
+            run.stopper = EarlyStopping(rule.metric, rule.patience, rule.min_delta)
         if self.autocast_dtype == torch.float16:
             run.scaler = torch.amp.GradScaler(self.device.type)
         if checkpoint is None or phase not in checkpoint:
@@ -551,8 +513,8 @@ class DistillationRecipe:
             base_lr=hp.learning_rate,
             lr_schedule=hp.lr_schedule,
             warmup_steps=hp.warmup_steps,
-            temperature=hp.temperatures,
-            alpha=hp.alphas if phase == "student" else (0.0, 0.0),
+            temperature=temperatures(hp),
+            alpha=alphas(hp) if phase == "student" else (0.0, 0.0),
             total_steps=hp.epochs * self.steps_per_epoch,
         )
 
@@ -563,7 +525,7 @@ class DistillationRecipe:
             "step": run.step,
             "optimizer": run.optimizer.state_dict(),
             "rng": torch.get_rng_state(),
-            "spec": self.spec,
+            "spec": _training_spec(self.spec),
             "train_seconds": {p: r.train_seconds() for p, r in self.runs.items()},
             "history": self.history,
         }
@@ -592,7 +554,7 @@ class DistillationRecipe:
             return None
         if checkpoint is None:
             return None
-        if _training_spec(checkpoint["spec"]) != _training_spec(self.spec):
+        if checkpoint["spec"] != _training_spec(self.spec):
             self._log("Ignoring a checkpoint made for a different job spec.", level="warning")
             return None
         return checkpoint
@@ -649,7 +611,7 @@ class DistillationRecipe:
     def _card_facts(self, metrics: dict, artifacts: list[Path], onnx: str | None) -> CardFacts:
         job = self.job
         return CardFacts(
-            spec=self.spec,
+            spec=self.spec.model_dump(mode="json"),
             metrics=metrics,
             history=self.history,
             teacher_format=job.teacher_format,
@@ -832,6 +794,11 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed << 16 | epoch))
 
 
-def _training_spec(spec: dict) -> dict:
-    """The parts of a spec that shape training; name and priority do not."""
-    return {k: v for k, v in spec.items() if k not in ("name", "priority")}
+def _training_spec(spec: JobSpec) -> dict:
+    """The parts of a spec that shape training; its name, priority and webhook do not."""
+    return spec.model_dump(mode="json", exclude={"name", "priority", "webhook_url"})
+
+
+def _arch(arch: BaseModel | None) -> dict | None:
+    """An arch as ``build_model`` and ``student.json`` take it: a plain dict."""
+    return None if arch is None else arch.model_dump()

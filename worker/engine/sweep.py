@@ -6,14 +6,16 @@ from typing import Any
 
 import torch
 
+from jobspec import Sweep
+
 SWEPT = ("temperature", "alpha", "learning_rate")  # the spec's order, and the rows' keys
 
 
-def combinations(sweep: dict) -> list[dict[str, Any]]:
+def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     """Every combination of the swept values, in a fixed order (the spec's lists, nested)."""
-    names = [name for name in SWEPT if sweep.get(name)]
-    grid = itertools.product(*(sweep[name] for name in names))
-    return [dict(zip(names, values, strict=True)) for values in grid]
+    lists = {name: getattr(sweep, name) for name in SWEPT if getattr(sweep, name)}
+    grid = itertools.product(*lists.values())
+    return [dict(zip(lists, values, strict=True)) for values in grid]
 
 
 def better(row: dict, best: dict | None) -> bool:
