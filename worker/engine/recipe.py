@@ -26,24 +26,20 @@ from worker.engine.data import Dataset, load_dataset, same_length, split_validat
 from worker.engine.early_stopping import EarlyStopping
 from worker.engine.errors import DeviceUnavailable, JobCancelled, LabelsRequired, UnsupportedInput
 from worker.engine.evaluation import (
-    accuracy,
-    agreement,
-    kl_divergence,
     latency_ms,
-    mse,
     predict,
-    r2,
 )
 from worker.engine.features import Features
 from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
 from worker.engine.layer_losses import LayerMatching, layer_loss_specs
-from worker.engine.losses import LossTerms, distillation_loss, regression_loss
+from worker.engine.losses import LossTerms
 from worker.engine.model_card import CardFacts, write_model_card
 from worker.engine.models import count_parameters
 from worker.engine.reporting import LossMeter, Reporter
 from worker.engine.schedules import Schedules, alphas, temperatures
 from worker.engine.students import plan_student
 from worker.engine.sweep import SWEPT, SweepState, combinations
+from worker.engine.tasks import task_of
 from worker.engine.teacher import Teacher, load_teacher, load_text_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
 
@@ -98,15 +94,13 @@ class DistillationRecipe:
         self.spec = job.spec
         self.callbacks = callbacks
         self.hp = job.spec.hyperparameters
-        # Regression: real outputs, MSE losses and metrics; the temperature is unused.
-        self.regression = job.spec.task == "regression"
+        self.task = task_of(job.spec)
         self.phases: list[Phase] = ["student", "baseline"] if job.spec.baseline else ["student"]
         # A sweep trains the student once per combination, each from the seed with the budget.
         sweep = job.spec.sweep
         self.sweep = [self.hp.model_copy(update=c) for c in combinations(sweep)] if sweep else None
         all_alphas = [a for hp in self.sweep or [self.hp] for a in alphas(hp)]
         self.alpha_range = min(all_alphas), max(all_alphas)
-        self.logit_loss = job.spec.losses.logits  # kl | mse
         self.layer_specs = layer_loss_specs(job.spec.losses)
         self.exports: list[str] = list(job.spec.export)
         self.work_dir: Path | None = None  # where a Hugging Face teacher is unpacked
@@ -126,8 +120,8 @@ class DistillationRecipe:
         self.train_data, self.val_data = self._load_data()
         baseline = len(self.phases) > 1
         preflight.check_labels_present(self.train_data, self.alpha_range[0], baseline)
-        if hp.early_stopping is not None and self.regression:
-            preflight.check_regression_early_stopping(hp.early_stopping.metric)
+        if hp.early_stopping is not None:
+            self.task.check_early_stopping(hp.early_stopping.metric)
         if hp.early_stopping is not None:
             preflight.check_early_stopping(
                 hp.early_stopping.metric, self.val_data, self.alpha_range[0], baseline
@@ -141,7 +135,7 @@ class DistillationRecipe:
                 self.device,
             )
         self.num_classes = preflight.check_inputs(
-            self.teacher, self.train_data, self.val_data, hp.batch_size, self.regression
+            self.teacher, self.train_data, self.val_data, hp.batch_size, self.task
         )
         self.plan = plan_student(
             self.spec.student,
@@ -177,7 +171,7 @@ class DistillationRecipe:
         )
         self._log(
             f"Teacher ({self.job.teacher_format}, {self.teacher.num_params:,} parameters) "
-            f"gives {self.num_classes} {'outputs' if self.regression else 'classes'}; "
+            f"gives {self.num_classes} {self.task.outputs_word}; "
             f"{len(self.train_data)} training and "
             f"{len(self.val_data)} validation rows of shape {self.train_data.input_shape}, "
             f"on {self.device}."
@@ -220,7 +214,7 @@ class DistillationRecipe:
 
     def _load_data(self) -> tuple[Dataset, Dataset]:
         job = self.job
-        task = "regression" if self.regression else "classification"
+        task = self.task.name
         tokenizer = getattr(self, "teacher", None) and self.teacher.tokenizer
         max_length = self.spec.data.max_length
         train = load_dataset(
@@ -261,9 +255,9 @@ class DistillationRecipe:
         """Train one student per combination, in order, and return the best on validation. The
         checkpoint carries the finished runs' rows and the best student so far, so a resumed
         sweep carries on with the run under way (or, in the baseline, with the sweep done)."""
-        state = SweepState()
+        state = SweepState(self.task)
         if checkpoint is not None and "sweep" in checkpoint:
-            state = SweepState.from_state(checkpoint["sweep"])
+            state = SweepState.from_state(self.task, checkpoint["sweep"])
         self.sweep_state = state
         if checkpoint is not None and checkpoint["phase"] == "student":
             checkpoint = checkpoint if "sweep" in checkpoint else None
@@ -298,14 +292,8 @@ class DistillationRecipe:
     def _sweep_row(self, run: TrainingRun, hp: Hyperparameters) -> dict:
         val = self._validate(run)
         swept = {name: getattr(hp, name) for name in SWEPT}
-        if self.regression:
-            return swept | val
-        logits = predict(run.model, self.val_data.x, self.hp.batch_size)
-        return swept | {
-            "val_accuracy": val["val_accuracy"],
-            "val_loss": val["val_loss"],
-            "val_kl": kl_divergence(logits, self.val_teacher_logits),
-        }
+        outputs = predict(run.model, self.val_data.x, self.hp.batch_size)
+        return swept | self.task.sweep_row(val, outputs, self.val_teacher_logits)
 
     def _train(self, run: TrainingRun) -> None:
         """Train ``run`` from where it stands to its last epoch (or until early stopping), reading
@@ -363,11 +351,7 @@ class DistillationRecipe:
         else:  # the loss casts the logits to float32 before its softmax
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 student_logits = run.model(x)
-        if self.regression:
-            return regression_loss(student_logits, teacher_logits, y, run.alpha)
-        return distillation_loss(
-            student_logits, teacher_logits, y, run.temperature, run.alpha, self.logit_loss
-        )
+        return self.task.loss(student_logits, teacher_logits, y, run.temperature, run.alpha)
 
     def _matching_loss(
         self, run: TrainingRun, matching: LayerMatching, x: torch.Tensor, y: torch.Tensor | None
@@ -379,12 +363,7 @@ class DistillationRecipe:
         else:
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 student = run.model.forward_features(x)  # type: ignore[operator]
-        if self.regression:
-            terms = regression_loss(student.logits, teacher.logits, y, run.alpha)
-        else:
-            terms = distillation_loss(
-                student.logits, teacher.logits, y, run.temperature, run.alpha, self.logit_loss
-            )
+        terms = self.task.loss(student.logits, teacher.logits, y, run.temperature, run.alpha)
         layer_terms = matching(student, teacher)
         total = terms.total + sum(spec.weight * layer_terms[spec.kind] for spec in self.layer_specs)
         return terms._replace(
@@ -422,30 +401,10 @@ class DistillationRecipe:
             )
 
     def _validate(self, run: TrainingRun) -> dict:
-        logits = predict(run.model, self.val_data.x, self.hp.batch_size)
-        labels, teacher_logits = self.val_data.y, self.val_teacher_logits
-        if self.regression:
-            return self._validate_regression(run, logits)
-        val_loss = None
-        if labels is not None or run.alpha == 1:
-            terms = distillation_loss(logits, teacher_logits, labels, run.temperature, run.alpha)
-            val_loss = terms.total.item()
-        return {
-            "val_accuracy": accuracy(logits, labels),
-            "val_loss": val_loss,
-            "val_agreement": agreement(logits, teacher_logits),
-        }
-
-    def _validate_regression(self, run: TrainingRun, outputs: torch.Tensor) -> dict:
-        targets, teacher_outputs = self.val_data.y, self.val_teacher_logits
-        val_loss = None
-        if targets is not None or run.alpha == 1:
-            val_loss = regression_loss(outputs, teacher_outputs, targets, run.alpha).total.item()
-        return {
-            "val_loss": val_loss,
-            "val_mse": mse(outputs, targets),
-            "val_agreement_mse": mse(outputs, teacher_outputs),
-        }
+        outputs = predict(run.model, self.val_data.x, self.hp.batch_size)
+        return self.task.validate(
+            outputs, self.val_teacher_logits, self.val_data.y, run.temperature, run.alpha
+        )
 
     def _report(self, run: TrainingRun, losses: dict, val: dict | None = None) -> None:
         """Send progress (and, for the student, a metric point), then honour a stop request."""
@@ -642,7 +601,8 @@ class DistillationRecipe:
             teacher_ms = latency_ms(self.teacher, val.x[:1])
             student_ms = latency_ms(deployed, val.x[:1])
         teacher_params, student_params = self.teacher.num_params, count_parameters(student)
-        metrics: dict[str, Any] = self._quality(student_logits) | {
+        quality = self.task.quality(student_logits, self.val_teacher_logits, val.y)
+        metrics: dict[str, Any] = quality | {
             "teacher_params": teacher_params,
             "student_params": student_params,
             "compression_ratio": teacher_params / student_params,
@@ -663,14 +623,10 @@ class DistillationRecipe:
             chosen = self.sweep_state.table()[self.sweep_state.best or 0]
             metrics["sweep"] = self.sweep_state.table()
             metrics["chosen"] = {name: chosen[name] for name in SWEPT}
-            metrics["sweep_metric"] = self._sweep_metric()
+            metrics["sweep_metric"] = self.task.sweep_metric(val.y is not None)
         if "baseline" in self.runs:
             baseline_logits = predict(self.runs["baseline"].model, val.x, batch_size)
-            if self.regression:
-                metrics["baseline_r2"] = r2(baseline_logits, val.y)
-                metrics["baseline_mse"] = mse(baseline_logits, val.y)
-            else:
-                metrics["baseline_accuracy"] = accuracy(baseline_logits, val.y)
+            metrics |= self.task.baseline_quality(baseline_logits, val.y)
             metrics["baseline_train_seconds"] = self.runs["baseline"].train_seconds()
         for phase, run in self.runs.items():
             if run.stopper is not None:
@@ -690,30 +646,6 @@ class DistillationRecipe:
         except UnsupportedInput:  # an architecture that does not trace: time it as given
             return self.teacher
         return lambda x: traced(x[:, 0], x[:, 1])
-
-    def _quality(self, student_outputs: torch.Tensor) -> dict[str, Any]:
-        """How good the student is next to the teacher and the labels, on validation."""
-        labels, teacher_outputs = self.val_data.y, self.val_teacher_logits
-        if self.regression:
-            return {
-                "teacher_r2": r2(teacher_outputs, labels),
-                "student_r2": r2(student_outputs, labels),
-                "teacher_mse": mse(teacher_outputs, labels),
-                "student_mse": mse(student_outputs, labels),
-                "agreement_mse": mse(student_outputs, teacher_outputs),
-            }
-        return {
-            "teacher_accuracy": accuracy(teacher_outputs, labels),
-            "student_accuracy": accuracy(student_outputs, labels),
-            "agreement": agreement(student_outputs, teacher_outputs),
-            "kl_divergence": kl_divergence(student_outputs, teacher_outputs),
-        }
-
-    def _sweep_metric(self) -> str:
-        labelled = self.val_data.y is not None
-        if self.regression:
-            return "val_mse" if labelled else "val_agreement_mse"
-        return "val_accuracy" if labelled else "val_kl"
 
     def cleanup(self) -> None:
         """Let go of the teacher, the data and the models now, and of the GPU memory they held:

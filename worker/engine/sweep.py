@@ -1,4 +1,5 @@
-"""Hyperparameter sweeps: the grid of runs one job trains, and how the best run is chosen."""
+"""Hyperparameter sweeps: the grid of runs one job trains, and the best run so far (the task
+says which is better)."""
 
 import itertools
 from dataclasses import dataclass, field
@@ -7,6 +8,7 @@ from typing import Any
 import torch
 
 from jobspec import Sweep
+from worker.engine.tasks import Task
 
 SWEPT = ("temperature", "alpha", "learning_rate")  # the spec's order, and the rows' keys
 
@@ -18,29 +20,12 @@ def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     return [dict(zip(lists, values, strict=True)) for values in grid]
 
 
-def better(row: dict, best: dict | None) -> bool:
-    """Whether ``row`` beats ``best`` on validation: higher accuracy (lower KL to the teacher
-    breaking ties) when the validation data has labels, else lower KL. For regression, lower
-    MSE on the labels (lower MSE to the teacher breaking ties, or alone without labels). Exact
-    ties keep the earlier run."""
-    if best is None:
-        return True
-    if "val_agreement_mse" in row:  # regression: lower MSE on the labels, else to the teacher
-        error, best_error = row["val_mse"], best["val_mse"]
-        if error is not None and best_error is not None and error != best_error:
-            return error < best_error
-        return row["val_agreement_mse"] < best["val_agreement_mse"]
-    accuracy, best_accuracy = row["val_accuracy"], best["val_accuracy"]
-    if accuracy is not None and best_accuracy is not None and accuracy != best_accuracy:
-        return accuracy > best_accuracy
-    return row["val_kl"] < best["val_kl"]
-
-
 @dataclass
 class SweepState:
     """The finished runs' rows and the best student so far (a CPU copy of its weights, and its
     early-stopping state), checkpointed with the run under way."""
 
+    task: Task
     rows: list[dict] = field(default_factory=list)
     best: int | None = None  # index into rows
     best_model: dict[str, torch.Tensor] | None = None
@@ -48,7 +33,7 @@ class SweepState:
     seconds: float = 0.0  # training time of the finished runs
 
     def add(self, row: dict, model: torch.nn.Module, stopper: dict | None, seconds: float) -> None:
-        if better(row, None if self.best is None else self.rows[self.best]):
+        if self.best is None or self.task.better(row, self.rows[self.best]):
             self.best = len(self.rows)
             self.best_model = {
                 k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
@@ -70,5 +55,5 @@ class SweepState:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> "SweepState":
-        return cls(**state)
+    def from_state(cls, task: Task, state: dict) -> "SweepState":
+        return cls(task, **state)

@@ -379,7 +379,7 @@ def test_running_out_of_gpu_memory(
     def exhausted(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("worker.engine.recipe.distillation_loss", exhausted)
+    monkeypatch.setattr("worker.engine.tasks.distillation_loss", exhausted)
 
     with pytest.raises(OutOfMemory, match="lower batch_size") as info:
         run_job(cnn_digits.job(tmp_path, job_spec()))
