@@ -36,7 +36,7 @@ from jobspec import DataSpec, Hyperparameters, JobSpec, MlpArch, TeacherSpec
 from worker.engine import EngineJob, NullCallbacks, Progress, run_job
 from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model
-from worker.engine.recipe import resolve_device
+from worker.engine.runs import torch_device
 
 TEACHER = {"arch": "mlp", "hidden_sizes": [512, 512], "activation": "relu", "dropout": 0.0}
 STUDENT = {"arch": "mlp", "hidden_sizes": [128], "activation": "relu", "dropout": 0.0}
@@ -136,7 +136,7 @@ def time_loop(
     teacher: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str
 ) -> tuple[float, float]:
     """The baseline: the KD loop anyone would write by hand."""
-    dev = resolve_device(device)
+    dev = torch_device(device)
     teacher, x, y = teacher.to(dev), x.to(dev), y.to(dev)
     torch.manual_seed(HP["seed"])
     student = build_model(STUDENT, (64,), 10).to(dev)
@@ -190,7 +190,7 @@ def main() -> None:
                 f"cpu engine {ec:.3f} / loop {lc:.3f} s/epoch"
             )
 
-    print(f"device {resolve_device(args.device)}, threads {args.threads}, {len(x)} training rows")
+    print(f"device {torch_device(args.device)}, threads {args.threads}, {len(x)} training rows")
     for i, clock in enumerate(("wall", "cpu")):
         ratios = [e[i] / lo[i] for e, lo in zip(engine, loop, strict=True)]
         print(

@@ -1,14 +1,20 @@
-"""Hyperparameter sweeps: the grid of runs one job trains, and the best run so far (the task
-says which is better)."""
+"""Hyperparameter sweeps: the grid of runs one job trains, training them one after the other,
+and the best run so far (the task says which is better)."""
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from jobspec import Sweep
+from jobspec import Hyperparameters, Sweep
+from worker.engine.checkpoint import TrainingState
+from worker.engine.evaluation import predict
 from worker.engine.tasks import Task
+
+if TYPE_CHECKING:
+    from worker.engine.recipe import DistillationRecipe
+    from worker.engine.runs import TrainingRun
 
 SWEPT = ("temperature", "alpha", "learning_rate")  # the spec's order, and the rows' keys
 
@@ -23,7 +29,8 @@ def combinations(sweep: Sweep) -> list[dict[str, Any]]:
 @dataclass
 class SweepState:
     """The finished runs' rows and the best student so far (a CPU copy of its weights, and its
-    early-stopping state), checkpointed with the run under way."""
+    early-stopping counters), checkpointed with the run under way. Once the sweep is done the
+    chosen student holds those weights, and the state lets go of its copy."""
 
     task: Task
     rows: list[dict] = field(default_factory=list)
@@ -57,3 +64,55 @@ class SweepState:
     @classmethod
     def from_state(cls, task: Task, state: dict) -> "SweepState":
         return cls(task, **state)
+
+
+def train_sweep(
+    recipe: "DistillationRecipe", runs: list[Hyperparameters], checkpoint: TrainingState | None
+) -> "TrainingRun":
+    """Train one student per combination, in order, and return the best on validation. The
+    checkpoint carries the finished runs' rows and the best student so far, so a resumed sweep
+    carries on with the run under way (or, in the baseline, with the sweep done)."""
+    state = SweepState(recipe.task)
+    if checkpoint is not None and checkpoint.sweep is not None:
+        state = SweepState.from_state(recipe.task, checkpoint.sweep)
+    recipe.sweep_state = state
+    if checkpoint is not None and checkpoint.phase == "student" and checkpoint.sweep is None:
+        checkpoint = None
+    while checkpoint is None or checkpoint.phase == "student":
+        i = len(state.rows)
+        if i == len(runs):
+            checkpoint = None
+            break
+        recipe.clock.run = i
+        resuming = checkpoint is not None and checkpoint.sweep_run == i
+        run = recipe.start_run("student", checkpoint if resuming else None, runs[i])
+        recipe.runs["student"] = run
+        recipe.train_run(run)
+        state.add(
+            _row(recipe, run, runs[i]),
+            run.model,
+            None if run.stopper is None else run.stopper.state_dict(),
+            run.train_seconds(),
+        )
+        checkpoint = None
+    assert state.best is not None
+    chosen = recipe.start_run("student", checkpoint, runs[state.best])
+    if checkpoint is None:  # a checkpoint from the baseline holds the chosen student already
+        assert state.best_model is not None
+        chosen.model.load_state_dict(state.best_model)
+        state.best_model = None  # held once, by the chosen student
+        if chosen.stopper is not None and state.best_stopper is not None:
+            chosen.stopper.load_state_dict(state.best_stopper)
+        chosen.epoch, chosen.step = recipe.hp.epochs, recipe.hp.epochs * recipe.steps_per_epoch
+    chosen.seconds = state.seconds
+    recipe.callbacks.on_log(
+        "info", f"Sweep done: run {state.best} of {len(runs)} chosen.", state.rows[state.best]
+    )
+    return chosen
+
+
+def _row(recipe: "DistillationRecipe", run: "TrainingRun", hp: Hyperparameters) -> dict:
+    val = recipe.validate(run)
+    swept = {name: getattr(hp, name) for name in SWEPT}
+    outputs = predict(run.model, recipe.val_data.x, recipe.hp.batch_size)
+    return swept | recipe.task.sweep_row(val, outputs, recipe.val_teacher_logits)
