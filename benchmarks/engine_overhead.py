@@ -32,10 +32,11 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobspec import DataSpec, Hyperparameters, JobSpec, MlpArch, TeacherSpec
 from worker.engine import EngineJob, NullCallbacks, Progress, run_job
 from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model
-from worker.engine.recipe import resolve_device
+from worker.engine.runs import torch_device
 
 TEACHER = {"arch": "mlp", "hidden_sizes": [512, 512], "activation": "relu", "dropout": 0.0}
 STUDENT = {"arch": "mlp", "hidden_sizes": [128], "activation": "relu", "dropout": 0.0}
@@ -101,15 +102,12 @@ def engine_job(
     folder: Path, name: str, device: str, teacher: dict = TEACHER, **options: Any
 ) -> EngineJob:
     """The benchmark's job as a worker hands it to the engine: a state_dict teacher, npz data."""
-    spec = {
-        "name": None,
-        "teacher": {"file_id": "file_t", "arch": teacher},
-        "student": STUDENT,
-        "data": {"train_file_id": "file_d", "validation_file_id": "file_v"},
-        "hyperparameters": HP,
-        "baseline": False,
-        "priority": 0,
-    }
+    spec = JobSpec(
+        teacher=TeacherSpec(file_id="file_t", arch=MlpArch.model_validate(teacher)),
+        student=MlpArch.model_validate(STUDENT),
+        data=DataSpec(train_file_id="file_d", validation_file_id="file_v"),
+        hyperparameters=Hyperparameters.model_validate(HP),
+    )
     return EngineJob(
         spec=spec,
         teacher_path=folder / "teacher.pt",
@@ -138,7 +136,7 @@ def time_loop(
     teacher: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str
 ) -> tuple[float, float]:
     """The baseline: the KD loop anyone would write by hand."""
-    dev = resolve_device(device)
+    dev = torch_device(device)
     teacher, x, y = teacher.to(dev), x.to(dev), y.to(dev)
     torch.manual_seed(HP["seed"])
     student = build_model(STUDENT, (64,), 10).to(dev)
@@ -192,7 +190,7 @@ def main() -> None:
                 f"cpu engine {ec:.3f} / loop {lc:.3f} s/epoch"
             )
 
-    print(f"device {resolve_device(args.device)}, threads {args.threads}, {len(x)} training rows")
+    print(f"device {torch_device(args.device)}, threads {args.threads}, {len(x)} training rows")
     for i, clock in enumerate(("wall", "cpu")):
         ratios = [e[i] / lo[i] for e, lo in zip(engine, loop, strict=True)]
         print(

@@ -37,7 +37,7 @@ from benchmarks.engine_overhead import HP, STUDENT, engine_job, make_data, now
 from worker.engine import NullCallbacks, Progress, run_job
 from worker.engine.losses import distillation_loss
 from worker.engine.models import build_model
-from worker.engine.recipe import resolve_device
+from worker.engine.runs import torch_device
 
 TEACHER = {"arch": "mlp", "hidden_sizes": [1024, 1024], "activation": "relu", "dropout": 0.0}
 Clock = tuple[float, float]  # (wall, CPU) seconds
@@ -69,7 +69,7 @@ def time_floor(
     teacher: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: str
 ) -> tuple[Clock, Clock]:
     """(the one teacher pass, the student's training on its logits)."""
-    dev = resolve_device(device)
+    dev = torch_device(device)
     teacher, x, y = teacher.to(dev), x.to(dev), y.to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else lambda: None
     start = now()
@@ -158,7 +158,7 @@ def main() -> None:
             )
 
     print(
-        f"device {resolve_device(args.device)}, threads {args.threads}, {len(x)} training rows, "
+        f"device {torch_device(args.device)}, threads {args.threads}, {len(x)} training rows, "
         f"{args.epochs} epochs of {-(-len(x) // HP['batch_size'])} steps; "
         f"the floor's teacher pass: {statistics.median(t[0] for t in teacher_pass):.2f} s"
     )

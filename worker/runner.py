@@ -20,6 +20,7 @@ from app.jobs import service as jobs
 from app.models import Artifact, File, Job, JobStatus
 from app.models.base import utcnow
 from app.queue import scheduler
+from jobspec import JobSpec
 from worker import presence
 from worker.device import resolve_device
 from worker.engine import (
@@ -188,7 +189,7 @@ class JobRunner:
         files = Staging(self.job_id)
         files.fetch_teacher_cache(inputs)
         return EngineJob(
-            spec=job.spec,
+            spec=JobSpec.model_validate(job.spec),
             teacher_path=files.fetch_file(teacher),
             teacher_format=teacher.format,
             train_path=files.fetch_file(train),

@@ -5,6 +5,7 @@ teacher format the contract accepts, and data saved in each data format."""
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from jobspec import JobSpec
 from worker.engine import jit
 from worker.engine.models import build_model
 
@@ -158,33 +160,34 @@ def save_csv(
 
 
 def job_spec(
-    student: dict | None = None, teacher_arch: dict | None = None, baseline: bool = False, **hp
-) -> dict:
-    """A full, defaulted job spec, as the API stores it; ``hp`` overrides hyperparameters."""
-    hyperparameters = {
-        "epochs": 10,
-        "batch_size": 64,
-        "learning_rate": 0.001,
-        "optimizer": "adamw",
-        "weight_decay": 0.0,
-        "temperature": 4.0,
-        "alpha": 0.5,
-        "seed": 0,
-    }
-    return {
-        "name": None,
+    student: dict | None = None,
+    teacher_arch: dict | None = None,
+    baseline: bool = False,
+    *,
+    task: str = "classification",
+    data: dict | None = None,
+    losses: dict | None = None,
+    sweep: dict | None = None,
+    export: list[str] | None = None,
+    name: str | None = None,
+    **hp: Any,
+) -> JobSpec:
+    """A job spec as the API stores it, every default from ``JobSpec``: a small MLP student on
+    ``file_teacher`` and ``file_train``; ``data`` adds to the data's fields, ``hp`` sets
+    hyperparameters."""
+    given = {
+        "name": name,
+        "task": task,
         "teacher": {"file_id": "file_teacher", "arch": teacher_arch},
-        "student": student
-        or {"arch": "mlp", "hidden_sizes": [32], "activation": "relu", "dropout": 0.0},
-        "data": {
-            "train_file_id": "file_train",
-            "validation_file_id": None,
-            "validation_split": 0.1,
-        },
-        "hyperparameters": hyperparameters | hp,
+        "student": student or {"arch": "mlp", "hidden_sizes": [32]},
+        "data": {"train_file_id": "file_train"} | (data or {}),
+        "hyperparameters": hp,
+        "losses": losses or {},
         "baseline": baseline,
-        "priority": 0,
+        "sweep": sweep,
+        "export": export or [],
     }
+    return JobSpec.model_validate(given)
 
 
 class MemoryBomb(nn.Module):

@@ -5,12 +5,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from jobspec import JobSpec
+
 Phase = Literal["student", "baseline"]  # the distillation run, then the optional labels-only one
 
 
 @dataclass
 class EngineJob:
-    spec: dict  # the full, defaulted job spec, as the API echoes it
+    spec: JobSpec
     teacher_path: Path
     teacher_format: str  # torchscript | torch_export | state_dict | safetensors | hf_archive
     train_path: Path

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jobspec import HiddenLoss, Losses
 from worker.engine.errors import ShapeMismatch, UnsupportedInput
 from worker.engine.features import Features
 
@@ -29,19 +30,17 @@ class LayerLossSpec:
     layers: Pairs | None
 
 
-def layer_loss_specs(losses: dict | None) -> list[LayerLossSpec]:
+def layer_loss_specs(losses: Losses) -> list[LayerLossSpec]:
     specs = []
-    for kind in ("hidden", "attention"):
-        given = (losses or {}).get(kind)
+    for kind, given in (("hidden", losses.hidden), ("attention", losses.attention)):
         if given is None:
             continue
-        layers = given.get("layers")
         specs.append(
             LayerLossSpec(
                 kind,
-                float(given.get("weight", 1.0)),
-                given.get("metric", "mse") if kind == "hidden" else "kl",
-                None if layers is None else [(int(s), int(t)) for s, t in layers],
+                given.weight,
+                given.metric if isinstance(given, HiddenLoss) else "kl",
+                None if given.layers is None else [(s, t) for s, t in given.layers],
             )
         )
     return specs

@@ -8,6 +8,7 @@ from worker.engine.errors import LabelsRequired, ShapeMismatch, UnsupportedInput
 from worker.engine.features import Features, has_features
 from worker.engine.layer_losses import LayerLossSpec, LayerMatching
 from worker.engine.students import StudentPlan
+from worker.engine.tasks import Task
 from worker.engine.teacher import Teacher
 
 
@@ -44,7 +45,7 @@ def check_early_stopping(metric: str, val: Dataset, min_alpha: float, baseline: 
 
 
 def check_inputs(
-    teacher: Teacher, train: Dataset, val: Dataset, batch_size: int, regression: bool = False
+    teacher: Teacher, train: Dataset, val: Dataset, batch_size: int, task: Task
 ) -> int:
     """Run the teacher on one batch; return the number of classes K (for regression, the number
     of real outputs K)."""
@@ -54,33 +55,10 @@ def check_inputs(
             f"(N, {_dims(train)}); they must match."
         )
     sample = train.x[:batch_size]
-    num_classes = teacher.check(sample, regression)
-    if regression:
-        _check_targets(train, val, num_classes)
-        return num_classes
-    for name, data in (("training", train), ("validation", val)):
-        if data.y is not None and int(data.y.max()) >= num_classes:
-            raise ShapeMismatch(
-                f"The {name} labels go up to {int(data.y.max())}, but the teacher has only "
-                f"{num_classes} outputs (class ids 0 to {num_classes - 1})."
-            )
+    num_classes = teacher.check(sample, task.min_outputs)
+    task.check_labels("training", train.y, num_classes)
+    task.check_labels("validation", val.y, num_classes)
     return num_classes
-
-
-def _check_targets(train: Dataset, val: Dataset, outputs: int) -> None:
-    for name, data in (("training", train), ("validation", val)):
-        if data.y is not None and data.y.shape[1] != outputs:
-            raise ShapeMismatch(
-                f"The {name} targets y have {data.y.shape[1]} value(s) per row, but the teacher "
-                f"returns {outputs} output(s); they must match."
-            )
-
-
-def check_regression_early_stopping(metric: str) -> None:
-    if metric != "val_loss":
-        raise UnsupportedInput(
-            f"early_stopping watches {metric}, which regression does not have; use val_loss."
-        )
 
 
 def check_student(plan: StudentPlan, sample: torch.Tensor, num_classes: int) -> nn.Module:
@@ -93,7 +71,7 @@ def check_student(plan: StudentPlan, sample: torch.Tensor, num_classes: int) -> 
             raise
         except RuntimeError as e:
             raise ShapeMismatch(
-                f"The student ({plan.arch.get('arch')}) cannot take data of shape "
+                f"The student ({plan.arch['arch']}) cannot take data of shape "
                 f"{tuple(sample.shape)}: {e}"
             ) from e
     if tuple(logits.shape) != (len(sample), num_classes):

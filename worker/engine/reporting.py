@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import torch
 
-from worker.engine.errors import TrainingDiverged
 from worker.engine.job import Callbacks, Phase, Progress
 from worker.engine.losses import LossTerms
 
@@ -17,7 +16,7 @@ ALWAYS_REPORTED = LOSS_NAMES[:3]
 
 class LossMeter:
     """Running sums of the loss terms, kept as tensors on the device so a step never waits for
-    the GPU; ``flush`` syncs once and is where divergence is noticed."""
+    the GPU; ``flush`` syncs once (the training loop checks its means for divergence)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
@@ -39,11 +38,6 @@ class LossMeter:
         means: dict[str, float | None] = dict.fromkeys(ALWAYS_REPORTED)
         for name, total in zip(names, values, strict=True):
             means[name] = total / self.count
-        if not all(math.isfinite(v) for v in values):
-            raise TrainingDiverged(
-                "The training loss became NaN or infinite; lower learning_rate, or check the "
-                "data's scale."
-            )
         if "train_loss" in self.sums:
             self.epoch_sum += values[names.index("train_loss")]
             self.epoch_count += self.count
@@ -58,7 +52,7 @@ class LossMeter:
         return mean
 
 
-class Reporter:
+class ProgressClock:
     """Paces ``on_progress`` to one call per ``interval`` seconds and estimates the time left.
 
     Each phase (the student, then the optional baseline) trains ``epochs`` epochs and counts its

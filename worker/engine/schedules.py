@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple
 
+from jobspec import Hyperparameters
+
 
 def learning_rate(
     step: int, base: float, schedule: str, warmup_steps: int, total_steps: int
@@ -72,3 +74,15 @@ class Schedules:
             interpolate(step, *self.temperature, self.total_steps),
             interpolate(step, *self.alpha, self.total_steps),
         )
+
+
+def temperatures(hp: Hyperparameters) -> tuple[float, float]:
+    """The temperature at the first step and at the last."""
+    end = hp.temperature_end if hp.temperature_schedule == "linear" else None
+    return hp.temperature, hp.temperature if end is None else end
+
+
+def alphas(hp: Hyperparameters) -> tuple[float, float]:
+    """Alpha at the first step and at the last."""
+    end = hp.alpha_end if hp.alpha_schedule == "linear" else None
+    return hp.alpha, hp.alpha if end is None else end

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from jobspec import Arch, FromTeacherArch, HfArch, TransformerArch
 from worker.engine.errors import ShapeMismatch, UnsupportedInput
 from worker.engine.models import build_model
 from worker.engine.teacher import Teacher
@@ -48,16 +49,15 @@ _ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
 def plan_student(
-    arch: dict,
+    arch: Arch,
     teacher: Teacher,
     input_shape: tuple[int, ...],
     num_outputs: int,
     attention_loss: bool = False,
 ) -> StudentPlan:
-    kind = arch.get("arch", "mlp")
     text = teacher.tokenizer is not None
-    if kind == "from_teacher":
-        plan = _from_teacher(arch["layers"], teacher, input_shape, num_outputs)
+    if isinstance(arch, FromTeacherArch):
+        plan = _from_teacher(arch.layers, teacher, input_shape, num_outputs)
     elif text:
         plan = _text_student(arch, teacher, input_shape, num_outputs)
     else:
@@ -70,40 +70,36 @@ def plan_student(
     return plan
 
 
-def _tensor_student(arch: dict, input_shape: tuple[int, ...], num_outputs: int) -> StudentPlan:
-    kind = arch.get("arch", "mlp")
-    if kind == "hf":
+def _tensor_student(arch: Arch, input_shape: tuple[int, ...], num_outputs: int) -> StudentPlan:
+    if isinstance(arch, HfArch):
         raise UnsupportedInput(
             "An hf student reads text: it needs a Hugging Face teacher (hf_archive) with its "
             "tokenizer and jsonl data; for tensor data use mlp, cnn or transformer.",
             code="unsupported_arch",
         )
-    return StudentPlan(arch, input_shape, num_outputs)
+    return StudentPlan(arch.model_dump(), input_shape, num_outputs)
 
 
 def _text_student(
-    arch: dict, teacher: Teacher, input_shape: tuple[int, ...], num_outputs: int
+    arch: Arch, teacher: Teacher, input_shape: tuple[int, ...], num_outputs: int
 ) -> StudentPlan:
     """Text students are transformers models, so that student_hf.zip can hold them: ``hf`` with
     its config, or ``transformer`` as a small BERT of the same sizes."""
     from worker.engine import hf
 
-    kind = arch.get("arch", "mlp")
-    if kind == "transformer":
+    if isinstance(arch, TransformerArch):
         config = {
             "model_type": "bert",
-            "num_hidden_layers": int(arch.get("num_layers", 2)),
-            "hidden_size": int(arch.get("hidden_size", 64)),
-            "num_attention_heads": int(arch.get("num_heads", 2)),
-            "intermediate_size": int(
-                arch.get("intermediate_size") or 4 * int(arch.get("hidden_size", 64))
-            ),
+            "num_hidden_layers": arch.num_layers,
+            "hidden_size": arch.hidden_size,
+            "num_attention_heads": arch.num_heads,
+            "intermediate_size": arch.intermediate_size or 4 * arch.hidden_size,
         }
-    elif kind == "hf":
-        config = dict(arch["config"])
+    elif isinstance(arch, HfArch):
+        config = dict(arch.config)
     else:
         raise UnsupportedInput(
-            f"A {kind} student cannot read text; for jsonl data use hf, transformer or "
+            f"A {arch.arch} student cannot read text; for jsonl data use hf, transformer or "
             "from_teacher.",
             code="unsupported_arch",
         )
@@ -146,7 +142,7 @@ def _from_tensor_teacher(
 ) -> StudentPlan:
     kind = teacher_arch["arch"]
     field = _LAYER_LISTS[kind]
-    depth = teacher_arch.get(field, 2) if kind == "transformer" else len(teacher_arch[field])
+    depth = teacher_arch[field] if kind == "transformer" else len(teacher_arch[field])
     _check_layers(layers, depth)
     arch = copy.deepcopy(teacher_arch)
     arch[field] = len(layers) if kind == "transformer" else [arch[field][i] for i in layers]

@@ -1,44 +1,38 @@
-"""Hyperparameter sweeps: the grid of runs one job trains, and how the best run is chosen."""
+"""Hyperparameter sweeps: the grid of runs one job trains, training them one after the other,
+and the best run so far (the task says which is better)."""
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+from jobspec import Hyperparameters, Sweep
+from worker.engine.checkpoint import TrainingState
+from worker.engine.evaluation import predict
+from worker.engine.tasks import Task
+
+if TYPE_CHECKING:
+    from worker.engine.recipe import DistillationRecipe
+    from worker.engine.runs import TrainingRun
 
 SWEPT = ("temperature", "alpha", "learning_rate")  # the spec's order, and the rows' keys
 
 
-def combinations(sweep: dict) -> list[dict[str, Any]]:
+def combinations(sweep: Sweep) -> list[dict[str, Any]]:
     """Every combination of the swept values, in a fixed order (the spec's lists, nested)."""
-    names = [name for name in SWEPT if sweep.get(name)]
-    grid = itertools.product(*(sweep[name] for name in names))
-    return [dict(zip(names, values, strict=True)) for values in grid]
-
-
-def better(row: dict, best: dict | None) -> bool:
-    """Whether ``row`` beats ``best`` on validation: higher accuracy (lower KL to the teacher
-    breaking ties) when the validation data has labels, else lower KL. For regression, lower
-    MSE on the labels (lower MSE to the teacher breaking ties, or alone without labels). Exact
-    ties keep the earlier run."""
-    if best is None:
-        return True
-    if "val_agreement_mse" in row:  # regression: lower MSE on the labels, else to the teacher
-        error, best_error = row["val_mse"], best["val_mse"]
-        if error is not None and best_error is not None and error != best_error:
-            return error < best_error
-        return row["val_agreement_mse"] < best["val_agreement_mse"]
-    accuracy, best_accuracy = row["val_accuracy"], best["val_accuracy"]
-    if accuracy is not None and best_accuracy is not None and accuracy != best_accuracy:
-        return accuracy > best_accuracy
-    return row["val_kl"] < best["val_kl"]
+    lists = {name: getattr(sweep, name) for name in SWEPT if getattr(sweep, name)}
+    grid = itertools.product(*lists.values())
+    return [dict(zip(lists, values, strict=True)) for values in grid]
 
 
 @dataclass
 class SweepState:
     """The finished runs' rows and the best student so far (a CPU copy of its weights, and its
-    early-stopping state), checkpointed with the run under way."""
+    early-stopping counters), checkpointed with the run under way. Once the sweep is done the
+    chosen student holds those weights, and the state lets go of its copy."""
 
+    task: Task
     rows: list[dict] = field(default_factory=list)
     best: int | None = None  # index into rows
     best_model: dict[str, torch.Tensor] | None = None
@@ -46,7 +40,7 @@ class SweepState:
     seconds: float = 0.0  # training time of the finished runs
 
     def add(self, row: dict, model: torch.nn.Module, stopper: dict | None, seconds: float) -> None:
-        if better(row, None if self.best is None else self.rows[self.best]):
+        if self.best is None or self.task.better(row, self.rows[self.best]):
             self.best = len(self.rows)
             self.best_model = {
                 k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
@@ -68,5 +62,57 @@ class SweepState:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> "SweepState":
-        return cls(**state)
+    def from_state(cls, task: Task, state: dict) -> "SweepState":
+        return cls(task, **state)
+
+
+def train_sweep(
+    recipe: "DistillationRecipe", runs: list[Hyperparameters], checkpoint: TrainingState | None
+) -> "TrainingRun":
+    """Train one student per combination, in order, and return the best on validation. The
+    checkpoint carries the finished runs' rows and the best student so far, so a resumed sweep
+    carries on with the run under way (or, in the baseline, with the sweep done)."""
+    state = SweepState(recipe.task)
+    if checkpoint is not None and checkpoint.sweep is not None:
+        state = SweepState.from_state(recipe.task, checkpoint.sweep)
+    recipe.sweep_state = state
+    if checkpoint is not None and checkpoint.phase == "student" and checkpoint.sweep is None:
+        checkpoint = None
+    while checkpoint is None or checkpoint.phase == "student":
+        i = len(state.rows)
+        if i == len(runs):
+            checkpoint = None
+            break
+        recipe.clock.run = i
+        resuming = checkpoint is not None and checkpoint.sweep_run == i
+        run = recipe.start_run("student", checkpoint if resuming else None, runs[i])
+        recipe.runs["student"] = run
+        recipe.train_run(run)
+        state.add(
+            _row(recipe, run, runs[i]),
+            run.model,
+            None if run.stopper is None else run.stopper.state_dict(),
+            run.train_seconds(),
+        )
+        checkpoint = None
+    assert state.best is not None
+    chosen = recipe.start_run("student", checkpoint, runs[state.best])
+    if checkpoint is None:  # a checkpoint from the baseline holds the chosen student already
+        assert state.best_model is not None
+        chosen.model.load_state_dict(state.best_model)
+        state.best_model = None  # held once, by the chosen student
+        if chosen.stopper is not None and state.best_stopper is not None:
+            chosen.stopper.load_state_dict(state.best_stopper)
+        chosen.epoch, chosen.step = recipe.hp.epochs, recipe.hp.epochs * recipe.steps_per_epoch
+    chosen.seconds = state.seconds
+    recipe.callbacks.on_log(
+        "info", f"Sweep done: run {state.best} of {len(runs)} chosen.", state.rows[state.best]
+    )
+    return chosen
+
+
+def _row(recipe: "DistillationRecipe", run: "TrainingRun", hp: Hyperparameters) -> dict:
+    val = recipe.validate(run)
+    swept = {name: getattr(hp, name) for name in SWEPT}
+    outputs = predict(run.model, recipe.val_data.x, recipe.hp.batch_size)
+    return swept | recipe.task.sweep_row(val, outputs, recipe.val_teacher_logits)

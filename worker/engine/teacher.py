@@ -87,12 +87,12 @@ class Teacher:
         # Token ids stay integers; float inputs take the teacher's dtype (e.g. a half teacher).
         return x if x.dtype == self.dtype or not x.is_floating_point() else x.to(self.dtype)
 
-    def check(self, sample: torch.Tensor, regression: bool = False) -> int:
+    def check(self, sample: torch.Tensor, min_outputs: int = 2) -> int:
         """Run one batch and a batch of one (latency is measured on it); return K."""
         logits = self(sample)
         if len(sample) > 1:
             self(sample[:1])
-        if logits.shape[1] < 2 and not (regression and logits.shape[1] == 1):
+        if logits.shape[1] < min_outputs:
             raise ShapeMismatch(
                 f"The teacher returns {logits.shape[1]} output per example; distillation needs "
                 "logits over at least 2 classes."

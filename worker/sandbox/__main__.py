@@ -110,7 +110,9 @@ def _run(channel: _Channel, first: dict[str, Any]) -> int:
 
     if threads := first.get("torch_threads"):
         torch.set_num_threads(threads)
-    job = protocol.revive(first["job"], {"EngineJob": EngineJob})
+    from jobspec import JobSpec
+
+    job = protocol.revive(first["job"], {"EngineJob": EngineJob, "JobSpec": JobSpec})
     stop = threading.Event()
     threading.Thread(target=_listen, args=(channel, stop), name="stop", daemon=True).start()
     try:

@@ -10,9 +10,10 @@ Child to parent, on the child's stdout:
   {"type": "cancelled", "message": "..."}                                     JobCancelled
   {"type": "crashed", "message": "..."}                                       anything else
 
-Paths and the engine's dataclasses travel tagged, ``{"__distill__": "Path", "value": "..."}``,
-and come back to life only as the types the reader names. The child runs untrusted code, so the
-parent reads everything it says as untrusted: bounded lines, known types, checked values.
+Paths, the engine's dataclasses and the job spec travel tagged,
+``{"__distill__": "Path", "value": "..."}``, and come back to life only as the types the reader
+names. The child runs untrusted code, so the parent reads everything it says as untrusted: bounded
+lines, known types, checked values.
 """
 
 import dataclasses
@@ -20,6 +21,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 TAG = "__distill__"
 MAX_LINE_BYTES = 8 * 2**20  # a progress report is a few kB; a sweep's result a few more
@@ -32,6 +35,8 @@ class ProtocolError(Exception):
 def _tagged(value: Any) -> Any:
     if isinstance(value, Path):
         return {TAG: "Path", "value": str(value)}
+    if isinstance(value, BaseModel):  # the job spec
+        return {TAG: type(value).__name__, "value": value.model_dump(mode="json")}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         return {TAG: type(value).__name__, "value": fields}

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from jobspec import JobSpec
 from tests.helpers.teachers import (
     TEACHER_ARCHS,
     TEACHER_FORMATS,
@@ -29,7 +30,7 @@ torch.set_num_threads(1)
 
 
 def engine_job(
-    tmp_path: Path, spec: dict, teacher: Path, train: Path, validation: Path, **overrides: Any
+    tmp_path: Path, spec: JobSpec, teacher: Path, train: Path, validation: Path, **overrides: Any
 ) -> EngineJob:
     """An engine job on a torchscript teacher and npz data, writing under ``tmp_path``."""
     fields = {
@@ -58,7 +59,7 @@ class Digits:
     validation: Path
     train_unlabelled: Path
 
-    def job(self, tmp_path: Path, spec: dict | None = None, **overrides) -> EngineJob:
+    def job(self, tmp_path: Path, spec: JobSpec | None = None, **overrides) -> EngineJob:
         """An engine job on these files: the torchscript teacher and npz data unless overridden."""
         return engine_job(
             tmp_path, spec or job_spec(), self.teachers["torchscript"], self.train,

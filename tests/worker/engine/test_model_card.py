@@ -83,7 +83,7 @@ def test_an_image_classification_card_has_the_jobs_numbers_spec_and_curves(
     trained = cnn_digits.trained
     assert f"`train.npz` (`file_train`), {len(trained.x_train):,} rows" in card
     assert f"`val.npz`, {len(trained.x_val):,} rows" in card and "(batch, 1, 8, 8)" in card
-    assert _spec_block(card) == spec
+    assert _spec_block(card) == spec.model_dump(mode="json")
     assert 'torch.jit.load("student.pt")' in card and "validation data" in card
     assert "batch 1" in card  # the latency caveat
 
@@ -103,7 +103,7 @@ def test_an_image_classification_card_has_the_jobs_numbers_spec_and_curves(
 
 
 def test_a_tabular_card_without_a_baseline_says_so(mlp_digits: Digits, tmp_path: Path) -> None:
-    spec = job_spec(student=MLP, epochs=2) | {"name": "tabular digits"}
+    spec = job_spec(student=MLP, epochs=2, name="tabular digits")
 
     _, recorder, card, out = _run(mlp_digits.job(tmp_path, spec, job_id="job_tab"))
 
@@ -125,8 +125,10 @@ def test_a_regression_card_reports_r2_and_mse(tmp_path: Path) -> None:
     train = save_npz(tmp_path / "train.npz", trained.x_train, trained.y_train)
     val = save_npz(tmp_path / "val.npz", trained.x_val, trained.y_val)
     student = {"arch": "mlp", "hidden_sizes": [8], "activation": "relu", "dropout": 0.0}
-    spec = job_spec(student=student, baseline=True, epochs=3, batch_size=32, learning_rate=0.01)
-    spec |= {"task": "regression"}
+    spec = job_spec(
+        student=student, baseline=True, task="regression", epochs=3, batch_size=32,
+        learning_rate=0.01,
+    )  # fmt: skip
 
     _, recorder, card, out = _run(engine_job(tmp_path, spec, teacher, train, val))
 
@@ -148,7 +150,7 @@ def test_a_regression_card_reports_r2_and_mse(tmp_path: Path) -> None:
 def test_a_sweep_card_shows_every_run_and_the_chosen_runs_curve(
     mlp_digits: Digits, tmp_path: Path
 ) -> None:
-    spec = job_spec(student=MLP, epochs=2) | {"sweep": {"temperature": [2.0, 8.0]}}
+    spec = job_spec(student=MLP, epochs=2, sweep={"temperature": [2.0, 8.0]})
 
     _, recorder, card, out = _run(mlp_digits.job(tmp_path, spec))
 
@@ -167,8 +169,7 @@ def test_a_text_card_shows_how_to_load_the_student_with_transformers(
     _, _, texts, labels = trained
     train = write_jsonl(tmp_path / "train.jsonl", texts[:300], labels[:300])
     val = write_jsonl(tmp_path / "val.jsonl", texts[300:400], labels[300:400])
-    spec = job_spec(student=SMALL_BERT, epochs=2, batch_size=32)
-    spec["data"] |= {"max_length": 32}
+    spec = job_spec(student=SMALL_BERT, data={"max_length": 32}, epochs=2, batch_size=32)
     job = engine_job(tmp_path, spec, teacher_zip, train, val, teacher_format="hf_archive",
                      train_format="jsonl", validation_format="jsonl")  # fmt: skip
 
@@ -179,7 +180,7 @@ def test_a_text_card_shows_how_to_load_the_student_with_transformers(
     assert "AutoModelForSequenceClassification" in card and 'ZipFile("student_hf.zip")' in card
     assert 'student(batch["input_ids"], batch["attention_mask"])' in card
     assert "`hf_archive`" in card and "on text" in card
-    assert _spec_block(card) == spec
+    assert _spec_block(card) == spec.model_dump(mode="json")
     _assert_curves_table(card, _epoch_points(recorder), "val_accuracy", ".2%")
     assert [len(p) for p in _polylines(out / "curves.svg")["student"]] == [2, 2]
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from jobspec import JobSpec
 from tests.helpers.teachers import job_spec
 from tests.helpers.text import SMALL_BERT, write_jsonl
 from tests.worker.engine.conftest import Digits, Recorder, engine_job
@@ -32,8 +33,8 @@ def _session(path: Path) -> onnxruntime.InferenceSession:
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _onnx_spec(student: dict, **hp) -> dict:
-    return job_spec(student=student, **({"epochs": 1} | hp)) | {"export": ["onnx"]}
+def _onnx_spec(student: dict, data: dict | None = None, **hp) -> JobSpec:
+    return job_spec(student=student, data=data, export=["onnx"], **({"epochs": 1} | hp))
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
@@ -68,8 +69,7 @@ def test_a_text_student_exports_with_ids_and_mask(
     _, tokenizer, texts, labels = trained
     train = write_jsonl(tmp_path / "train.jsonl", texts[:200], labels[:200])
     val = write_jsonl(tmp_path / "val.jsonl", texts[200:300], labels[200:300])
-    spec = _onnx_spec(SMALL_BERT, batch_size=32)
-    spec["data"] |= {"max_length": 32}
+    spec = _onnx_spec(SMALL_BERT, data={"max_length": 32}, batch_size=32)
     job = engine_job(tmp_path, spec, teacher_zip, train, val, teacher_format="hf_archive",
                      train_format="jsonl", validation_format="jsonl")  # fmt: skip
 
@@ -131,8 +131,7 @@ def test_a_model_that_does_not_export_leaves_no_file(tmp_path: Path) -> None:
 
 def test_a_transformer_student_on_a_table_exports(mlp_digits: Digits, tmp_path: Path) -> None:
     student = {"arch": "transformer", "num_layers": 1, "hidden_size": 16, "num_heads": 2}
-    spec = _onnx_spec(student)
-    spec["student"] |= {"intermediate_size": 32, "dropout": 0.0}
+    spec = _onnx_spec(student | {"intermediate_size": 32, "dropout": 0.0})
 
     run_job(mlp_digits.job(tmp_path, spec))
 

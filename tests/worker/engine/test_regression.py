@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from jobspec import JobSpec
 from tests.helpers.regression import TrainedRegressor, train_diabetes_teacher
 from tests.helpers.teachers import job_spec, save_npz, save_teacher
 from tests.worker.engine.conftest import Recorder, engine_job
@@ -21,10 +22,9 @@ from worker.engine.losses import regression_loss
 STUDENT = {"arch": "mlp", "hidden_sizes": [8], "activation": "relu", "dropout": 0.1}
 
 
-def regression_spec(**overrides) -> dict:
-    baseline = overrides.pop("baseline", False)
-    hp = {"epochs": 30, "batch_size": 32, "learning_rate": 0.01, "alpha": 0.5} | overrides
-    return job_spec(student=STUDENT, baseline=baseline, **hp) | {"task": "regression"}
+def regression_spec(baseline: bool = False, sweep: dict | None = None, **hp) -> JobSpec:
+    hp = {"epochs": 30, "batch_size": 32, "learning_rate": 0.01, "alpha": 0.5} | hp
+    return job_spec(student=STUDENT, baseline=baseline, task="regression", sweep=sweep, **hp)
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Diabetes:
     train: Path
     validation: Path
 
-    def job(self, tmp_path: Path, spec: dict, **overrides) -> EngineJob:
+    def job(self, tmp_path: Path, spec: JobSpec, **overrides) -> EngineJob:
         return engine_job(tmp_path, spec, self.teacher, self.train, self.validation, **overrides)
 
 
@@ -120,7 +120,7 @@ def test_a_cancelled_regression_job_resumes_to_the_same_bytes(
 
 
 def test_a_sweep_keeps_the_lowest_validation_mse(diabetes: Diabetes, tmp_path: Path) -> None:
-    spec = regression_spec(epochs=3) | {"sweep": {"alpha": [0.0, 1.0]}}
+    spec = regression_spec(epochs=3, sweep={"alpha": [0.0, 1.0]})
     metrics = run_job(diabetes.job(tmp_path, spec)).metrics
 
     rows = metrics["sweep"]

@@ -1,11 +1,12 @@
-"""The progress a Reporter sends: epochs within each phase, steps and fraction across the job."""
+"""The progress a ProgressClock sends: epochs within each phase, steps and fraction across the
+job."""
 
 from dataclasses import dataclass, field
 
 import pytest
 
 from worker.engine import NullCallbacks, Progress
-from worker.engine.reporting import Reporter
+from worker.engine.reporting import ProgressClock
 
 
 @dataclass
@@ -18,7 +19,7 @@ class Sink(NullCallbacks):
 
 def test_progress_counts_epochs_per_phase_and_steps_across_the_job() -> None:
     sink = Sink()
-    reporter = Reporter(sink, 0.0, steps_per_epoch=3, epochs=2, phases=["student", "baseline"])
+    reporter = ProgressClock(sink, 0.0, steps_per_epoch=3, epochs=2, phases=["student", "baseline"])
 
     for phase in ("student", "baseline"):
         reporter.begin(phase, 0)
@@ -49,7 +50,7 @@ def test_progress_counts_epochs_per_phase_and_steps_across_the_job() -> None:
 
 def test_without_a_baseline_there_is_one_phase() -> None:
     sink = Sink()
-    reporter = Reporter(sink, 0.0, steps_per_epoch=4, epochs=5, phases=["student"])
+    reporter = ProgressClock(sink, 0.0, steps_per_epoch=4, epochs=5, phases=["student"])
 
     reporter.begin("student", 0)
     reporter.send("student", 20, [])
@@ -67,7 +68,7 @@ def test_without_a_baseline_there_is_one_phase() -> None:
 
 def test_a_run_resumed_in_the_baseline_counts_on_from_the_student() -> None:
     sink = Sink()
-    reporter = Reporter(sink, 0.0, steps_per_epoch=3, epochs=2, phases=["student", "baseline"])
+    reporter = ProgressClock(sink, 0.0, steps_per_epoch=3, epochs=2, phases=["student", "baseline"])
 
     reporter.begin("baseline", 4)  # resumed mid-way through the baseline's second epoch
     reporter.send("baseline", 5, [])

@@ -130,3 +130,30 @@ def test_a_checkpoint_of_another_spec_is_ignored(cnn_digits: Digits, tmp_path: P
     run_job(cnn_digits.job(tmp_path, job_spec(epochs=1, seed=5)), recorder)
 
     assert any("different job spec" in m for m in recorder.messages("warning"))
+
+
+def test_a_checkpoint_of_an_older_engine_is_ignored(cnn_digits: Digits, tmp_path: Path) -> None:
+    job = cnn_digits.job(tmp_path, job_spec(epochs=1))
+    torch.save({"phase": "student", "epoch": 1, "step": 3}, job.checkpoint_path)  # no version
+    recorder = Recorder()
+
+    run_job(job, recorder)
+
+    assert any("version None, not" in m for m in recorder.messages("warning"))
+    assert not any(m.startswith("Resumed") for m in recorder.messages("info"))
+
+
+def test_the_checkpoint_holds_the_chosen_students_weights_once(
+    mlp_digits: Digits, tmp_path: Path
+) -> None:
+    spec = job_spec(
+        student=STUDENT, epochs=2, baseline=True, sweep={"alpha": [0.5, 0.9]},
+        early_stopping={"metric": "val_loss", "patience": 5},
+    )  # fmt: skip
+    with pytest.raises(JobCancelled):
+        run_job(mlp_digits.job(tmp_path, spec), Recorder(stop_after=("baseline", 1)))
+
+    state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["phase"] == "baseline" and set(state["models"]) == {"student", "baseline"}
+    assert state["sweep"]["best_model"] is None  # the chosen student is models["student"]
+    assert state["best_weights"] is None  # epoch 1 is the baseline's best: the model itself

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from jobspec import FromTeacherArch, JobSpec, Losses
 from tests.helpers.teachers import job_spec, save_teacher
 from tests.worker.engine.conftest import Digits, Recorder
 from worker.engine import JobCancelled, ShapeMismatch, UnsupportedInput, run_job
@@ -20,11 +21,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:Deprecati
 TRANSFORMER = {"arch": "transformer", "num_layers": 2, "hidden_size": 16, "num_heads": 2}
 
 
-def _with_losses(spec: dict, **losses: object) -> dict:
-    return spec | {"losses": {"logits": "kl", "hidden": None, "attention": None} | losses}
+def _with_losses(spec: JobSpec, **losses: object) -> JobSpec:
+    return spec.model_copy(update={"losses": Losses.model_validate(losses)})
 
 
-def _state_dict_job(digits: Digits, tmp_path: Path, spec: dict, **overrides: object):
+def _state_dict_job(digits: Digits, tmp_path: Path, spec: JobSpec, **overrides: object):
     return digits.job(
         tmp_path,
         spec,
@@ -53,7 +54,9 @@ def _plan(digits: Digits, arch: dict, layers: list[int]):
     teacher = load_teacher(
         digits.teachers["state_dict"], "state_dict", arch, shape, torch.device("cpu")
     )
-    return teacher, plan_student({"arch": "from_teacher", "layers": layers}, teacher, shape, 10)
+    return teacher, plan_student(
+        FromTeacherArch(arch="from_teacher", layers=layers), teacher, shape, 10
+    )
 
 
 def test_from_teacher_mlp_keeps_the_chosen_layers_weights(
@@ -104,7 +107,9 @@ def test_a_from_teacher_transformer_starts_as_the_teachers_layers(tmp_path: Path
     path = save_teacher(teacher_model, tmp_path / "teacher.safetensors", "safetensors")
     teacher = load_teacher(path, "safetensors", arch, (12,), torch.device("cpu"))
 
-    student = plan_student({"arch": "from_teacher", "layers": [1, 3, 5]}, teacher, (12,), 3).build()
+    student = plan_student(
+        FromTeacherArch(arch="from_teacher", layers=[1, 3, 5]), teacher, (12,), 3
+    ).build()
 
     for i, j in enumerate([1, 3, 5]):
         for a, b in zip(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from jobspec import JobSpec
 from tests.helpers.teachers import job_spec
 from tests.worker.engine.conftest import Digits, Recorder
 from worker.engine import JobCancelled, run_job
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:Deprecati
 STUDENT = {"arch": "mlp", "hidden_sizes": [16], "activation": "relu", "dropout": 0.0}
 
 
-def sweep_spec(sweep: dict, **hp) -> dict:
-    return job_spec(student=STUDENT, **({"epochs": 2} | hp)) | {"sweep": sweep}
+def sweep_spec(sweep: dict, **hp) -> JobSpec:
+    return job_spec(student=STUDENT, sweep=sweep, **({"epochs": 2} | hp))
 
 
 def test_sweep_keeps_the_best_run(mlp_digits: Digits, tmp_path: Path) -> None:

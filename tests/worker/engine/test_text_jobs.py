@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from jobspec import JobSpec
 from tests.helpers.teachers import job_spec
 from tests.helpers.text import SMALL_BERT, write_jsonl
 from tests.worker.engine.conftest import Recorder, engine_job
@@ -33,15 +34,15 @@ def reviews(trained, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     )
 
 
-def _job(tmp_path: Path, teacher_zip: Path, reviews, spec: dict, **overrides):
+def _job(tmp_path: Path, teacher_zip: Path, reviews, spec: JobSpec, **overrides):
     train, val, _ = reviews
     fields = {"teacher_format": "hf_archive", "train_format": "jsonl", "validation_format": "jsonl"}
-    spec = spec | {"data": spec["data"] | {"max_length": 48}}
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"max_length": 48})})
     return engine_job(tmp_path, spec, teacher_zip, train, val, **(fields | overrides))
 
 
-def _spec(student: dict, **hp) -> dict:
-    return job_spec(student=student, **({"epochs": 2, "batch_size": 32} | hp))
+def _spec(student: dict, losses: dict | None = None, **hp) -> JobSpec:
+    return job_spec(student=student, losses=losses, **({"epochs": 2, "batch_size": 32} | hp))
 
 
 def _scored_by_student_pt(result: EngineResult, out: Path, tokenizer, texts: list[str]) -> None:
@@ -106,12 +107,14 @@ def test_a_distilbert_style_student_keeps_the_teachers_layers(
 ) -> None:
     """from_teacher with half the layers, hidden-state and attention matching on the proposed
     pairing: the job logs the pairing, and the student stays close to its teacher."""
-    spec = _spec({"arch": "from_teacher", "layers": [0, 2]}, alpha=0.9, temperature=2.0)
-    spec["losses"] = {
+    losses = {
         "logits": "kl",
         "hidden": {"weight": 1.0, "metric": "cosine", "layers": None},
         "attention": {"weight": 1.0, "layers": None},
     }
+    spec = _spec(
+        {"arch": "from_teacher", "layers": [0, 2]}, losses=losses, alpha=0.9, temperature=2.0
+    )
     recorder = Recorder()
 
     result = run_job(_job(tmp_path, teacher_zip, reviews, spec), recorder)

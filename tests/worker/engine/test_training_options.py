@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from jobspec import JobSpec
 from tests.helpers.teachers import job_spec
 from tests.worker.engine.conftest import Digits, Recorder
 from worker.engine import EngineResult, JobCancelled, LabelsRequired, run_job
@@ -75,7 +76,7 @@ def test_steps_are_optimizer_steps(cnn_digits: Digits, tmp_path: Path) -> None:
     ids=["mid_epoch", "epoch_end", "baseline"],
 )
 def test_a_job_with_every_option_resumes_to_the_same_result(
-    cnn_digits: Digits, tmp_path: Path, spec: dict, stop: dict
+    cnn_digits: Digits, tmp_path: Path, spec: JobSpec, stop: dict
 ) -> None:
     uninterrupted = run_job(cnn_digits.job(tmp_path / "whole", spec))
     job = cnn_digits.job(tmp_path / "cut", spec, progress_interval=0.0)
@@ -141,7 +142,7 @@ def test_an_alpha_schedule_below_one_needs_labels(cnn_digits: Digits, tmp_path: 
 
 def test_a_tiny_clip_norm_holds_the_student_still(cnn_digits: Digits, tmp_path: Path) -> None:
     free = job_spec(epochs=1, optimizer="sgd", learning_rate=0.05)
-    clipped = free | {"hyperparameters": free["hyperparameters"] | {"grad_clip_norm": 1e-9}}
+    clipped = job_spec(epochs=1, optimizer="sgd", learning_rate=0.05, grad_clip_norm=1e-9)
 
     trained = run_job(cnn_digits.job(tmp_path / "free", free))
     held = run_job(cnn_digits.job(tmp_path / "held", clipped))
@@ -159,7 +160,7 @@ def test_fp16_on_the_cpu_is_refused(cnn_digits: Digits, tmp_path: Path) -> None:
 def test_bf16_on_the_cpu_trains(cnn_digits: Digits, tmp_path: Path) -> None:
     spec = job_spec(epochs=3, learning_rate=0.01)
     fp32 = run_job(cnn_digits.job(tmp_path / "fp32", spec))
-    bf16_spec = spec | {"hyperparameters": spec["hyperparameters"] | {"precision": "bf16"}}
+    bf16_spec = job_spec(epochs=3, learning_rate=0.01, precision="bf16")
     bf16 = run_job(cnn_digits.job(tmp_path / "bf16", bf16_spec))
 
     assert bf16.metrics["student_accuracy"] > fp32.metrics["student_accuracy"] - 0.05
