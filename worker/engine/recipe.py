@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from jobspec import Hyperparameters, JobSpec
+from jobspec import warnings as job_warnings
 from worker.engine import onnx_export, preflight
 from worker.engine.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from worker.engine.data import Dataset, load_dataset, same_length, split_validation
@@ -27,6 +28,7 @@ from worker.engine.features import Features
 from worker.engine.job import Callbacks, EngineJob, EngineResult, Phase
 from worker.engine.layer_losses import LayerMatching, layer_loss_specs
 from worker.engine.losses import LossTerms
+from worker.engine.models import count_parameters
 from worker.engine.reporting import ProgressClock
 from worker.engine.results import write_results
 from worker.engine.runs import (
@@ -104,6 +106,11 @@ class DistillationRecipe:
             self.log(self.plan.note)
         sample = self.train_data.x[: hp.batch_size]
         student = preflight.check_student(self.plan, sample, self.num_classes)
+        split = None if self.job.validation_path else self.spec.data.validation_split
+        for warning in job_warnings.at_setup(
+            self.teacher.num_params, count_parameters(student), split
+        ):
+            self.log(warning.message, warning.data, level="warning")
         self.sample_features: tuple[Features, Features] | None = None
         if self.layer_specs:
             *features, pairing = preflight.check_layer_losses(
@@ -235,7 +242,8 @@ class DistillationRecipe:
             if run.stopper is not None:
                 self._watch(run, run.stopper, val)
             self._save_checkpoint(run)
-            self.log(f"{run.phase.capitalize()} epoch {run.epoch}/{hp.epochs} done.", val)
+            done = {"phase": run.phase, "epoch": run.epoch, "epochs": hp.epochs}
+            self.log(f"{run.phase.capitalize()} epoch {run.epoch}/{hp.epochs} done.", done | val)
             self._report(run, losses, val)
             if self.callbacks.should_stop():
                 self._cancel(run)

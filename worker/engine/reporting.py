@@ -2,7 +2,7 @@
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -66,8 +66,10 @@ class ProgressClock:
         epochs: int,
         phases: Sequence[Phase],
         runs: int = 1,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.callbacks = callbacks
+        self.now = now
         self.interval = interval
         self.steps_per_epoch = steps_per_epoch
         self.epochs = epochs  # per phase: the spec's
@@ -76,8 +78,11 @@ class ProgressClock:
         # A sweep trains the student ``runs`` times; ``run`` is the one under way (0-based).
         self.runs, self.run = runs, 0
         self.total_steps = self.phase_steps * (runs + len(self.phases) - 1)
-        self.last = time.monotonic()
-        self.start: tuple[float, int] | None = None  # (time, job step) this session began at
+        self.last = now()
+        # (time, job step) the run under way began at in this session: the pace of the time
+        # left. A baseline's steps (no teacher) are faster than the student's, so each run
+        # measures its own; a resumed run's earlier steps ran on another clock.
+        self.start: tuple[float, int] | None = None
 
     def job_step(self, phase: Phase, step: int) -> int:
         """Steps across the whole job: a later phase's (or sweep run's) count on from the
@@ -86,15 +91,15 @@ class ProgressClock:
         return earlier * self.phase_steps + step
 
     def begin(self, phase: Phase, step: int) -> None:
-        if self.start is None:
-            self.start = (time.monotonic(), self.job_step(phase, step))
+        """A run (the student, a sweep run, the baseline) starts or resumes at ``step``."""
+        self.start = (self.now(), self.job_step(phase, step))
 
     def due(self) -> bool:
-        return time.monotonic() - self.last >= self.interval
+        return self.now() - self.last >= self.interval
 
     def send(self, phase: Phase, step: int, points: list[dict]) -> None:
         """Report ``phase`` at its own ``step`` (1-based, counted within the phase)."""
-        self.last = time.monotonic()
+        self.last = self.now()
         self.callbacks.on_progress(self.progress(phase, step), points)
 
     def progress(self, phase: Phase, step: int) -> Progress:
@@ -112,8 +117,8 @@ class ProgressClock:
         )
 
     def _eta(self, step: int) -> float | None:
-        # From this session's pace only: a resumed run's earlier steps ran on another clock.
+        """The steps left at the pace of the run under way (a later run's pace is unknown yet)."""
         if self.start is None or step <= self.start[1]:
             return None
-        elapsed = time.monotonic() - self.start[0]
+        elapsed = self.now() - self.start[0]
         return elapsed / (step - self.start[1]) * (self.total_steps - step)

@@ -20,6 +20,8 @@ const LOG_ROWS = 300;
 // The log event each phase (or sweep run) sends at the end of each epoch, with its validation
 // measures as data: folded into one row per phase, the latest shown.
 const EPOCH_DONE = /^(Student|Baseline) epoch (\d+)\/(\d+) done\.$/;
+const EPOCH_DONE_PHASES = new Set(["student", "baseline"]);
+const EPOCH_DONE_KEYS = new Set(["phase", "epoch", "epochs"]); // the rest are measures
 const VALIDATION_KEYS = ["val_accuracy", "val_agreement", "val_mse", "val_agreement_mse"];
 
 export function jobView(el, jobId) {
@@ -449,9 +451,15 @@ function folded(newestFirst, unfolded) {
   );
 }
 
-/** ``{phase, epoch, epochs}`` of an epoch's end log event, else null. */
+/** ``{phase, epoch, epochs}`` of an epoch's end log event, else null: from its data, or, for
+ * a job run before the data carried them, from its message. */
 function epochDone(event) {
-  const match = event.type === "log" ? EPOCH_DONE.exec(event.message) : null;
+  if (event.type !== "log") return null;
+  const data = event.data || {};
+  if (EPOCH_DONE_PHASES.has(data.phase) && Number.isInteger(data.epoch)) {
+    return { phase: data.phase, epoch: data.epoch, epochs: data.epochs };
+  }
+  const match = EPOCH_DONE.exec(event.message);
   if (!match) return null;
   return { phase: match[1].toLowerCase(), epoch: Number(match[2]), epochs: Number(match[3]) };
 }
@@ -468,7 +476,9 @@ function withBaseline(points, events) {
   for (const event of baseline) {
     const step = epochDone(event).epoch * stepsPerEpoch;
     const row = rows.get(step) || { step };
-    for (const [key, value] of Object.entries(event.data)) row[`baseline_${key}`] = value;
+    for (const [key, value] of Object.entries(event.data)) {
+      if (!EPOCH_DONE_KEYS.has(key)) row[`baseline_${key}`] = value;
+    }
     rows.set(step, row);
   }
   return [...rows.values()].sort((a, b) => a.step - b.step);

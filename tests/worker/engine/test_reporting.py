@@ -76,3 +76,22 @@ def test_a_run_resumed_in_the_baseline_counts_on_from_the_student() -> None:
     last = sink.progress[-1]
     assert (last.phase, last.epoch, last.step, last.total_steps) == ("baseline", 2, 11, 12)
     assert last.eta_seconds is not None and last.eta_seconds >= 0
+
+
+def test_the_time_left_follows_the_pace_of_the_run_under_way() -> None:
+    """The baseline trains without the teacher, faster than the student: its time left is
+    measured on its own steps, not on the student's slower ones."""
+    sink, clock = Sink(), [0.0]
+    progress = ProgressClock(
+        sink, 0.0, steps_per_epoch=3, epochs=2, phases=["student", "baseline"], now=lambda: clock[0]
+    )
+    progress.begin("student", 0)
+    for step in range(1, 7):
+        clock[0] += 10.0  # ten seconds a student step
+        progress.send("student", step, [])
+    assert sink.progress[2].eta_seconds == pytest.approx(90.0)  # 9 steps left at 10 s
+    progress.begin("baseline", 0)
+    for step in (1, 2):
+        clock[0] += 1.0  # one second a baseline step
+        progress.send("baseline", step, [])
+    assert sink.progress[-1].eta_seconds == pytest.approx(4.0)  # 4 steps left at 1 s

@@ -304,6 +304,15 @@ def test_baseline_trains_on_labels_alone(cnn_digits: Digits, tmp_path: Path) -> 
     assert [p["step"] for p in recorder.points] == list(range(1, total // 2 + 1))
     infos = recorder.messages("info")
     assert "Student epoch 2/2 done." in infos and "Baseline epoch 2/2 done." in infos
+    # Each epoch's end says which phase and epoch it closes, beside the validation measures.
+    ends = [data for _, message, data in recorder.logs if message.endswith(" done.")]
+    assert [(d["phase"], d["epoch"], d["epochs"]) for d in ends] == [
+        ("student", 1, 2),
+        ("student", 2, 2),
+        ("baseline", 1, 2),
+        ("baseline", 2, 2),
+    ]
+    assert all("val_accuracy" in d for d in ends)
 
 
 def test_a_cnn_student(cnn_digits: Digits, tmp_path: Path) -> None:
