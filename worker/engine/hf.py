@@ -11,7 +11,6 @@ Models take the packed text tensor of ``worker.engine.text`` (``(B, 2, L)``: ids
 
 import copy
 import json
-import os
 import re
 import shutil
 import stat
@@ -32,11 +31,13 @@ from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
 from file_rules.remote_code import CONFIG_FILES as _REMOTE_CODE_CONFIGS
 from file_rules.remote_code import REMOTE_CODE_KEYS as _BANNED_KEYS
 from worker.engine import jit
+from worker.engine.artifacts import atomic_write
 from worker.engine.errors import (
     OutOfMemory,
     TeacherLoadError,
     UnsupportedInput,
     is_out_of_memory,
+    last_line,
 )
 from worker.engine.features import Features
 from worker.engine.text import unpack
@@ -144,7 +145,7 @@ def _load_classifier(model_dir: Path) -> nn.Module:
             model_dir, local_files_only=True, trust_remote_code=False
         )
     except Exception as e:
-        raise TeacherLoadError(f"Could not read the archive's config.json: {_last_line(e)}") from e
+        raise TeacherLoadError(f"Could not read the archive's config.json: {last_line(e)}") from e
     _require_classifier(config)
     try:
         # float32: the engine computes in float32, and half-precision CPU inference is slow or
@@ -161,7 +162,7 @@ def _load_classifier(model_dir: Path) -> nn.Module:
         )
     except Exception as e:
         raise TeacherLoadError(
-            f"Could not load the Hugging Face model in the archive: {_last_line(e)}"
+            f"Could not load the Hugging Face model in the archive: {last_line(e)}"
         ) from e
     if info.get("missing_keys"):
         # A base model loaded as a classifier gets a random head: its logits would mean nothing.
@@ -204,7 +205,7 @@ def _load_tokenizer(model_dir: Path) -> Any:
         )
     except Exception as e:
         raise TeacherLoadError(
-            f"Could not load the tokenizer in the archive: {_last_line(e)}"
+            f"Could not load the tokenizer in the archive: {last_line(e)}"
         ) from e
 
 
@@ -455,7 +456,7 @@ def _from_config(make_config: Callable[[], Any]) -> HFClassifier:
                 "it smaller (fewer or narrower layers, a smaller intermediate_size)."
             ) from e
         raise UnsupportedInput(
-            f"transformers refused the hf student's config: {_last_line(e)}",
+            f"transformers refused the hf student's config: {last_line(e)}",
             code="unsupported_arch",
         ) from e
     return HFClassifier(model)
@@ -517,8 +518,8 @@ def write_hf_student(output_dir: Path, student: nn.Module, tokenizer: Any) -> li
     model: Any = copy.deepcopy(inner).cpu().float().eval()
     traced = trace_student(model, tokenizer)
     return [
-        _atomic_write(output_dir / "student_hf.zip", lambda p: _write_zip(p, model, tokenizer)),
-        _atomic_write(output_dir / "student.pt", lambda p: jit.save(traced, p)),
+        atomic_write(output_dir / "student_hf.zip", lambda p: _write_zip(p, model, tokenizer)),
+        atomic_write(output_dir / "student.pt", lambda p: jit.save(traced, p)),
     ]
 
 
@@ -575,22 +576,7 @@ def _write_zip(path: Path, model: Any, tokenizer: Any) -> None:
                     zf.write(file, str(file.relative_to(tmp)))
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _names(keys: Any) -> str:
     names = sorted(keys)
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     return (", ".join(names[:5]) or "none") + more
-
-
-def _last_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
