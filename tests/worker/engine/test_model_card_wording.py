@@ -128,7 +128,7 @@ def _tokens(card: str) -> list[Token]:
 
 
 def test_names_a_user_chose_add_no_markdown_or_html_of_their_own() -> None:
-    spec = job_spec() | {"name": HOSTILE_NAME}
+    spec = job_spec(name=HOSTILE_NAME)
     facts = _facts(1_000, 100, 1.0, 0.1, spec=spec, file_names=HOSTILE_FILES,
                    class_names=HOSTILE_CLASSES)  # fmt: skip
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from jobspec import FromTeacherArch, JobSpec, Losses
-from tests.helpers.teachers import job_spec, save_teacher
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import Digits, job_spec, save_teacher
+from tests.worker.engine.conftest import Recorder
 from worker.engine import JobCancelled, ShapeMismatch, UnsupportedInput, run_job
 from worker.engine.artifacts import load_student
 from worker.engine.students import plan_student
