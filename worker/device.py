@@ -6,8 +6,10 @@ import platform
 import torch
 
 
-def resolve_device(setting: str) -> str:
-    """``auto`` means CUDA when present, else CPU; anything else is taken as asked."""
+def device_setting(setting: str) -> str:
+    """The worker's device setting resolved, as the engine's ``EngineJob.device`` takes it:
+    ``auto`` means ``cuda`` when present, else ``cpu``; anything else is taken as asked. (The
+    engine turns it into a ``torch.device`` in ``runs.torch_device``.)"""
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
@@ -17,7 +19,7 @@ def describe_device(setting: str) -> tuple[str, str]:
     """The device as the queue shows it, e.g. ``("cuda:2", "NVIDIA H200")``: a worker pinned to
     one GPU by ``CUDA_VISIBLE_DEVICES`` (``distill worker`` does that) names the GPU by its
     machine-wide index, not by its index among the visible ones, which is always 0."""
-    device = torch.device(resolve_device(setting))
+    device = torch.device(device_setting(setting))
     if device.type == "cuda":
         index = _cuda_index(device)
         return f"cuda:{_machine_index(index)}", torch.cuda.get_device_name(index)
@@ -26,7 +28,7 @@ def describe_device(setting: str) -> tuple[str, str]:
 
 def device_memory_bytes(setting: str) -> int:
     """The device's memory: the GPU's, or the machine's for a CPU worker."""
-    device = torch.device(resolve_device(setting))
+    device = torch.device(device_setting(setting))
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(_cuda_index(device)).total_memory)
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

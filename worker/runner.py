@@ -22,7 +22,7 @@ from app.models.base import utcnow
 from app.queue import scheduler
 from jobspec import JobSpec
 from worker import presence
-from worker.device import resolve_device
+from worker.device import device_setting
 from worker.engine import (
     EngineError,
     EngineJob,
@@ -113,7 +113,7 @@ class _Reporter:
     def on_teacher_cache(self, path: Path) -> None:
         try:
             with read_scope() as session:
-                inputs = cache_inputs(session, self.job_id, resolve_device(get_settings().device))
+                inputs = cache_inputs(session, self.job_id, device_setting(get_settings().device))
             Staging(self.job_id).put_teacher_cache(path, inputs)
         except Exception as exc:
             log.warning("job %s: teacher cache entry not stored", self.job_id, exc_info=True)
@@ -173,7 +173,7 @@ class JobRunner:
         return True
 
     def _engine_job(self) -> EngineJob:
-        device = resolve_device(self.settings.device)
+        device = device_setting(self.settings.device)
         with session_scope() as session:
             job = session.get(Job, self.job_id)
             assert job is not None

@@ -19,6 +19,8 @@ from app.models import File, Job, JobStatus
 from app.models.base import utcnow
 from app.queue import scheduler
 from app.webhooks import service as webhooks
+from jobspec import requirements
+from jobspec.requirements import SpecConflict
 
 log = logging.getLogger(__name__)
 
@@ -103,39 +105,14 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
     _check_text(spec, teacher, datasets)
     _check_student(spec, teacher)
     _check_task(spec, datasets)
-    hp = spec.hyperparameters
-    unlabelled = not train.meta.get("has_labels", False)
-    if unlabelled and min(hp.alpha, 1.0 if hp.alpha_end is None else hp.alpha_end) < 1.0:
-        raise Unprocessable(
-            "The training data has no labels, so the student can learn from the teacher alone: "
-            "set hyperparameters.alpha (and alpha_end) to 1.0.",
-            param="hyperparameters.alpha",
-            code="labels_required",
-        )
-    if unlabelled and spec.sweep is not None and min(spec.sweep.alpha or [1.0]) < 1.0:
-        raise Unprocessable(
-            "The training data has no labels, so every swept alpha must be 1.0.",
-            param="sweep.alpha",
-            code="labels_required",
-        )
     validation = datasets[-1][0]  # the validation file, or the training file it is split from
-    if (
-        hp.early_stopping is not None
-        and hp.early_stopping.metric == "val_accuracy"
-        and not validation.meta.get("has_labels", False)
-    ):
-        raise Unprocessable(
-            "Early stopping on val_accuracy needs labelled validation data; use the metric "
-            "val_loss, or give a labelled validation file.",
-            param="hyperparameters.early_stopping.metric",
-            code="labels_required",
+    try:  # the rules the engine checks again on the loaded data
+        requirements.check_early_stopping_metric(spec)
+        requirements.check_labels(
+            spec, train.meta.get("has_labels", False), validation.meta.get("has_labels", False)
         )
-    if unlabelled and spec.baseline:
-        raise Unprocessable(
-            "A baseline trains on labels alone, and the training data has none.",
-            param="baseline",
-            code="labels_required",
-        )
+    except SpecConflict as conflict:
+        raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
 
 
 def _check_text(spec: JobSpec, teacher: File, datasets: list[tuple[File, str]]) -> None:
@@ -216,13 +193,6 @@ def _check_task(spec: JobSpec, datasets: list[tuple[File, str]]) -> None:
                 param=param,
                 code="invalid_request",
             )
-    early_stopping = spec.hyperparameters.early_stopping
-    if spec.task == "regression" and early_stopping and early_stopping.metric != "val_loss":
-        raise Unprocessable(
-            f"Regression has no {early_stopping.metric}; early stopping watches val_loss.",
-            param="hyperparameters.early_stopping.metric",
-            code="invalid_request",
-        )
 
 
 def _has_class_names(data: File) -> bool:

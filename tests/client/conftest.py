@@ -12,7 +12,7 @@ import pytest
 from distillery import Client, Job
 from tests.client.proxy import FaultyProxy
 from tests.conftest import ADMIN_KEY
-from tests.helpers.teachers import save_npz, save_teacher, train_digits_teacher
+from tests.helpers.teachers import Digits, save_digits
 from tests.integration.cluster import distill_serve
 
 CLIENT_ENV = ("DISTILL_URL", "DISTILL_API_KEY", "DISTILL_CONFIG")
@@ -80,30 +80,10 @@ def proxy(server: Server) -> Iterator[FaultyProxy]:
         faulty.close()
 
 
-@dataclass
-class Digits:
-    """A real teacher (an MLP on sklearn's digits, TorchScript) and its data as npz."""
-
-    teacher: Path
-    train: Path
-    validation: Path
-    narrow: Path  # 10 of the 64 features: data the teacher cannot take
-    x_test: object
-    y_test: object
-
-
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
-    folder = tmp_path_factory.mktemp("digits")
-    trained = train_digits_teacher(kind="mlp", epochs=5)
-    return Digits(
-        teacher=save_teacher(trained.model, folder / "teacher.pt", "torchscript"),
-        train=save_npz(folder / "train.npz", trained.x_train, trained.y_train),
-        validation=save_npz(folder / "val.npz", trained.x_val, trained.y_val),
-        narrow=save_npz(folder / "narrow.npz", trained.x_train[:, :10], trained.y_train),
-        x_test=trained.x_test,
-        y_test=trained.y_test,
-    )
+    """The session's MLP trained on sklearn's digits (TorchScript) and its data as npz."""
+    return save_digits(tmp_path_factory.mktemp("digits"), "mlp", formats=("torchscript",))
 
 
 SMALL_JOB = {

@@ -67,7 +67,7 @@ def test_download_all_is_verified_and_the_student_loads(
         assert hashlib.sha256(path.read_bytes()).hexdigest() == listing[path.name].sha256
     assert not list((tmp_path / "student").glob("*.part"))
     student = torch.jit.load(str(tmp_path / "student" / "student.pt")).eval()
-    assert accuracy(student, digits.x_test, digits.y_test) > 0.5
+    assert accuracy(student, digits.trained.x_test, digits.trained.y_test) > 0.5
 
 
 def artifact_bytes(finished: Finished, name: str) -> bytes:

@@ -1,8 +1,9 @@
-"""Builders for real teachers and data sets, shared by the engine tests and the API's integration
-tests: a small model trained on scikit-learn's digits (offline, seconds on a CPU), saved in each
-teacher format the contract accepts, and data saved in each data format."""
+"""Builders for real teachers and data sets, shared by the engine, sandbox, integration and client
+tests: a small model trained on scikit-learn's digits (offline, seconds on a CPU, once per session
+and kind), saved in each teacher format the contract accepts, and data saved in each data format."""
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from jobspec import JobSpec
-from worker.engine import jit
+from worker.engine import EngineJob, jit
 from worker.engine.models import build_model
 
 TEACHER_ARCHS = {
@@ -30,6 +31,12 @@ TEACHER_ARCHS = {
     "mlp": {"arch": "mlp", "hidden_sizes": [256, 128], "activation": "relu", "dropout": 0.0},
 }
 TEACHER_FORMATS = ("torchscript", "torch_export", "state_dict", "safetensors")
+TEACHER_FILES = {  # the names the digits teacher is saved (and uploaded) under
+    "torchscript": "teacher.pt",
+    "torch_export": "teacher.pt2",
+    "state_dict": "teacher_state_dict.pt",
+    "safetensors": "teacher.safetensors",
+}
 
 
 @dataclass
@@ -63,8 +70,10 @@ def digits(kind: str = "cnn", seed: int = 0) -> tuple[np.ndarray, ...]:
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 
+@functools.cache
 def train_digits_teacher(kind: str = "cnn", epochs: int = 15, seed: int = 0) -> TrainedTeacher:
-    """About 96% test accuracy in 1.5 s (cnn) or 0.2 s (mlp) on one CPU thread."""
+    """About 96% test accuracy in 1.5 s (cnn) or 0.2 s (mlp) on one CPU thread. Trained once per
+    session for each set of arguments: every caller shares the teacher, so none may change it."""
     threads = torch.get_num_threads()
     # One thread: faster for a model this small, and on a shared machine a second thread spins
     # against other processes (8x slower, measured).
@@ -91,6 +100,63 @@ def _train(kind: str, epochs: int, seed: int) -> TrainedTeacher:
     model.eval()
     test_accuracy = accuracy(model, arrays[4], arrays[5])
     return TrainedTeacher(model, kind, *arrays, test_accuracy=test_accuracy)
+
+
+@dataclass
+class Digits:
+    """A digits teacher saved in some formats (``teachers``), with its data as npz files."""
+
+    trained: TrainedTeacher
+    teachers: dict[str, Path]
+    train: Path
+    validation: Path
+    train_unlabelled: Path  # x only
+    narrow: Path  # 10 features per row, labelled: data the teacher cannot take
+
+    @property
+    def teacher(self) -> Path:
+        """The TorchScript teacher."""
+        return self.teachers["torchscript"]
+
+    def job(self, tmp_path: Path, spec: JobSpec | None = None, **overrides: Any) -> EngineJob:
+        """An engine job on these files: the torchscript teacher and npz data unless overridden."""
+        return engine_job(
+            tmp_path, spec or job_spec(), self.teacher, self.train, self.validation, **overrides
+        )
+
+
+def save_digits(folder: Path, kind: str, formats: tuple[str, ...] = TEACHER_FORMATS) -> Digits:
+    """The session's digits teacher of ``kind`` (cnn or mlp) and its data, saved in ``folder``."""
+    trained = train_digits_teacher(kind)
+    x_train, y_train = trained.x_train, trained.y_train
+    return Digits(
+        trained=trained,
+        teachers={f: save_teacher(trained.model, folder / TEACHER_FILES[f], f) for f in formats},
+        train=save_npz(folder / "train.npz", x_train, y_train),
+        validation=save_npz(folder / "val.npz", trained.x_val, trained.y_val),
+        train_unlabelled=save_npz(folder / "train_x.npz", x_train),
+        narrow=save_npz(folder / "narrow.npz", x_train.reshape(len(x_train), -1)[:, :10], y_train),
+    )
+
+
+def engine_job(
+    tmp_path: Path, spec: JobSpec, teacher: Path, train: Path, validation: Path, **overrides: Any
+) -> EngineJob:
+    """An engine job on a torchscript teacher and npz data, writing under ``tmp_path``."""
+    fields = {
+        "spec": spec,
+        "teacher_path": teacher,
+        "teacher_format": "torchscript",
+        "train_path": train,
+        "train_format": "npz",
+        "validation_path": validation,
+        "validation_format": "npz",
+        "output_dir": tmp_path / "out",
+        "checkpoint_path": tmp_path / "checkpoint.pt",
+        "device": "cpu",
+        "progress_interval": 3600.0,  # epoch ends only, unless a test asks for more
+    }
+    return EngineJob(**(fields | overrides))
 
 
 def accuracy(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:

@@ -40,8 +40,8 @@ def test_onnx_export_and_model_card_through_the_api(team: Client, digits: Digits
     session = onnxruntime.InferenceSession(
         str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"]
     )
-    (logits,) = session.run(None, {"x": digits.x_val})
-    accuracy = float((logits.argmax(1) == digits.y_val).mean())
+    (logits,) = session.run(None, {"x": digits.trained.x_val})
+    accuracy = float((logits.argmax(1) == digits.trained.y_val).mean())
     assert accuracy == pytest.approx(job["metrics"]["student_accuracy"], abs=1e-6)
 
     card = downloads["model_card.md"].decode()

@@ -135,10 +135,11 @@ def test_downloaded_student_gives_the_reported_accuracy(finished: dict, digits: 
     client, job = finished["client"], finished["job"]
     raw = client.get(f"/v1/jobs/{job['id']}/artifacts/student.pt").content
     student = torch.jit.load(io.BytesIO(raw))
-    measured = accuracy(student, digits.x_val, digits.y_val)
+    trained = digits.trained
+    measured = accuracy(student, trained.x_val, trained.y_val)
     assert measured == pytest.approx(job["metrics"]["student_accuracy"], abs=0.01)
     # and on data neither the job nor the teacher's training saw:
-    assert accuracy(student, digits.x_test, digits.y_test) >= 0.95 * digits.teacher_test_accuracy
+    assert accuracy(student, trained.x_test, trained.y_test) >= 0.95 * trained.test_accuracy
 
 
 def test_sweep_job_reports_its_table_and_keeps_the_best(team: Client, digits: Digits) -> None:

@@ -70,7 +70,11 @@ def load_student(output_dir: Path | str) -> nn.Module:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """``write`` the file beside ``path``, then rename it over ``path``: a reader (the staging
+    copy, a resume, another worker reading the teacher cache) never sees half a file. The
+    temporary name carries the process id, so two workers filling the same cache entry never
+    share one; it is removed if ``write`` fails."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

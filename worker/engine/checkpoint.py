@@ -2,13 +2,13 @@
 never leaves half a file. It holds each run's weights once: the model as it stands, and (early
 stopping, mid-run) its best epoch's weights only where they differ from it."""
 
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from worker.engine.artifacts import atomic_write
 from worker.engine.job import Phase
 
 # Bumped whenever the fields change: a checkpoint of another version is ignored (a cache, not a
@@ -47,10 +47,8 @@ class ForeignCheckpoint(Exception):
 
 def save_checkpoint(path: Path, state: TrainingState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     plain: dict[str, Any] = {f.name: getattr(state, f.name) for f in fields(state)}
-    torch.save(plain, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(plain, tmp))
 
 
 def load_checkpoint(path: Path) -> TrainingState | None:

@@ -56,5 +56,12 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
+def last_line(error: BaseException) -> str:
+    """The cause of a library's error for a message: TorchScript, transformers and the ONNX
+    exporters put a long trace first and the cause on the last line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
 class JobCancelled(Exception):
     """``should_stop()`` said so; the checkpoint was saved first, so the job can resume."""

@@ -7,9 +7,12 @@ width)``, so one ``nn.Linear`` projects any of them; attention is ``(B, heads, L
 summing to 1.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+
+from worker.engine.errors import ShapeMismatch
 
 
 @dataclass
@@ -24,3 +27,16 @@ class Features:
 
 def has_features(module: object) -> bool:
     return callable(getattr(module, "forward_features", None))
+
+
+def check_layer_indices(
+    field: str, indices: Iterable[int], count: int, who: str = "teacher"
+) -> None:
+    """The spec's layer indices against the model's depth, the one check the spec cannot make
+    without the model (it refuses negative, repeated and unordered indices itself)."""
+    for index in indices:
+        if not 0 <= index < count:
+            raise ShapeMismatch(
+                f"{field} names {who} layer {index}, but the {who} has {count} layers "
+                f"(0 to {count - 1})."
+            )

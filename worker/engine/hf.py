@@ -11,7 +11,6 @@ Models take the packed text tensor of ``worker.engine.text`` (``(B, 2, L)``: ids
 
 import copy
 import json
-import os
 import re
 import shutil
 import stat
@@ -32,11 +31,13 @@ from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file
 from file_rules.remote_code import CONFIG_FILES as _REMOTE_CODE_CONFIGS
 from file_rules.remote_code import REMOTE_CODE_KEYS as _BANNED_KEYS
 from worker.engine import jit
+from worker.engine.artifacts import atomic_write
 from worker.engine.errors import (
     OutOfMemory,
     TeacherLoadError,
     UnsupportedInput,
     is_out_of_memory,
+    last_line,
 )
 from worker.engine.features import Features
 from worker.engine.text import unpack
@@ -144,7 +145,7 @@ def _load_classifier(model_dir: Path) -> nn.Module:
             model_dir, local_files_only=True, trust_remote_code=False
         )
     except Exception as e:
-        raise TeacherLoadError(f"Could not read the archive's config.json: {_last_line(e)}") from e
+        raise TeacherLoadError(f"Could not read the archive's config.json: {last_line(e)}") from e
     _require_classifier(config)
     try:
         # float32: the engine computes in float32, and half-precision CPU inference is slow or
@@ -161,7 +162,7 @@ def _load_classifier(model_dir: Path) -> nn.Module:
         )
     except Exception as e:
         raise TeacherLoadError(
-            f"Could not load the Hugging Face model in the archive: {_last_line(e)}"
+            f"Could not load the Hugging Face model in the archive: {last_line(e)}"
         ) from e
     if info.get("missing_keys"):
         # A base model loaded as a classifier gets a random head: its logits would mean nothing.
@@ -204,7 +205,7 @@ def _load_tokenizer(model_dir: Path) -> Any:
         )
     except Exception as e:
         raise TeacherLoadError(
-            f"Could not load the tokenizer in the archive: {_last_line(e)}"
+            f"Could not load the tokenizer in the archive: {last_line(e)}"
         ) from e
 
 
@@ -455,7 +456,7 @@ def _from_config(make_config: Callable[[], Any]) -> HFClassifier:
                 "it smaller (fewer or narrower layers, a smaller intermediate_size)."
             ) from e
         raise UnsupportedInput(
-            f"transformers refused the hf student's config: {_last_line(e)}",
+            f"transformers refused the hf student's config: {last_line(e)}",
             code="unsupported_arch",
         ) from e
     return HFClassifier(model)
@@ -463,10 +464,10 @@ def _from_config(make_config: Callable[[], Any]) -> HFClassifier:
 
 def student_from_teacher(teacher: HFClassifier, layers: list[int]) -> HFClassifier:
     """DistilBERT's initialisation: the teacher with only ``layers`` kept, in order; every other
-    weight (embeddings, pooler, classifier) copied. Returned on the CPU, trainable."""
+    weight (embeddings, pooler, classifier) copied. Returned on the CPU, trainable. ``layers``
+    are the teacher's, increasing (the spec and ``check_layer_indices`` have seen to that)."""
     from transformers import AutoModelForSequenceClassification
 
-    _check_layers(layers, teacher.num_layers)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
     with torch.device("cpu"):
@@ -485,23 +486,6 @@ def student_from_teacher(teacher: HFClassifier, layers: list[int]) -> HFClassifi
     for i, layer in enumerate(student.layer_list()):
         layer.load_state_dict(source[layers[i]].state_dict(), strict=True)
     return student.train()
-
-
-def _check_layers(layers: list[int], count: int) -> None:
-    def refuse(why: str) -> UnsupportedInput:
-        return UnsupportedInput(
-            f"Student layers {layers!r}: {why}; give strictly increasing teacher layer indices "
-            f"from 0 to {count - 1} (the teacher has {count} layers).",
-            code="unsupported_arch",
-        )
-
-    if not layers:
-        raise refuse("the list is empty")
-    for i, layer in enumerate(layers):
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < count:
-            raise refuse(f"index {layer!r} is not a layer of the teacher")
-        if i and layer <= layers[i - 1]:
-            raise refuse(f"index {layer} does not come after {layers[i - 1]}")
 
 
 # --- the student's artifacts -------------------------------------------------------------------
@@ -534,8 +518,8 @@ def write_hf_student(output_dir: Path, student: nn.Module, tokenizer: Any) -> li
     model: Any = copy.deepcopy(inner).cpu().float().eval()
     traced = trace_student(model, tokenizer)
     return [
-        _atomic_write(output_dir / "student_hf.zip", lambda p: _write_zip(p, model, tokenizer)),
-        _atomic_write(output_dir / "student.pt", lambda p: jit.save(traced, p)),
+        atomic_write(output_dir / "student_hf.zip", lambda p: _write_zip(p, model, tokenizer)),
+        atomic_write(output_dir / "student.pt", lambda p: jit.save(traced, p)),
     ]
 
 
@@ -592,22 +576,7 @@ def _write_zip(path: Path, model: Any, tokenizer: Any) -> None:
                     zf.write(file, str(file.relative_to(tmp)))
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def _names(keys: Any) -> str:
     names = sorted(keys)
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     return (", ".join(names[:5]) or "none") + more
-
-
-def _last_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]

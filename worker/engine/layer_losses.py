@@ -14,7 +14,7 @@ from torch import nn
 
 from jobspec import HiddenLoss, Losses
 from worker.engine.errors import ShapeMismatch, UnsupportedInput
-from worker.engine.features import Features
+from worker.engine.features import Features, check_layer_indices
 
 Pairs = list[tuple[int, int]]  # (student layer, teacher layer)
 
@@ -134,13 +134,10 @@ def _check_pairs(kind: str, pairs: Pairs, student: Features, teacher: Features) 
     layers = student.hidden if kind == "hidden" else student.attentions
     teacher_layers = teacher.hidden if kind == "hidden" else teacher.attentions
     assert layers is not None and teacher_layers is not None
+    field = f"losses.{kind}.layers"
+    check_layer_indices(field, (s for s, _ in pairs), len(layers), who="student")
+    check_layer_indices(field, (t for _, t in pairs), len(teacher_layers))
     for s, t in pairs:
-        for who, index, count in (("student", s, len(layers)), ("teacher", t, len(teacher_layers))):
-            if not 0 <= index < count:
-                raise ShapeMismatch(
-                    f"losses.{kind}.layers pairs student layer {s} with teacher layer {t}, but "
-                    f"the {who} has {count} layers (0 to {count - 1})."
-                )
         a, b = layers[s], teacher_layers[t]
         same = a.shape[:-1] == b.shape[:-1] if kind == "hidden" else _attention_fits(a, b)
         if not same:

@@ -12,7 +12,6 @@ import copy
 import importlib
 import io
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.engine.errors import EngineError
+from worker.engine.artifacts import atomic_write
+from worker.engine.errors import EngineError, last_line
 
 PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 FORMATS = ("onnx",)  # what a job's "export" may list
@@ -135,9 +135,10 @@ def _export(
     TorchScript tracer (deprecated, but it handles some models the new one does not); keep the
     file only once onnxruntime reproduces the student on every batch in ``checks``."""
     path = output_dir / "student.onnx"
-    tmp = path.with_name(f".{path.name}.tmp")
-    errors: list[str] = []
-    try:
+    kept: list[tuple[str, float]] = []  # the exporter that worked and its largest difference
+
+    def export_checked(tmp: Path) -> None:
+        errors: list[str] = []
         for exporter in ("dynamo", "torchscript"):
             try:
                 with _quiet():
@@ -152,16 +153,16 @@ def _export(
                             model, example, str(tmp), dynamo=False, input_names=input_names,
                             output_names=["logits"], dynamic_axes=dynamic_axes,
                         )  # fmt: skip
-                diff = _check(tmp, model, input_names, checks)
+                kept.append((exporter, _check(tmp, model, input_names, checks)))
+                return
             except Exception as e:
-                errors.append(f"{exporter}: {_last_line(e)}")
+                errors.append(f"{exporter}: {last_line(e)}")
                 tmp.unlink(missing_ok=True)
-                continue
-            os.replace(tmp, path)
-            return OnnxExport(path, exporter, diff, tuple(len(c[0]) for c in checks))
-    finally:
-        tmp.unlink(missing_ok=True)
-    raise ExportFailed("The student could not be exported to ONNX: " + "; ".join(errors))
+        raise ExportFailed("The student could not be exported to ONNX: " + "; ".join(errors))
+
+    atomic_write(path, export_checked)
+    exporter, diff = kept[0]
+    return OnnxExport(path, exporter, diff, tuple(len(c[0]) for c in checks))
 
 
 @torch.no_grad()
@@ -206,11 +207,6 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
-
-
-def _last_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def describe(export: OnnxExport) -> str:

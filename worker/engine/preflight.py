@@ -3,6 +3,8 @@
 import torch
 from torch import nn
 
+from jobspec import JobSpec, requirements
+from jobspec.requirements import SpecConflict
 from worker.engine.data import Dataset
 from worker.engine.errors import LabelsRequired, ShapeMismatch, UnsupportedInput
 from worker.engine.features import Features, has_features
@@ -12,36 +14,16 @@ from worker.engine.tasks import Task
 from worker.engine.teacher import Teacher
 
 
-def check_labels_present(train: Dataset, alpha: float, baseline: bool) -> None:
-    if train.y is not None:
-        return
-    if alpha < 1:
-        raise LabelsRequired(
-            f"alpha is {alpha}, which mixes in a loss on labels, but the training data has no "
-            "labels; set alpha to 1.0 to learn from the teacher alone, or add labels (y)."
-        )
-    if baseline:
-        raise LabelsRequired(
-            "baseline trains the student on labels alone, but the training data has no labels; "
-            "turn baseline off or add labels (y)."
-        )
-
-
-def check_early_stopping(metric: str, val: Dataset, min_alpha: float, baseline: bool) -> None:
-    """Early stopping needs its metric at every epoch end: accuracy needs labels, and so does the
-    validation loss wherever it has a label term (alpha below 1, or the baseline)."""
-    if val.y is not None:
-        return
-    if metric == "val_accuracy":
-        raise LabelsRequired(
-            "early_stopping watches val_accuracy, but the validation data has no labels; "
-            "use the metric val_loss with alpha 1.0, or give labelled validation data."
-        )
-    if min_alpha < 1 or baseline:
-        raise LabelsRequired(
-            "early_stopping watches val_loss, which has a label term here (alpha below 1.0, or "
-            "the baseline), but the validation data has no labels; give labelled validation data."
-        )
+def check_requirements(spec: JobSpec, train: Dataset, val: Dataset) -> None:
+    """The spec's needs of its data (jobspec.requirements, which the API checks on the uploads'
+    facts), checked on the data as loaded: the labels a loss or early stopping needs."""
+    try:
+        requirements.check_early_stopping_metric(spec)
+        requirements.check_labels(spec, train.y is not None, val.y is not None)
+    except SpecConflict as conflict:
+        if conflict.code == "labels_required":
+            raise LabelsRequired(conflict.message) from None
+        raise UnsupportedInput(conflict.message) from None
 
 
 def check_inputs(

@@ -57,8 +57,7 @@ class DistillationRecipe:
         # A sweep trains the student once per combination, each from the seed with the budget.
         sweep = job.spec.sweep
         self.sweep = [self.hp.model_copy(update=c) for c in combinations(sweep)] if sweep else None
-        all_alphas = [a for hp in self.sweep or [self.hp] for a in alphas(hp)]
-        self.alpha_range = min(all_alphas), max(all_alphas)
+        self.largest_alpha = max(a for hp in self.sweep or [self.hp] for a in alphas(hp))
         self.layer_specs = layer_loss_specs(job.spec.losses)
         self.exports: list[str] = list(job.spec.export)
         self.work_dir: Path | None = None  # where a Hugging Face teacher is unpacked
@@ -76,14 +75,7 @@ class DistillationRecipe:
         if text:  # its data is read with its tokenizer, so it comes first
             self.teacher = self._load_text_teacher()
         self.train_data, self.val_data = self._load_data()
-        baseline = len(self.phases) > 1
-        preflight.check_labels_present(self.train_data, self.alpha_range[0], baseline)
-        if hp.early_stopping is not None:
-            self.task.check_early_stopping(hp.early_stopping.metric)
-        if hp.early_stopping is not None:
-            preflight.check_early_stopping(
-                hp.early_stopping.metric, self.val_data, self.alpha_range[0], baseline
-            )
+        preflight.check_requirements(self.spec, self.train_data, self.val_data)
         if not text:
             self.teacher = load_teacher(
                 self.job.teacher_path,
@@ -153,7 +145,7 @@ class DistillationRecipe:
         job, teacher = self.job, self.teacher
         if self.layer_specs:
             return TeacherOutputs(teacher, None, "off")
-        if not (job.teacher_cache and self.alpha_range[1] > 0):
+        if not (job.teacher_cache and self.largest_alpha > 0):
             return TeacherOutputs(teacher, None, "off")
         key_parts = None
         if job.cache_dir is not None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from jobspec import Arch, FromTeacherArch, HfArch, TransformerArch
 from worker.engine.errors import ShapeMismatch, UnsupportedInput
+from worker.engine.features import check_layer_indices
 from worker.engine.models import build_model
 from worker.engine.teacher import Teacher
 
@@ -117,6 +118,7 @@ def _from_teacher(
         from worker.engine import hf
 
         assert isinstance(teacher.module, hf.HFClassifier)
+        check_layer_indices("student.layers", layers, teacher.module.num_layers)
         model = hf.student_from_teacher(teacher.module, layers)
         arch = {"arch": "hf", "config": hf.hf_config_dict(model)}
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -143,7 +145,7 @@ def _from_tensor_teacher(
     kind = teacher_arch["arch"]
     field = _LAYER_LISTS[kind]
     depth = teacher_arch[field] if kind == "transformer" else len(teacher_arch[field])
-    _check_layers(layers, depth)
+    check_layer_indices("student.layers", layers, depth)
     arch = copy.deepcopy(teacher_arch)
     arch[field] = len(layers) if kind == "transformer" else [arch[field][i] for i in layers]
     student = build_model(arch, input_shape, num_outputs)
@@ -153,16 +155,6 @@ def _from_tensor_teacher(
         note += f" Freshly initialised where the shapes changed: {', '.join(skipped)}."
     start = {k: v.detach().clone() for k, v in student.state_dict().items()}
     return StudentPlan(arch, input_shape, num_outputs, False, start, note)
-
-
-def _check_layers(layers: list[int], depth: int) -> None:
-    bad = [i for i in layers if not 0 <= i < depth]
-    if not layers or bad or layers != sorted(set(layers)):
-        raise UnsupportedInput(
-            f"student.layers {layers} must be teacher layer indices, increasing, each from 0 to "
-            f"{depth - 1} (the teacher has {depth})" + (f"; {bad} are not." if bad else "."),
-            code="unsupported_arch",
-        )
 
 
 def _copy_layers(kind: str, teacher: nn.Module, student: nn.Module, layers: list[int]) -> list[str]:

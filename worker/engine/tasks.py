@@ -1,6 +1,7 @@
 """What a task means to the engine: its loss, its validation metrics, its final quality report and
 how a sweep picks the better run. The recipe is written once against ``Task``; a new kind of job
-(``causal_lm``) is one more class here, not an ``if`` in the loop.
+(``causal_lm``) is one more class here, not an ``if`` in the loop, and one more entry in
+``jobspec.requirements.EARLY_STOPPING_METRICS`` (the metrics its ``validate`` reports).
 
 ``outputs`` are the model's raw outputs: class logits for classification, real values for
 regression. ``labels`` are class ids (N,) or real targets (N, K), or None when the data has none.
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 import torch
 
 from jobspec import JobSpec
-from worker.engine.errors import ShapeMismatch, UnsupportedInput
+from worker.engine.errors import ShapeMismatch
 from worker.engine.evaluation import accuracy, agreement, kl_divergence, mse, r2
 from worker.engine.losses import LossTerms, distillation_loss, regression_loss
 
@@ -69,10 +70,6 @@ class Task(Protocol):
 
     def check_labels(self, name: str, labels: torch.Tensor | None, outputs: int) -> None:
         """Refuse labels that the teacher's ``outputs`` cannot match (``name``: training...)."""
-        ...
-
-    def check_early_stopping(self, metric: str) -> None:
-        """Refuse an early-stopping metric this task does not report."""
         ...
 
 
@@ -149,9 +146,6 @@ class Classification:
                 f"{outputs} outputs (class ids 0 to {outputs - 1})."
             )
 
-    def check_early_stopping(self, metric: str) -> None:
-        pass  # both of early stopping's metrics exist
-
 
 class Regression:
     """The teacher gives K real outputs: MSE to the teacher and to the targets; no temperature."""
@@ -217,12 +211,6 @@ class Regression:
             raise ShapeMismatch(
                 f"The {name} targets y have {labels.shape[1]} value(s) per row, but the teacher "
                 f"returns {outputs} output(s); they must match."
-            )
-
-    def check_early_stopping(self, metric: str) -> None:
-        if metric != "val_loss":
-            raise UnsupportedInput(
-                f"early_stopping watches {metric}, which regression does not have; use val_loss."
             )
 
 

@@ -19,6 +19,7 @@ from worker.engine.errors import (
     TrainingDiverged,
     UnsupportedInput,
     is_out_of_memory,
+    last_line,
 )
 from worker.engine.features import Features, has_features
 from worker.engine.models import build_model, count_parameters
@@ -55,12 +56,12 @@ class Teacher:
                     raise
                 if _opens_files(e):
                     raise TeacherLoadError(
-                        f"The teacher's code tried to open a file ({_last_line(e)}). Teachers "
+                        f"The teacher's code tried to open a file ({last_line(e)}). Teachers "
                         "run in a sandbox that holds only their job's own files: a teacher must "
                         "compute its outputs from its input alone."
                     ) from e
                 raise ShapeMismatch(
-                    f"The teacher failed on a batch of shape {_shape(x)}: {_last_line(e)}. "
+                    f"The teacher failed on a batch of shape {_shape(x)}: {last_line(e)}. "
                     + self._advice(e)
                 ) from e
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or len(logits) != len(x):
@@ -157,7 +158,7 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
         return jit.load(path, device)
     except Exception as e:
         raise TeacherLoadError(
-            f"Could not load {path.name} as TorchScript (torch.jit.save): {_last_line(e)}"
+            f"Could not load {path.name} as TorchScript (torch.jit.save): {last_line(e)}"
         ) from e
 
 
@@ -170,7 +171,7 @@ def _load_torch_export(path: Path, device: torch.device) -> nn.Module:
     except Exception as e:
         raise TeacherLoadError(
             f"Could not load {path.name} as a torch.export program (torch.export.save): "
-            f"{_last_line(e)}"
+            f"{last_line(e)}"
         ) from e
 
 
@@ -185,7 +186,7 @@ def _read_state_dict(path: Path) -> dict:
     except Exception as e:
         raise TeacherLoadError(
             f"Could not read {path.name} as a torch.save state dict (is it truncated?): "
-            f"{_last_line(e)}"
+            f"{last_line(e)}"
         ) from e
 
 
@@ -271,9 +272,3 @@ def _keys(keys: Iterable[str]) -> str:
         return "none"
     more = f" and {len(names) - 5} more" if len(names) > 5 else ""
     return ", ".join(names[:5]) + more
-
-
-def _last_line(error: Exception) -> str:
-    """TorchScript errors carry a long trace; the cause is on the last line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:300]

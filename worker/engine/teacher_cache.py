@@ -9,8 +9,6 @@ costs time, never the job.
 
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from worker.engine.artifacts import atomic_write
 from worker.engine.teacher import Teacher
 
 # What a cached file holds. Change it whenever that changes (say, hidden states as well as logits)
@@ -117,17 +116,15 @@ def _read(path: Path, shape: tuple[int, int], log: Log) -> torch.Tensor | None:
 
 
 def _write(path: Path, table: torch.Tensor, log: Log) -> bool:
-    """Write to a temporary file, then rename: a reader never sees half a file, and two workers
-    filling the same entry both write whole, identical files. False if it could not."""
+    """Written whole (``atomic_write``): two workers filling the same entry both write whole,
+    identical files. False if it could not."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    tensors = {"logits": table.cpu().contiguous()}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"logits": table.cpu().contiguous()}, str(tmp), metadata={"version": VERSION})
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"version": VERSION}))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         log("warning", f"Could not store the teacher cache file {path.name}: {e}")
         return False
     return True

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from app import storage
 from app.config import Settings
-from worker.device import resolve_device
+from worker.device import device_setting
 from worker.engine import Callbacks, EngineError, EngineJob, EngineResult, JobCancelled, Progress
 from worker.sandbox import confine, protocol
 from worker.sandbox.environment import child_environment
@@ -363,7 +363,7 @@ class TrainingProcess:
 
     def _bounded(self) -> bool:
         """Whether the memory bound applies: CPU jobs only (see ``SandboxSettings``)."""
-        return resolve_device(self.job.device).startswith("cpu")
+        return device_setting(self.job.device).startswith("cpu")
 
     def _died(self) -> EngineError:
         code = self.returncode

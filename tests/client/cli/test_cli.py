@@ -179,7 +179,7 @@ def test_submit_wait_downloads_a_student_that_loads(
     assert {"student.pt", "student.safetensors", "metrics.json"} <= set(downloaded)
     assert downloaded["student.pt"].parent == Path("out")
     student = torch.jit.load(str(downloaded["student.pt"])).eval()
-    assert accuracy(student, digits.x_test, digits.y_test) > 0.5
+    assert accuracy(student, digits.trained.x_test, digits.trained.y_test) > 0.5
 
     shown = as_json(distill("jobs", "show", job["id"], "--json"))
     assert shown["status"] == "succeeded" and shown["curve"] and shown["artifacts"]

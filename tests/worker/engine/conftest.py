@@ -3,23 +3,13 @@ builder. Nothing here needs a database or a broker."""
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from jobspec import JobSpec
-from tests.helpers.teachers import (
-    TEACHER_ARCHS,
-    TEACHER_FORMATS,
-    TrainedTeacher,
-    job_spec,
-    save_npz,
-    save_teacher,
-    train_digits_teacher,
-)
+from tests.helpers.teachers import TEACHER_ARCHS, Digits, save_digits
 from tests.helpers.text import trained_text_teacher, write_hf_archive
-from worker.engine import EngineJob, NullCallbacks, Progress
+from worker.engine import NullCallbacks, Progress
 from worker.engine.job import Phase
 
 PHASES: tuple[Phase, ...] = ("student", "baseline")  # the order a job trains them in
@@ -29,64 +19,14 @@ PHASES: tuple[Phase, ...] = ("student", "baseline")  # the order a job trains th
 torch.set_num_threads(1)
 
 
-def engine_job(
-    tmp_path: Path, spec: JobSpec, teacher: Path, train: Path, validation: Path, **overrides: Any
-) -> EngineJob:
-    """An engine job on a torchscript teacher and npz data, writing under ``tmp_path``."""
-    fields = {
-        "spec": spec,
-        "teacher_path": teacher,
-        "teacher_format": "torchscript",
-        "train_path": train,
-        "train_format": "npz",
-        "validation_path": validation,
-        "validation_format": "npz",
-        "output_dir": tmp_path / "out",
-        "checkpoint_path": tmp_path / "checkpoint.pt",
-        "device": "cpu",
-        "progress_interval": 3600.0,  # epoch ends only, unless a test asks for more
-    }
-    return EngineJob(**(fields | overrides))
-
-
-@dataclass
-class Digits:
-    """A trained teacher saved in every format, with its data as npz files."""
-
-    trained: TrainedTeacher
-    teachers: dict[str, Path]
-    train: Path
-    validation: Path
-    train_unlabelled: Path
-
-    def job(self, tmp_path: Path, spec: JobSpec | None = None, **overrides) -> EngineJob:
-        """An engine job on these files: the torchscript teacher and npz data unless overridden."""
-        return engine_job(
-            tmp_path, spec or job_spec(), self.teachers["torchscript"], self.train,
-            self.validation, **overrides,
-        )  # fmt: skip
-
-
-def _digits(folder: Path, kind: str) -> Digits:
-    trained = train_digits_teacher(kind)
-    teachers = {fmt: save_teacher(trained.model, folder / fmt, fmt) for fmt in TEACHER_FORMATS}
-    return Digits(
-        trained=trained,
-        teachers=teachers,
-        train=save_npz(folder / "train.npz", trained.x_train, trained.y_train),
-        validation=save_npz(folder / "val.npz", trained.x_val, trained.y_val),
-        train_unlabelled=save_npz(folder / "train_x.npz", trained.x_train),
-    )
-
-
 @pytest.fixture(scope="session")
 def cnn_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
-    return _digits(tmp_path_factory.mktemp("cnn_digits"), "cnn")
+    return save_digits(tmp_path_factory.mktemp("cnn_digits"), "cnn")
 
 
 @pytest.fixture(scope="session")
 def mlp_digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
-    return _digits(tmp_path_factory.mktemp("mlp_digits"), "mlp")
+    return save_digits(tmp_path_factory.mktemp("mlp_digits"), "mlp")
 
 
 @pytest.fixture(scope="session")

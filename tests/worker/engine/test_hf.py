@@ -1,6 +1,7 @@
 """Hugging Face teachers and students: safe extraction of untrusted archives, loading, features,
 students built or cut from the teacher, and their artifacts."""
 
+import copy
 import io
 import json
 import os
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from jobspec import FromTeacherArch
 from tests.helpers.text import save_hf_folder, write_hf_archive
 from worker.engine import hf, text
-from worker.engine.errors import TeacherLoadError, UnsupportedInput
+from worker.engine.errors import ShapeMismatch, TeacherLoadError, UnsupportedInput
+from worker.engine.students import plan_student
+from worker.engine.teacher import Teacher
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MB = 2**20
@@ -267,21 +271,13 @@ def test_student_from_teacher_copies_the_chosen_layers(loaded, batch):
         assert student.eval()(batch).shape == (6, 2)
 
 
-@pytest.mark.parametrize(
-    ("layers", "message"),
-    [
-        ([], "the list is empty"),
-        ([0, 4], "index 4 is not a layer"),
-        ([-1], "index -1 is not a layer"),
-        ([2, 1], "index 1 does not come after 2"),
-        ([1, 1], "index 1 does not come after 1"),
-    ],
-)
-def test_bad_layer_lists_are_refused(loaded, layers, message):
-    with pytest.raises(UnsupportedInput, match=message) as info:
-        hf.student_from_teacher(loaded.model, layers)
-    assert info.value.code == "unsupported_arch"
-    assert "the teacher has 4 layers" in info.value.message
+def test_layers_the_teacher_lacks_are_refused(loaded):
+    # Empty, negative and unordered lists are the spec's to refuse (tests/jobspec/test_layers.py).
+    teacher = Teacher(copy.deepcopy(loaded.model), "hf_archive", tokenizer=loaded.tokenizer)
+    arch = FromTeacherArch(arch="from_teacher", layers=[0, 4])
+    with pytest.raises(ShapeMismatch, match=r"student\.layers names teacher layer 4") as info:
+        plan_student(arch, teacher, (2, 48), 2)
+    assert "the teacher has 4 layers (0 to 3)" in info.value.message
 
 
 SMALL = {

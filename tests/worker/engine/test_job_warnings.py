@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from jobspec import warnings as job_warnings
-from tests.helpers.teachers import TEACHER_ARCHS, job_spec
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import TEACHER_ARCHS, Digits, job_spec
+from tests.worker.engine.conftest import Recorder
 from worker.engine import run_job
 
 SMALL = {"arch": "mlp", "hidden_sizes": [16], "activation": "relu", "dropout": 0.0}

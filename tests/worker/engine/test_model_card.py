@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.regression import train_diabetes_teacher
-from tests.helpers.teachers import job_spec, save_npz, save_teacher
+from tests.helpers.teachers import Digits, engine_job, job_spec, save_npz, save_teacher
 from tests.helpers.text import SMALL_BERT, write_jsonl
-from tests.worker.engine.conftest import Digits, Recorder, engine_job
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineResult, JobCancelled, run_job
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

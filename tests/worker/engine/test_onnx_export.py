@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from jobspec import JobSpec
-from tests.helpers.teachers import job_spec
+from tests.helpers.teachers import Digits, engine_job, job_spec
 from tests.helpers.text import SMALL_BERT, write_jsonl
-from tests.worker.engine.conftest import Digits, Recorder, engine_job
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineError, run_job, text
 from worker.engine.onnx_export import ExportFailed, export_tensor_student
 

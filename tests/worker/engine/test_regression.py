@@ -10,8 +10,8 @@ import torch
 
 from jobspec import JobSpec
 from tests.helpers.regression import TrainedRegressor, train_diabetes_teacher
-from tests.helpers.teachers import job_spec, save_npz, save_teacher
-from tests.worker.engine.conftest import Recorder, engine_job
+from tests.helpers.teachers import engine_job, job_spec, save_npz, save_teacher
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineJob, EngineResult, JobCancelled, run_job
 from worker.engine.artifacts import load_student
 from worker.engine.data import load_dataset

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.teachers import job_spec
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import Digits, job_spec
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineResult, JobCancelled, run_job
 
 # Dropout makes the random state part of what a resume has to restore.

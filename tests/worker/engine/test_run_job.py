@@ -11,12 +11,13 @@ from jobspec import JobSpec
 from tests.helpers.teachers import (
     TEACHER_ARCHS,
     TEACHER_FORMATS,
+    Digits,
     accuracy,
     job_spec,
     save_csv,
     save_npz,
 )
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.worker.engine.conftest import Recorder
 from worker.engine import (
     DeviceUnavailable,
     EngineResult,

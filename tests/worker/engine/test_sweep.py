@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from jobspec import JobSpec
-from tests.helpers.teachers import job_spec
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import Digits, job_spec
+from tests.worker.engine.conftest import Recorder
 from worker.engine import JobCancelled, run_job
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")

@@ -6,8 +6,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from tests.helpers.teachers import TEACHER_ARCHS, TEACHER_FORMATS, save_teacher
-from tests.worker.engine.conftest import Digits
+from tests.helpers.teachers import TEACHER_ARCHS, TEACHER_FORMATS, Digits, save_teacher
 from worker.engine import ShapeMismatch, TeacherLoadError
 from worker.engine.teacher import load_teacher
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.teachers import job_spec
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import Digits, job_spec
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineResult, JobCancelled, run_job
 from worker.engine import teacher_cache as cache_module
 from worker.engine.teacher import Teacher

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from jobspec import JobSpec
-from tests.helpers.teachers import job_spec
+from tests.helpers.teachers import engine_job, job_spec
 from tests.helpers.text import SMALL_BERT, write_jsonl
-from tests.worker.engine.conftest import Recorder, engine_job
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineResult, JobCancelled, run_job, text
 from worker.engine.artifacts import load_student
 from worker.engine.errors import UnsupportedInput

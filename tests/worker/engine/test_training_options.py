@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from jobspec import JobSpec
-from tests.helpers.teachers import job_spec
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import Digits, job_spec
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineResult, JobCancelled, LabelsRequired, run_job
 from worker.engine.errors import UnsupportedInput
 

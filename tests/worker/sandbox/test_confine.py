@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.teachers import TEACHER_ARCHS, Thief, job_spec, save_teacher
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import TEACHER_ARCHS, Digits, Thief, job_spec, save_teacher
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineError
 from worker.sandbox import confine
 from worker.sandbox.process import SandboxSettings, TrainingProcess

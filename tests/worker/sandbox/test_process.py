@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.teachers import MemoryBomb, job_spec, save_teacher
-from tests.worker.engine.conftest import Digits, Recorder
+from tests.helpers.teachers import Digits, MemoryBomb, job_spec, save_teacher
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineError, JobCancelled, run_job
 from worker.sandbox.process import SandboxSettings, TrainingProcess
 

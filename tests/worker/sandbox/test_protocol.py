@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from app import logs
-from tests.helpers.teachers import job_spec
-from tests.worker.engine.conftest import Recorder, engine_job
+from tests.helpers.teachers import engine_job, job_spec
+from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineError, EngineJob
 from worker.sandbox.process import SandboxSettings, TrainingProcess
 

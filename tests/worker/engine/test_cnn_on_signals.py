@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.teachers import accuracy, job_spec
-from tests.worker.engine.conftest import Digits
+from tests.helpers.teachers import Digits, accuracy, job_spec
 from worker.engine import load_student, run_job
 
 # TorchScript is deprecated in torch 2.x; the contract still promises it (student.pt).

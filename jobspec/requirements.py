@@ -1,0 +1,99 @@
+"""What a spec needs of its data, written once. The API checks a submission against the uploads'
+recorded facts (``meta.has_labels``) before a job exists; the engine checks the same rules
+against the data it loaded, before the first training step. Plain facts in, ``SpecConflict``
+out; torch-free.
+"""
+
+from jobspec import JobSpec
+
+# The validation metrics each task reports at every epoch end, so early stopping can watch them.
+EARLY_STOPPING_METRICS = {
+    "classification": ("val_accuracy", "val_loss"),
+    "regression": ("val_loss",),
+}
+
+
+class SpecConflict(ValueError):
+    """The spec asks for something its task or its data cannot give: ``param`` names the field
+    to change, ``code`` is the contract's error code."""
+
+    def __init__(self, message: str, param: str, code: str = "labels_required"):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def check_early_stopping_metric(spec: JobSpec) -> None:
+    """Early stopping watches a metric the job's task reports."""
+    early_stopping = spec.hyperparameters.early_stopping
+    reported = EARLY_STOPPING_METRICS[spec.task]
+    if early_stopping is not None and early_stopping.metric not in reported:
+        raise SpecConflict(
+            f"{spec.task.capitalize()} has no {early_stopping.metric}; early stopping watches "
+            f"{' or '.join(reported)}.",
+            param="hyperparameters.early_stopping.metric",
+            code="invalid_request",
+        )
+
+
+def check_labels(spec: JobSpec, train_has_labels: bool, validation_has_labels: bool) -> None:
+    """Every loss and metric with a label term needs labels: alpha below 1 (at any step of any
+    sweep run) and the baseline need them in the training data; early stopping needs them in the
+    validation data (the training data's own when validation is split from it) for
+    val_accuracy, and for val_loss wherever that has a label term."""
+    if not train_has_labels:
+        _check_teacher_alone(spec)
+    early_stopping = spec.hyperparameters.early_stopping
+    if early_stopping is None or validation_has_labels:
+        return
+    if early_stopping.metric == "val_accuracy":
+        raise SpecConflict(
+            "Early stopping on val_accuracy needs labelled validation data, and the validation "
+            "data has no labels; use the metric val_loss with alpha 1.0, or give a labelled "
+            "validation file.",
+            param="hyperparameters.early_stopping.metric",
+        )
+    if _smallest_alpha(spec) < 1 or spec.baseline:
+        raise SpecConflict(
+            "Early stopping watches val_loss, which has a label term here (alpha below 1.0, or "
+            "the baseline), but the validation data has no labels; give a labelled validation "
+            "file.",
+            param="hyperparameters.early_stopping.metric",
+        )
+
+
+def _check_teacher_alone(spec: JobSpec) -> None:
+    """Training data without labels: the student learns from the teacher alone."""
+    hp = spec.hyperparameters
+    swept = spec.sweep.alpha if spec.sweep is not None else None
+    if (swept is None and hp.alpha < 1) or (hp.alpha_end is not None and hp.alpha_end < 1):
+        raise SpecConflict(
+            "The training data has no labels, so the student can learn from the teacher alone: "
+            "set hyperparameters.alpha (and alpha_end) to 1.0, or add labels (y).",
+            param="hyperparameters.alpha",
+        )
+    if swept is not None and min(swept) < 1:
+        raise SpecConflict(
+            "The training data has no labels, so every swept alpha must be 1.0 (or add "
+            "labels (y)).",
+            param="sweep.alpha",
+        )
+    if spec.baseline:
+        raise SpecConflict(
+            "A baseline trains the student on labels alone, but the training data has no "
+            "labels; turn baseline off or add labels (y).",
+            param="baseline",
+        )
+
+
+def _smallest_alpha(spec: JobSpec) -> float:
+    """The smallest alpha any step of any run trains with (a sweep's values replace alpha)."""
+    hp = spec.hyperparameters
+    swept = spec.sweep.alpha if spec.sweep is not None else None
+    return min(a for start in swept or [hp.alpha] for a in _ends(start, hp.alpha_end))
+
+
+def _ends(alpha: float, alpha_end: float | None) -> tuple[float, float]:
+    # alpha_end is set only with alpha_schedule "linear" (the spec refuses it otherwise).
+    return alpha, alpha if alpha_end is None else alpha_end
