@@ -97,8 +97,9 @@ def test_text_uploads_are_detected(distilled: dict[str, Any], reviews: dict[str,
     assert teacher["sha256"] == hashlib.sha256(reviews["zip"].read_bytes()).hexdigest()
     assert train["format"] == validation["format"] == "jsonl"
     assert train["bytes"] == reviews["train"].stat().st_size
-    # The detector's meta (rows, has_labels, model_type, ...) is stored but not part of FileOut.
-    assert "meta" not in teacher
+    # The facts detection recorded come with the file (contract v2).
+    assert teacher["meta"]["has_tokenizer"] is True
+    assert train["meta"]["has_labels"] is True
 
 
 def test_distilbert_style_job_succeeds_and_echoes_its_defaults(distilled: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from worker.engine.errors import ShapeMismatch
+from worker.engine.errors import ShapeMismatch, UnsupportedInput
 
 
 @dataclass
@@ -30,13 +30,18 @@ def has_features(module: object) -> bool:
 
 
 def check_layer_indices(
-    field: str, indices: Iterable[int], count: int, who: str = "teacher"
+    field: str, indices: Iterable[int], count: int, who: str = "teacher", *, arch: bool = False
 ) -> None:
     """The spec's layer indices against the model's depth, the one check the spec cannot make
-    without the model (it refuses negative, repeated and unordered indices itself)."""
+    without the model (it refuses negative, repeated and unordered indices itself). ``arch``:
+    the indices pick a student's layers (``unsupported_arch``), not pairs that a layer loss
+    matches (``shape_mismatch``)."""
     for index in indices:
         if not 0 <= index < count:
-            raise ShapeMismatch(
+            message = (
                 f"{field} names {who} layer {index}, but the {who} has {count} layers "
                 f"(0 to {count - 1})."
             )
+            if arch:
+                raise UnsupportedInput(message, code="unsupported_arch")
+            raise ShapeMismatch(message)

@@ -118,7 +118,7 @@ def _from_teacher(
         from worker.engine import hf
 
         assert isinstance(teacher.module, hf.HFClassifier)
-        check_layer_indices("student.layers", layers, teacher.module.num_layers)
+        check_layer_indices("student.layers", layers, teacher.module.num_layers, arch=True)
         model = hf.student_from_teacher(teacher.module, layers)
         arch = {"arch": "hf", "config": hf.hf_config_dict(model)}
         start = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -145,7 +145,7 @@ def _from_tensor_teacher(
     kind = teacher_arch["arch"]
     field = _LAYER_LISTS[kind]
     depth = teacher_arch[field] if kind == "transformer" else len(teacher_arch[field])
-    check_layer_indices("student.layers", layers, depth)
+    check_layer_indices("student.layers", layers, depth, arch=True)
     arch = copy.deepcopy(teacher_arch)
     arch[field] = len(layers) if kind == "transformer" else [arch[field][i] for i in layers]
     student = build_model(arch, input_shape, num_outputs)

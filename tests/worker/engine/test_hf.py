@@ -19,7 +19,7 @@ import torch
 from jobspec import FromTeacherArch
 from tests.helpers.text import save_hf_folder, write_hf_archive
 from worker.engine import hf, text
-from worker.engine.errors import ShapeMismatch, TeacherLoadError, UnsupportedInput
+from worker.engine.errors import TeacherLoadError, UnsupportedInput
 from worker.engine.students import plan_student
 from worker.engine.teacher import Teacher
 
@@ -275,8 +275,9 @@ def test_layers_the_teacher_lacks_are_refused(loaded):
     # Empty, negative and unordered lists are the spec's to refuse (tests/jobspec/test_layers.py).
     teacher = Teacher(copy.deepcopy(loaded.model), "hf_archive", tokenizer=loaded.tokenizer)
     arch = FromTeacherArch(arch="from_teacher", layers=[0, 4])
-    with pytest.raises(ShapeMismatch, match=r"student\.layers names teacher layer 4") as info:
+    with pytest.raises(UnsupportedInput, match=r"student\.layers names teacher layer 4") as info:
         plan_student(arch, teacher, (2, 48), 2)
+    assert info.value.code == "unsupported_arch"
     assert "the teacher has 4 layers (0 to 3)" in info.value.message
 
 

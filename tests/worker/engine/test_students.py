@@ -85,8 +85,9 @@ def test_from_teacher_refuses_layers_whose_widths_do_not_chain(
 def test_from_teacher_refuses_layers_the_teacher_lacks(
     mlp_digits: Digits, teacher_archs: dict
 ) -> None:
-    with pytest.raises(ShapeMismatch, match=r"names teacher layer 2, but the teacher has 2 layers"):
+    with pytest.raises(UnsupportedInput, match=r"names teacher layer 2, but the teacher") as e:
         _plan(mlp_digits, teacher_archs["mlp"], [0, 2])
+    assert e.value.code == "unsupported_arch"
 
 
 def test_from_teacher_needs_a_teacher_with_visible_layers(
