@@ -19,7 +19,7 @@ from app.models.base import utcnow
 from app.queue import scheduler
 from app.queue.service import snapshot
 from migrations import upgrade
-from tests.conftest import throwaway_database
+from tests.services import throwaway_database
 
 HOUR = timedelta(hours=1)
 
