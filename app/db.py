@@ -151,6 +151,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: the request's unit of work; reads for GET, HEAD and OPTIONS."""
+    """FastAPI dependency: the request's unit of work, which commits once the route returns and
+    then runs what follows the commit (a submit's scheduling pass); reads for GET, HEAD and
+    OPTIONS."""
     with read_scope() if request.method in READ_METHODS else session_scope() as session:
         yield session

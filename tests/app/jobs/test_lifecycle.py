@@ -3,14 +3,14 @@ caller's transaction (both or neither), and a submit's scheduling pass runs afte
 has committed, so it sees the job."""
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from app.db import after_commit, read_scope, session_scope
@@ -86,12 +86,16 @@ def _new_job(job_id: str, team_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def team_id(service_env: dict[str, str]) -> str:
-    """A team with no quota: the scheduler running in this process never hands its jobs out."""
+def team_id(service_env: dict[str, str]) -> Iterator[str]:
+    """A team with no quota: the scheduler running in this process never hands its jobs out.
+    Its jobs go with it: running under a live lease, they would hold the suite's worker slot."""
     team_id = new_id("team")
     with session_scope() as session:
         session.add(Team(id=team_id, name=team_id, max_running_jobs=0))
-    return team_id
+    yield team_id
+    with session_scope() as session:  # their events and webhooks go with them (ON DELETE CASCADE)
+        session.execute(delete(Job).where(Job.team_id == team_id))
+        session.execute(delete(Team).where(Team.id == team_id))
 
 
 def _job_before(transition: Transition, team_id: str) -> str:
