@@ -79,31 +79,45 @@ def read_scope() -> Iterator[Session]:
 
 @contextmanager
 def session_scope() -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on error, and then also removes the
-    objects the work stored for rows that will never exist (see ``discard_on_rollback``)."""
+    """One unit of work: commits on success, then runs what was to follow the commit (see
+    ``after_commit``); rolls back on error, and then also removes the objects the work stored for
+    rows that will never exist (see ``discard_on_rollback``)."""
     session = _session_factory()()
     try:
         yield session
         session.commit()
+        follow = session.info.pop(_AFTER_COMMIT, [])
     except BaseException:
         session.rollback()
-        for discard in session.info.pop(_DISCARD, []):
-            try:
-                discard()
-            except Exception:  # the rollback's own error is the one to raise
-                log.warning("could not discard an object of a rolled-back row", exc_info=True)
+        _run_all(session.info.pop(_DISCARD, []), "discard an object of a rolled-back row")
         raise
     finally:
         session.close()
+    _run_all(follow, "run what follows a commit")
 
 
 _DISCARD = "discard_on_rollback"
+_AFTER_COMMIT = "after_commit"
 
 
 def discard_on_rollback(session: Session, discard: Callable[[], object]) -> None:
     """Call ``discard`` (say, the store's delete of an object) if this unit of work rolls back:
     no stored object without its row."""
     session.info.setdefault(_DISCARD, []).append(discard)
+
+
+def after_commit(session: Session, then: Callable[[], object]) -> None:
+    """Call ``then`` once this unit of work has committed (never if it rolls back), with the
+    session closed: work that must see what this one wrote, such as a scheduling pass."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(then)
+
+
+def _run_all(calls: list[Callable[[], object]], what: str) -> None:
+    for call in calls:
+        try:
+            call()
+        except Exception:  # the unit of work is over; the error to raise, if any, is its own
+            log.warning("could not %s", what, exc_info=True)
 
 
 def is_postgres(url: str) -> bool:
@@ -137,6 +151,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """FastAPI dependency: the request's unit of work; reads for GET, HEAD and OPTIONS."""
+    """FastAPI dependency: the request's unit of work, which commits once the route returns and
+    then runs what follows the commit (a submit's scheduling pass); reads for GET, HEAD and
+    OPTIONS."""
     with read_scope() if request.method in READ_METHODS else session_scope() as session:
         yield session

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,20 +25,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextmanager
-def database() -> Iterator[str]:
-    server = services.database_url()
-    services.require_postgres(server)
-    name = f"distill_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -82,7 +66,10 @@ def distillery(
     """(base URL, admin key, settings) of a running service on PostgreSQL and Redis, with
     ``workers`` worker processes (none without ``with_worker``)."""
     services.require_redis(services.redis_url())
-    with database() as db_url, tempfile.TemporaryDirectory() as storage:
+    with (
+        services.throwaway_database("distill_bench") as db_url,
+        tempfile.TemporaryDirectory() as storage,
+    ):
         admin_key = "dk_bench_" + secrets.token_hex(8)
         env = {
             "DISTILL_DATABASE_URL": db_url,
@@ -94,9 +81,6 @@ def distillery(
             **(settings or {}),
         }
         os.environ.update(env)
-        from migrations import upgrade
-
-        upgrade(db_url)
         port = free_port()
         procs = [serve("app.main:app", env, port)]
         for i in range(workers if with_worker else 0):

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from tests import services
+from tests.services import throwaway_database
 
 ADMIN_KEY = "dk_test_admin_" + secrets.token_hex(8)
 JOB_MEMORY_BYTES = 4 * 2**30
@@ -35,25 +35,6 @@ def _clear_caches() -> None:
     db._read_session_factory.cache_clear()
     broker.producer.cache_clear()
     storage.get_store.cache_clear()
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    """A new, migrated PostgreSQL database on the test server; dropped afterwards."""
-    server_url = services.database_url()
-    services.require_postgres(server_url)
-    name = f"distill_test_{secrets.token_hex(4)}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        from migrations import upgrade
-
-        upgrade(database_url)
-        yield database_url
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +101,10 @@ def api(service_env: dict[str, str]) -> Iterator[TestClient]:
 
 
 class Client:
-    """A TestClient bound to one API key."""
+    """An HTTP client (the in-process API's TestClient, or an httpx.Client of a served one) bound
+    to one API key."""
 
-    def __init__(self, api: TestClient, key: str, team_id: str):
+    def __init__(self, api: httpx.Client, key: str, team_id: str):
         self.api, self.key, self.team_id = api, key, team_id
         self.headers = {"Authorization": f"Bearer {key}"}
 
@@ -142,6 +124,7 @@ def admin(api: TestClient) -> Client:
 
 
 def make_team(admin: Client, max_running_jobs: int = 1) -> Client:
+    """A fresh team, and a client with a key of its own on ``admin``'s API."""
     name = f"team-{secrets.token_hex(4)}"
     team = admin.post("/v1/teams", json={"name": name, "max_running_jobs": max_running_jobs})
     assert team.status_code == 201, team.text

@@ -1,4 +1,5 @@
-"""Where the test suite finds PostgreSQL and Redis, and a loud failure when it cannot.
+"""Where the test suite finds PostgreSQL and Redis, a loud failure when it cannot, and a
+throwaway database there (for the tests and the benchmarks alike).
 
 The tests never skip for a missing service: a suite that quietly skips is a suite that passes
 without testing. ``scripts/test.sh`` starts throwaway servers when the defaults do not answer.
@@ -6,6 +7,9 @@ Run this file directly to check them: ``python tests/services.py [postgres] [red
 """
 
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 DATABASE_URL_VAR = "DISTILL_TEST_DATABASE_URL"
 REDIS_URL_VAR = "DISTILL_TEST_REDIS_URL"
@@ -49,6 +53,28 @@ def require_redis(url: str) -> None:
         ) from exc
     finally:
         client.close()
+
+
+@contextmanager
+def throwaway_database(prefix: str = "distill_test") -> Iterator[str]:
+    """The URL of a new, migrated PostgreSQL database on the test server; dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from migrations import upgrade
+
+    server_url = database_url()
+    require_postgres(server_url)
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _main(names: list[str]) -> None:

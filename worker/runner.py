@@ -15,8 +15,7 @@ from typing import Any
 from app import storage
 from app.config import get_settings
 from app.db import read_scope, session_scope
-from app.jobs import repository
-from app.jobs import service as jobs
+from app.jobs import lifecycle, repository
 from app.models import Artifact, File, Job, JobStatus
 from app.models.base import utcnow
 from app.queue import scheduler
@@ -63,7 +62,7 @@ class _Watcher(threading.Thread):
                         self.stop_requested.set()
                     if time.monotonic() - last_renewal >= self.lease.total_seconds() / 3:
                         until = utcnow() + self.lease
-                        if not repository.renew_lease(session, self.job_id, self.worker_id, until):
+                        if not lifecycle.renew_lease(session, self.job_id, self.worker_id, until):
                             self.lost.set()
                             self.stop_requested.set()
                         last_renewal = time.monotonic()
@@ -165,12 +164,7 @@ class JobRunner:
         now = utcnow()
         until = now + timedelta(seconds=self.settings.lease_seconds)
         with session_scope() as session:
-            if not repository.claim(session, self.job_id, self.worker_id, now, until):
-                return False
-            repository.add_event(
-                session, self.job_id, "status", "Job running.", data={"status": "running"}
-            )
-        return True
+            return lifecycle.start(session, self.job_id, self.worker_id, now, until)
 
     def _engine_job(self) -> EngineJob:
         device = device_setting(self.settings.device)
@@ -236,7 +230,7 @@ class JobRunner:
             repository.add_event(
                 session, self.job_id, "metrics", "Final metrics.", data=result.metrics
             )
-            jobs.finish(
+            lifecycle.finish(
                 session, job, JobStatus.succeeded, message="Job succeeded.", metrics=result.metrics
             )
         files.release()
@@ -248,7 +242,7 @@ class JobRunner:
             if not self._owns(job):
                 return LOST
             assert job is not None
-            jobs.finish(session, job, status, message=message, error=error)
+            lifecycle.finish(session, job, status, message=message, error=error)
         return status.value
 
     def _owns(self, job: Job | None) -> bool:

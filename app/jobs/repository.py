@@ -1,15 +1,15 @@
-"""Every query on jobs and their events, metrics and artifacts."""
+"""Every query on jobs and their events, metrics and artifacts. A job's status (and its
+``status`` event) is written by ``app.jobs.lifecycle`` alone."""
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.ids import new_id
-from app.models import Artifact, Job, JobEvent, JobMetric, JobStatus
+from app.models import Artifact, Job, JobEvent, JobMetric
 from app.pagination import page
 
 
@@ -91,45 +91,6 @@ def list_artifacts(session: Session, job_id: str) -> Sequence[Artifact]:
 
 def get_artifact(session: Session, job_id: str, name: str) -> Artifact | None:
     return session.get(Artifact, (job_id, name))
-
-
-def claim(session: Session, job_id: str, worker_id: str, now: datetime, until: datetime) -> bool:
-    """Take the job for one worker: queued and handed to the broker by the scheduler. A job
-    whose worker was lost is queued again by the scheduler first (``app.queue.scheduler``).
-
-    A single conditional UPDATE, so two workers handed the same message cannot both win, and a
-    message the scheduler did not send (or has since taken back) starts nothing.
-    """
-    result = session.execute(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.status == JobStatus.queued,
-            Job.dispatched_at.is_not(None),
-            Job.cancel_requested.is_(False),
-        )
-        .values(
-            status=JobStatus.running,
-            worker_id=worker_id,
-            lease_expires_at=until,
-            dispatched_at=None,
-            started_at=func.coalesce(Job.started_at, now),
-            attempts=Job.attempts + 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-def renew_lease(session: Session, job_id: str, worker_id: str, until: datetime) -> bool:
-    """Extend our lease; False when the job is no longer ours (cancelled, or taken over)."""
-    result = session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.worker_id == worker_id, Job.status == JobStatus.running)
-        .values(lease_expires_at=until)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
 
 
 def job_team(session: Session, job_id: str) -> str | None:

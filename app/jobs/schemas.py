@@ -3,7 +3,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.models import JobStatus
+from app.models import Job, JobStatus
 from jobspec.strict import Int
 
 
@@ -65,6 +65,27 @@ class JobOut(BaseModel):
     queue_position: int | None
     cancel_requested: bool
     attempts: int
+
+
+def job_out(job: Job, queue_position: int | None = None) -> JobOut:
+    """The job as the API shows it; a queued job's ``queue_position`` is the queue's to compute
+    (``app.jobs.service.render``)."""
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        team_id=job.team_id,
+        status=JobStatus(job.status),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        spec=job.spec,
+        progress=job.progress,
+        metrics=job.metrics,
+        error=job.error,
+        queue_position=queue_position,
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+    )
 
 
 class EventOut(BaseModel):

@@ -1,24 +1,22 @@
-"""Decisions about jobs: submission, cancellation, and the status transitions workers report."""
+"""Decisions about jobs: submission, priority and cancellation. Their status changes go through
+``app.jobs.lifecycle``."""
 
 import hashlib
 import json
 import logging
-from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import logs
+from app.db import after_commit
 from app.errors import Conflict, NotFound, Unprocessable
 from app.files import repository as files
 from app.ids import new_id
-from app.jobs import repository
-from app.jobs.schemas import JobOut
+from app.jobs import lifecycle, repository
+from app.jobs.schemas import JobOut, job_out
 from app.jobs.spec import JobSpec
 from app.models import File, Job, JobStatus
-from app.models.base import utcnow
 from app.queue import scheduler
-from app.webhooks import service as webhooks
 from jobspec import requirements
 from jobspec.requirements import SpecConflict
 
@@ -41,22 +39,7 @@ def render(
     and a caller that knows the job's ``position`` already passes it."""
     if job.status == JobStatus.queued and position is None:
         position = (queue or scheduler.QueueView(session)).position(job)
-    return JobOut(
-        id=job.id,
-        name=job.name,
-        team_id=job.team_id,
-        status=JobStatus(job.status),
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        spec=job.spec,
-        progress=job.progress,
-        metrics=job.metrics,
-        error=job.error,
-        queue_position=position,
-        cancel_requested=job.cancel_requested,
-        attempts=job.attempts,
-    )
+    return job_out(job, position)
 
 
 def get(session: Session, team_id: str, job_id: str) -> Job:
@@ -214,18 +197,19 @@ def request_hash(spec: JobSpec) -> str:
 def submit(
     session: Session, team_id: str, spec: JobSpec, idempotency_key: str | None
 ) -> tuple[Job, bool]:
-    """Create and enqueue a job. Returns (job, created); an idempotent replay is not created."""
+    """Create and enqueue a job. Returns (job, created); an idempotent replay is not created.
+    The scope commits; a scheduling pass follows the commit, so it sees the job."""
     digest = request_hash(spec)
     if idempotency_key is not None:
         existing = repository.get_by_idempotency_key(session, team_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
     _check_inputs(session, team_id, spec)
-    job = Job(
+    job = lifecycle.enqueue(
+        session,
         id=new_id("job"),
         team_id=team_id,
         name=spec.name,
-        status=JobStatus.queued,
         spec=spec.model_dump(mode="json"),
         priority=spec.priority,
         teacher_file_id=spec.teacher.file_id,
@@ -234,22 +218,13 @@ def submit(
         idempotency_key=idempotency_key,
         request_hash=digest,
     )
-    session.add(job)
-    try:
-        session.flush()
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        session.rollback()
+    if job is None:  # a concurrent request with the same Idempotency-Key won the race
         existing = repository.get_by_idempotency_key(session, team_id, idempotency_key or "")
-        if existing is None:
-            raise
+        assert existing is not None  # its insert committed before ours skipped
         return _replay(existing, digest), False
-    repository.add_event(session, job.id, "status", "Job queued.", data={"status": "queued"})
     logs.bind_job(job.id, team_id)
     log.info("job %s submitted", job.id)
-    session.commit()  # the scheduler's pass runs in its own transaction, and sees the job
-    scheduler.try_pass()
-    session.refresh(job)
+    after_commit(session, scheduler.try_pass)
     return job, True
 
 
@@ -293,35 +268,9 @@ def cancel(session: Session, team_id: str, job_id: str) -> Job:
         raise Conflict(f"The job has already {job.status}.", code="job_finished")
     log.info("job %s: cancel requested while %s", job.id, job.status)
     if job.status == JobStatus.queued:
-        finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
+        lifecycle.finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
     elif not job.cancel_requested:
         job.cancel_requested = True
         repository.add_event(session, job.id, "log", "Cancellation requested.")
     session.flush()
     return job
-
-
-def finish(
-    session: Session,
-    job: Job,
-    status: JobStatus,
-    *,
-    message: str,
-    error: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-) -> None:
-    """Move a job to a final status and say so in its events."""
-    job.status = status
-    job.finished_at = utcnow()
-    job.lease_expires_at = None
-    job.error = error
-    if metrics is not None:
-        job.metrics = metrics
-    level = "error" if status == JobStatus.failed else "info"
-    data: dict[str, Any] = {"status": status.value}
-    if error is not None:
-        data["error"] = error
-    repository.add_event(session, job.id, "status", message, level=level, data=data)
-    if url := job.spec.get("webhook_url"):  # in this transaction: the status and its webhook
-        job_out = render(session, job).model_dump(mode="json")
-        webhooks.enqueue(session, job.id, job.team_id, url, job_out)

@@ -1,4 +1,5 @@
-"""Every query the shared queue and its scheduler make."""
+"""Every query the shared queue and its scheduler make. A job's status is written by
+``app.jobs.lifecycle`` alone."""
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -66,17 +67,12 @@ def expired_leases(session: Session, now: datetime) -> Sequence[Job]:
     ).all()
 
 
-def forget_dispatches_before(session: Session, before: datetime) -> Sequence[str]:
-    """Queued jobs handed to the broker before ``before`` and never taken: the message is lost."""
-    ids = session.scalars(select(Job.id).where(QUEUED, Job.dispatched_at < before)).all()
-    if ids:
-        session.execute(
-            update(Job)
-            .where(Job.id.in_(ids), QUEUED)
-            .values(dispatched_at=None)
-            .execution_options(synchronize_session=False)
-        )
-    return ids
+def lost_dispatches(session: Session, before: datetime) -> Sequence[Job]:
+    """Queued jobs handed to the broker before ``before`` and never taken: the message is lost.
+    Locked, so a worker's claim on one waits, then finds it no longer handed out."""
+    return session.scalars(
+        select(Job).where(QUEUED, Job.dispatched_at < before).with_for_update()
+    ).all()
 
 
 class TeamRow(NamedTuple):

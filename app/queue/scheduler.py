@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from app import broker
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.jobs import lifecycle
 from app.jobs import repository as job_repository
-from app.jobs import service as jobs
 from app.models import Job, JobStatus
 from app.models.base import utcnow
 from app.queue import fair_share, repository
@@ -151,14 +151,7 @@ def try_pass() -> None:
 def _pass(session: Session, settings: Settings, now: datetime) -> list[str]:
     repository.lock(session)
     _requeue_lost(session, settings, now)
-    lost = repository.forget_dispatches_before(
-        session, now - timedelta(seconds=settings.dispatch_timeout_seconds)
-    )
-    for job_id in lost:
-        job_repository.add_event(
-            session, job_id, "log", "The broker lost this job's message; handing it out again.",
-            level="warning",
-        )  # fmt: skip
+    _forget_lost_dispatches(session, now - timedelta(seconds=settings.dispatch_timeout_seconds))
     repository.remove_workers_silent_since(session, now - FORGET_WORKERS_AFTER)
     live = repository.live_workers(
         session, now - timedelta(seconds=settings.worker_offline_seconds)
@@ -181,34 +174,32 @@ def _pass(session: Session, settings: Settings, now: datetime) -> list[str]:
 def _requeue_lost(session: Session, settings: Settings, now: datetime) -> None:
     for job in repository.expired_leases(session, now):
         if job.cancel_requested:  # its worker died before it could stop it
-            jobs.finish(
+            lifecycle.finish(
                 session, job, JobStatus.cancelled, message="Job cancelled; its worker was lost."
             )
-            continue
-        if job.attempts >= settings.max_attempts:
+        elif job.attempts >= settings.max_attempts:
             message = (
                 f"The worker running this job stopped answering, {job.attempts} times in all; "
                 "giving up."
             )
             error = {"code": "worker_lost", "message": message}
-            jobs.finish(
+            lifecycle.finish(
                 session, job, JobStatus.failed, message=f"Job failed: {message}", error=error
             )
-            continue
-        job.status = JobStatus.queued
-        job.worker_id = None
-        job.lease_expires_at = None
+        else:
+            lifecycle.requeue(session, job, max_attempts=settings.max_attempts)
+    session.flush()
+
+
+def _forget_lost_dispatches(session: Session, before: datetime) -> None:
+    """Jobs handed to the broker before ``before`` and never taken: their message was lost (Redis
+    restarted or flushed), so they are handed out again."""
+    for job in repository.lost_dispatches(session, before):
         job.dispatched_at = None
         job_repository.add_event(
-            session,
-            job.id,
-            "status",
-            f"The worker running this job was lost; queued again to resume from its last "
-            f"checkpoint (attempt {job.attempts + 1} of {settings.max_attempts}).",
+            session, job.id, "log", "The broker lost this job's message; handing it out again.",
             level="warning",
-            data={"status": "queued", "attempts": job.attempts},
-        )
-    session.flush()
+        )  # fmt: skip
 
 
 class SchedulerThread(threading.Thread):

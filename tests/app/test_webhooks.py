@@ -14,7 +14,7 @@ import pytest
 from app.config import get_settings
 from app.db import read_scope, session_scope
 from app.ids import new_id
-from app.jobs import service as jobs
+from app.jobs import lifecycle
 from app.models import Job, JobStatus, WebhookDelivery
 from app.models.base import utcnow
 from app.queue import scheduler
@@ -127,7 +127,7 @@ def test_a_final_status_rolled_back_sends_nothing(admin: Client) -> None:
     with pytest.raises(RuntimeError), session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        jobs.finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
+        lifecycle.finish(session, job, JobStatus.cancelled, message="Job cancelled while queued.")
         session.flush()
         raise RuntimeError("the commit failed")
     with read_scope() as session:

@@ -1,17 +1,18 @@
 """A real ``distill serve`` process (on the suite's throwaway database and queue) for the
 client and CLI tests, clients of it, a real teacher and data, and one real job that trains."""
 
-import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from distillery import Client, Job
 from tests.client.proxy import FaultyProxy
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, make_team
+from tests.conftest import Client as KeyedClient
 from tests.helpers.teachers import Digits, save_digits
 from tests.integration.cluster import distill_serve
 
@@ -52,9 +53,10 @@ def admin(server: Server) -> Iterator[Client]:
 
 
 def new_team(admin: Client, max_running_jobs: int = 1) -> tuple[str, str]:
-    """A fresh team's (id, key)."""
-    team = admin.teams.create(f"client-{secrets.token_hex(4)}", max_running_jobs=max_running_jobs)
-    return team.id, admin.keys.create(team.id, "tests").key
+    """A fresh team's (id, key), made as every test makes one (``tests.conftest.make_team``)."""
+    with httpx.Client(base_url=admin.base_url) as http:
+        team = make_team(KeyedClient(http, admin.api_key, "team_default"), max_running_jobs)
+    return team.team_id, team.key
 
 
 @pytest.fixture

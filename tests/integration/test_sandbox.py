@@ -7,11 +7,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.db import session_scope
-from app.jobs import repository
-from app.jobs import service as jobs
+from app.jobs import lifecycle, repository
 from app.models import Job, JobStatus
 from app.models.base import utcnow
 from tests.conftest import JOB_MEMORY_BYTES, Client
@@ -108,14 +107,12 @@ def test_the_lease_is_renewed_while_training_and_losing_it_kills_the_training_pr
         # scheduler had queued the job again and handed it out (in one transaction here).
         with session_scope() as session:
             now = utcnow()
-            requeued = (
-                update(Job)
-                .where(Job.id == job_id)
-                .values(status=JobStatus.queued, worker_id=None, lease_expires_at=None,
-                        dispatched_at=now)
-            )  # fmt: skip
-            session.execute(requeued)
-            assert repository.claim(session, job_id, "elsewhere:1", now, now + timedelta(hours=1))
+            job = repository.get_job_for_update(session, job_id)
+            assert job is not None
+            lifecycle.requeue(session, job, max_attempts=job.attempts + 1)
+            job.dispatched_at = now
+            session.flush()
+            assert lifecycle.start(session, job_id, "elsewhere:1", now, now + timedelta(hours=1))
 
         until(lambda: training_process_of(pool) is None)  # killed once its renewal was refused
         assert worker_process.poll() is None
@@ -127,4 +124,5 @@ def test_the_lease_is_renewed_while_training_and_losing_it_kills_the_training_pr
         with session_scope() as session:  # the job "elsewhere" will never finish by itself
             job = repository.get_job_for_update(session, job_id)
             if job is not None and job.status == JobStatus.running:
-                jobs.finish(session, job, JobStatus.cancelled, message="Cleaned up by the test.")
+                message = "Cleaned up by the test."
+                lifecycle.finish(session, job, JobStatus.cancelled, message=message)

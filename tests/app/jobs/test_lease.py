@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.ids import new_id
-from app.jobs import repository
+from app.jobs import lifecycle
 from app.models import Job, JobStatus, Team
 from app.models.base import utcnow
 from app.queue import scheduler
@@ -34,7 +34,7 @@ def job_id(service_env: dict[str, str]) -> str:
 def claim(job_id: str, worker: str, now_offset: timedelta = timedelta()) -> bool:
     now = utcnow() + now_offset
     with session_scope() as session:
-        return repository.claim(session, job_id, worker, now, now + LEASE)
+        return lifecycle.start(session, job_id, worker, now, now + LEASE)
 
 
 def load(job_id: str) -> Job:
@@ -82,8 +82,8 @@ def test_a_lost_worker_s_job_is_queued_again_then_claimed_by_the_next(job_id: st
     job = load(job_id)
     assert (job.worker_id, job.attempts, job.started_at) == ("worker-b", 2, started)
     with session_scope() as session:  # worker-a has lost the job and learns so at its renewal
-        assert repository.renew_lease(session, job_id, "worker-a", utcnow() + LEASE) is False
-        assert repository.renew_lease(session, job_id, "worker-b", utcnow() + LEASE) is True
+        assert lifecycle.renew_lease(session, job_id, "worker-a", utcnow() + LEASE) is False
+        assert lifecycle.renew_lease(session, job_id, "worker-b", utcnow() + LEASE) is True
 
 
 def test_a_job_lost_max_attempts_times_fails_with_worker_lost(

@@ -13,13 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import get_settings
 from app.db import make_engine
 from app.ids import new_id
-from app.jobs import repository as job_repository
+from app.jobs import lifecycle
 from app.models import Job, JobStatus, Team, Worker
 from app.models.base import utcnow
 from app.queue import scheduler
 from app.queue.service import snapshot
 from migrations import upgrade
-from tests.conftest import throwaway_database
+from tests.services import throwaway_database
 
 HOUR = timedelta(hours=1)
 
@@ -93,7 +93,7 @@ def used_gpu(db: sessionmaker[Session], team_id: str, seconds: float) -> None:
 def start(db: sessionmaker[Session], job_id: str, worker: str = "w") -> None:
     now = utcnow()
     with db.begin() as session:
-        assert job_repository.claim(session, job_id, worker, now, now + HOUR)
+        assert lifecycle.start(session, job_id, worker, now, now + HOUR)
 
 
 def positions(db: sessionmaker[Session]) -> dict[str, int]:
