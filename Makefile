@@ -16,7 +16,8 @@ test:
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy app worker file_rules
+	$(BIN)/mypy app worker distillery file_rules jobspec
+	$(BIN)/lint-imports --no-cache
 
 fmt: install
 	$(BIN)/ruff format .
