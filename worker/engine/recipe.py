@@ -98,11 +98,12 @@ class DistillationRecipe:
             self.log(self.plan.note)
         sample = self.train_data.x[: hp.batch_size]
         student = preflight.check_student(self.plan, sample, self.num_classes)
-        split = None if self.job.validation_path else self.spec.data.validation_split
-        for warning in job_warnings.at_setup(
-            self.teacher.num_params, count_parameters(student), split
-        ):
-            self.log(warning.message, warning.data, level="warning")
+        # The job's warnings, once: a job that left a checkpoint has given them already.
+        if not self.job.checkpoint_path.exists():
+            split = None if self.job.validation_path else self.spec.data.validation_split
+            params = self.teacher.num_params, count_parameters(student)
+            for warning in job_warnings.at_setup(*params, split):
+                self.log(warning.message, warning.data, level="warning")
         self.sample_features: tuple[Features, Features] | None = None
         if self.layer_specs:
             *features, pairing = preflight.check_layer_losses(

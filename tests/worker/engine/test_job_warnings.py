@@ -10,7 +10,7 @@ import pytest
 from jobspec import warnings as job_warnings
 from tests.helpers.teachers import TEACHER_ARCHS, Digits, job_spec
 from tests.worker.engine.conftest import Recorder
-from worker.engine import run_job
+from worker.engine import JobCancelled, run_job
 
 SMALL = {"arch": "mlp", "hidden_sizes": [16], "activation": "relu", "dropout": 0.0}
 # The digits MLP teacher is 64 -> 256 -> 128 -> 10 (50,826 parameters); this is 3.3x that.
@@ -106,3 +106,21 @@ def test_a_small_student_with_a_validation_file_gives_no_warning(
     assert _warnings(recorder) == {}
     card = (tmp_path / "out/model_card.md").read_text()
     assert "not smaller" not in card and "has seen them" not in card
+
+
+def test_a_resumed_job_does_not_warn_again(mlp_digits: Digits, tmp_path: Path) -> None:
+    """The warnings are the job's, given once: a job resumed from its checkpoint (after a cancel
+    or a lost worker) has given them already."""
+    job = mlp_digits.job(
+        tmp_path, job_spec(student=SMALL, epochs=2), validation_path=None, progress_interval=0.0
+    )
+    first, resumed = Recorder(stop_at_step=3), Recorder()
+
+    with pytest.raises(JobCancelled):
+        run_job(job, first)
+    run_job(job, resumed)
+
+    assert set(_warnings(first)) == {"validation_may_overlap_teacher_training"}
+    assert _warnings(resumed) == {}
+    card = (tmp_path / "out/model_card.md").read_text()
+    assert "If the teacher was trained on that file, it has seen them" in card
