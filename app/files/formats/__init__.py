@@ -29,6 +29,7 @@ from app.files.formats.errors import (
     unsupported,
     wrong_purpose,
 )
+from app.files.formats.gguf import detect_gguf, is_gguf
 from app.files.formats.hf import detect_hf_tar, detect_hf_zip, hf_root
 from app.files.formats.npz import detect_npz
 from app.files.formats.pickles import refuse_if_pickle
@@ -78,6 +79,10 @@ def detect(path: Path, purpose: Purpose, bounds: Limits | None = None) -> Detect
 
 
 def _sniff(path: Path, head: bytes, size: int, purpose: Purpose) -> Detected:
+    if is_gguf(head):
+        if purpose != "teacher":
+            raise wrong_purpose("gguf", purpose)
+        return detect_gguf(path, size)
     if header_length(head, size) is not None:
         return detect_safetensors(path, size, purpose)
     if head.startswith(b"PK\x03\x04"):

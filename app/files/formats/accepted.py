@@ -6,7 +6,7 @@ from typing import Literal
 Purpose = Literal["teacher", "dataset"]
 
 ACCEPTED_FORMATS: dict[str, tuple[str, ...]] = {
-    "teacher": ("torchscript", "torch_export", "state_dict", "safetensors", "hf_archive"),
+    "teacher": ("torchscript", "torch_export", "state_dict", "safetensors", "hf_archive", "gguf"),
     "dataset": ("npz", "safetensors", "csv", "jsonl"),
 }
 FORMAT_DESCRIPTIONS = {
@@ -15,6 +15,7 @@ FORMAT_DESCRIPTIONS = {
     "state_dict": "a state_dict (torch.save of a dict of tensors)",
     "safetensors": "safetensors",
     "hf_archive": "a Hugging Face model directory as zip or tar.gz",
+    "gguf": "a llama.cpp GGUF file",
     "npz": "npz",
     "csv": "csv",
     "jsonl": "jsonl",
