@@ -11,6 +11,8 @@ from typing import IO
 
 from app.files.formats.accepted import Detected
 from app.files.formats.archives import ArchiveGuard
+from app.files.formats.causal_lm import Weights as _Weights
+from app.files.formats.causal_lm import causal_lm_meta, is_causal_lm
 from app.files.formats.errors import (
     ARCHIVE_ADVICE,
     UnsafeFile,
@@ -87,6 +89,7 @@ class _HfScan:
         self.spool_dir = spool_dir
         self.names: set[str] = set()
         self.configs: dict[str, dict] = {}
+        self.weights: dict[str, _Weights] = {}
         self.rules = ScanRules(
             allowed=weights_only_allowed,
             loaded=lambda name: name.endswith(PICKLE_SUFFIXES),
@@ -105,7 +108,7 @@ class _HfScan:
             self.configs[name] = _parse_config(stream, size, name)
         elif name.endswith(".safetensors"):
             try:
-                read_safetensors(stream, size, name)
+                self.weights[name] = _Weights.of(read_safetensors(stream, size, name))
             except SafetensorsError as exc:
                 raise UnsupportedFormat(f"The archive's {exc}.") from exc
         elif size:
@@ -134,7 +137,15 @@ class _HfScan:
                 "The archive's config.json has no weights beside it (model.safetensors, or "
                 "safetensors shards); save the model with save_pretrained.",
             )
-        return Detected("hf_archive", _hf_meta(self.configs[prefix + "config.json"], root, files))
+        config = self.configs[prefix + "config.json"]
+        meta = _hf_meta(config, root, files)
+        if is_causal_lm(config):
+            tokenizer_config = self.configs.get(prefix + "tokenizer_config.json", {})
+            weights = [
+                w for n, w in self.weights.items() if _HF_WEIGHTS.fullmatch(n[len(prefix) :])
+            ]
+            meta |= causal_lm_meta(config, tokenizer_config, files, weights)
+        return Detected("hf_archive", meta)
 
 
 def _parse_config(stream: IO[bytes], size: int, name: str) -> dict:
@@ -154,6 +165,7 @@ def _hf_meta(config: dict, root: str, files: set[str]) -> dict:
     return {
         "model_type": config.get("model_type"),
         "architectures": config.get("architectures"),
+        "task": "classification",
         "num_labels": len(labels) if isinstance(labels, dict) else None,
         "has_tokenizer": bool(files & _TOKENIZER_FILES),
         "root": root,
