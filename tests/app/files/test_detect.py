@@ -309,7 +309,7 @@ def test_jsonl(tmp_path: Path) -> None:
     found = detect(tmp_path / "d.jsonl", "dataset")
     assert (found.format, found.meta) == (
         "jsonl",
-        {"rows": 7, "has_labels": True, "num_classes": 2},
+        {"rows": 7, "has_labels": True, "num_classes": 2, "lm_kind": "text"},
     )
     (tmp_path / "u.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
     assert detect(tmp_path / "u.jsonl", "dataset").meta["has_labels"] is False
@@ -320,7 +320,7 @@ def test_jsonl(tmp_path: Path) -> None:
     [
         ('{"text": "a", "label": 0}\n{"text": "b"}\n', "label all lines or none"),
         ('{"text": "a", "label": "cat"}\n', "must be a class id"),
-        ('{"text": 3}\n', 'string "text"'),
+        ('{"text": 3}\n', '"text" must be a string'),
         ('{"text": "a"}\n{not json\n', "Line 2 is not valid JSON"),
         ('[{"text": "a"}]', "JSON array"),
     ],
