@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Formats the engine of this version can train from.
 TRAINABLE_TEACHERS = {"torchscript", "torch_export", "state_dict", "safetensors", "hf_archive"}
+# jsonl kinds only a language model reads ({"text"} lines suit a classifier too).
+LM_ONLY_DATA = {"prompt_completion", "messages", "prompt"}
 NEEDS_ARCH = {"state_dict", "safetensors"}
 # Teachers whose layers the engine cannot see: compiled graphs, not modules it built.
 OPAQUE_TEACHERS = {"torchscript", "torch_export"}
@@ -71,6 +73,7 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
             session, team_id, spec.data.validation_file_id, "dataset", "data.validation_file_id"
         )
         datasets.append((validation, "data.validation_file_id"))
+    _check_not_language_model(teacher, datasets)
     if teacher.format not in TRAINABLE_TEACHERS:
         raise Unprocessable(
             f"Teachers in '{teacher.format}' format cannot be distilled by this server yet; "
@@ -96,6 +99,28 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
         )
     except SpecConflict as conflict:
         raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
+
+
+def _check_not_language_model(teacher: File, datasets: list[tuple[File, str]]) -> None:
+    """Language-model teachers and data are recorded at upload, but not yet distilled."""
+    if teacher.meta.get("task") == "causal_lm":
+        raise Unprocessable(
+            f"File {teacher.id} is a causal language model ({teacher.format}); language-model "
+            "distillation is not served yet. Teachers today are classifiers and regressors: "
+            "torchscript, torch_export, state_dict, safetensors, or an hf_archive of a "
+            "*ForSequenceClassification model.",
+            param="teacher.file_id",
+            code="unsupported_teacher",
+        )
+    for data, param in datasets:
+        if data.meta.get("lm_kind") in LM_ONLY_DATA:
+            raise Unprocessable(
+                f"File {data.id} holds {data.meta['lm_kind']} records, which are language-model "
+                "data; language-model distillation is not served yet. A text classifier reads "
+                'jsonl lines of {"text", "label"} (the label optional).',
+                param=param,
+                code="unsupported_data",
+            )
 
 
 def _check_text(spec: JobSpec, teacher: File, datasets: list[tuple[File, str]]) -> None:

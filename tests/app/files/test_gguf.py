@@ -21,7 +21,7 @@ def _string(text: str | bytes) -> bytes:
     return struct.pack("<Q", len(data)) + data
 
 
-def _gguf(
+def gguf_bytes(
     kv: list[bytes] | None = None,
     tensors: list[tuple[str, tuple[int, ...], int, int]] | None = None,
     version: int = 3,
@@ -68,7 +68,7 @@ def test_the_real_smollm2_file() -> None:
 
 def test_a_gguf_file_is_not_a_data_set(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFormat, match="purpose 'teacher'"):
-        detect(_write(tmp_path, _gguf()), "dataset")
+        detect(_write(tmp_path, gguf_bytes()), "dataset")
 
 
 def test_a_small_file_without_tokenizer(tmp_path: Path) -> None:
@@ -77,7 +77,7 @@ def test_a_small_file_without_tokenizer(tmp_path: Path) -> None:
         _u32("qwen2.block_count", 2),
         _u32("qwen2.vocab_size", 100),
     ]
-    meta = detect(_write(tmp_path, _gguf(kv, [("w", (64, 2), 1, 256)])), "teacher").meta
+    meta = detect(_write(tmp_path, gguf_bytes(kv, [("w", (64, 2), 1, 256)])), "teacher").meta
     assert (meta["architecture"], meta["num_layers"], meta["vocab_size"]) == ("qwen2", 2, 100)
     assert (meta["parameters"], meta["quantization"]) == (128, ["F16"])
     assert (meta["has_tokenizer"], meta["has_chat_template"], meta["max_positions"]) == (
@@ -100,25 +100,25 @@ def test_the_real_file_cut_short_is_refused(tmp_path: Path, cut: int) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (_gguf(version=1), "version 1"),
-        (_gguf(tensors=[("w", (32,), 77, 32)]), "ggml type 77, a quantization"),
-        (_gguf(tensors=[("w", (32,), 9, 36)]), "ggml type 9"),  # Q8_1: not dequantizable
-        (_gguf(tensors=[("w", (33,), 2, 18)]), "not whole Q4_0 blocks"),
-        (_gguf(tensors=[("w", (32,), 0, 128), ("w", (32,), 0, 128)]), "appears twice"),
-        (_gguf(tensors=[("w", (2**40, 2**20), 0, 32)]), "past the end"),
+        (gguf_bytes(version=1), "version 1"),
+        (gguf_bytes(tensors=[("w", (32,), 77, 32)]), "ggml type 77, a quantization"),
+        (gguf_bytes(tensors=[("w", (32,), 9, 36)]), "ggml type 9"),  # Q8_1: not dequantizable
+        (gguf_bytes(tensors=[("w", (33,), 2, 18)]), "not whole Q4_0 blocks"),
+        (gguf_bytes(tensors=[("w", (32,), 0, 128), ("w", (32,), 0, 128)]), "appears twice"),
+        (gguf_bytes(tensors=[("w", (2**40, 2**20), 0, 32)]), "past the end"),
         # A string that announces more bytes than the file holds.
-        (_gguf(kv=[struct.pack("<Q", 2**62) + b"k" + struct.pack("<I", 4)]), "bytes long"),
-        (_gguf(kv=[_string("k") + struct.pack("<IQ", 8, 2**60)]), "runs past the end"),
+        (gguf_bytes(kv=[struct.pack("<Q", 2**62) + b"k" + struct.pack("<I", 4)]), "bytes long"),
+        (gguf_bytes(kv=[_string("k") + struct.pack("<IQ", 8, 2**60)]), "runs past the end"),
         # Arrays of strings and of numbers announcing more than the file can hold.
         (
-            _gguf(kv=[_string("k") + struct.pack("<IIQ", 9, 8, 2**40)]),
+            gguf_bytes(kv=[_string("k") + struct.pack("<IIQ", 9, 8, 2**40)]),
             "1099511627776 strings, more than its remaining",
         ),
-        (_gguf(kv=[_string("k") + struct.pack("<IIQ", 9, 0, 2**63)]), "runs past the end"),
-        (_gguf(kv=[_string("k") + struct.pack("<IIQ", 9, 42, 1)]), "array of unknown type 42"),
-        (_gguf(kv=[_string("k") + struct.pack("<I", 13)]), "unknown value type 13"),
-        (_gguf(kv=[_u32("k", 1), _u32("k", 2)]), "'k' appears twice"),
-        (_gguf(kv=[_u32("general.alignment", 24)]), "not a power of two"),
+        (gguf_bytes(kv=[_string("k") + struct.pack("<IIQ", 9, 0, 2**63)]), "runs past the end"),
+        (gguf_bytes(kv=[_string("k") + struct.pack("<IIQ", 9, 42, 1)]), "array of unknown type 42"),
+        (gguf_bytes(kv=[_string("k") + struct.pack("<I", 13)]), "unknown value type 13"),
+        (gguf_bytes(kv=[_u32("k", 1), _u32("k", 2)]), "'k' appears twice"),
+        (gguf_bytes(kv=[_u32("general.alignment", 24)]), "not a power of two"),
     ],
 )
 def test_hostile_headers_are_refused(tmp_path: Path, content: bytes, message: str) -> None:
