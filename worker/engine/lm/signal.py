@@ -1,0 +1,277 @@
+"""The teacher's signal, computed once and stored: for every target token, its top-k
+log-probabilities (at T = 1, float32 when computed) with their token ids, and the probability
+mass left outside them. Later jobs read it instead of loading the teacher.
+
+On disk, under a content-addressed key (``signal_key``), a directory of shards, each the signal of
+``shard_size`` sequences as one safetensors file, compressed:
+
+- ``ids`` (tokens, k) int32, ``logprobs`` (tokens, k) float16 (or bfloat16), ``tail`` (tokens,)
+  float32: the mass outside the k tokens, ``exp(logsumexp(other logits) - logsumexp(logits))``,
+  which is ``1 - sum(exp(logprobs))`` computed without cancellation, so never negative;
+- ``offsets`` (sequences + 1,) int64: sequence i's target tokens are rows
+  ``offsets[i]:offsets[i+1]``, in the order of its target mask.
+
+Compression is the standard library's ``lzma`` (the ``zstandard`` package is not installed in our
+environment). Measured on a real teacher's signal (docs/benchmarks.md, "Language-model loss
+memory"), lzma shrinks the shards more than ``zlib`` at level 9, at a cost paid once per shard
+written and read. ``manifest.json`` is written last: a directory without one is incomplete and
+is never read. Every file is written atomically.
+"""
+
+import hashlib
+import json
+import lzma
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from worker.engine.artifacts import atomic_write
+
+DEFAULT_TOP_K = 64
+DEFAULT_SHARD_SIZE = 256  # sequences per shard
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LOGPROB_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TopKSignal:
+    """The signal of a run of target tokens: ``ids`` (n, k) int64, ``logprobs`` (n, k) and
+    ``tail`` (n,), no dense vocabulary anywhere."""
+
+    ids: torch.Tensor
+    logprobs: torch.Tensor
+    tail: torch.Tensor
+
+    @property
+    def tokens(self) -> int:
+        return self.ids.shape[0]
+
+    def slice(self, start: int, end: int) -> "TopKSignal":
+        return TopKSignal(
+            self.ids[start:end], self.logprobs[start:end].detach(), self.tail[start:end].detach()
+        )
+
+    def to(self, device: torch.device | str) -> "TopKSignal":
+        return TopKSignal(self.ids.to(device), self.logprobs.to(device), self.tail.to(device))
+
+
+def top_k_signal(
+    logits: torch.Tensor, target_mask: torch.Tensor, k: int = DEFAULT_TOP_K, chunk_size: int = 1024
+) -> TopKSignal:
+    """The signal of the masked positions of ``logits`` (batch, length, vocab), row-major, in
+    float32: log_softmax at T = 1 over ``chunk_size`` positions at a time, so no float32 copy of
+    the whole logits is made. ``k`` larger than the vocabulary keeps the whole vocabulary."""
+    vocab = logits.shape[-1]
+    k = min(k, vocab)
+    selected = logits.reshape(-1, vocab)[target_mask.reshape(-1).bool()]
+    parts = []
+    for start in range(0, selected.shape[0], chunk_size):
+        log_probs = F.log_softmax(selected[start : start + chunk_size].detach().float(), dim=-1)
+        top, ids = log_probs.topk(k, dim=-1)
+        tail = log_probs.scatter(-1, ids, float("-inf")).logsumexp(-1).exp()
+        parts.append(TopKSignal(ids, top, tail))
+    if not parts:
+        empty = logits.new_empty((0, k), dtype=torch.float32)
+        return TopKSignal(empty.long(), empty, empty[:, 0])
+    return TopKSignal(
+        *(torch.cat(ts) for ts in zip(*((p.ids, p.logprobs, p.tail) for p in parts), strict=True))
+    )
+
+
+def signal_key(
+    teacher_sha256: str,
+    tokenizer_sha256: str,
+    data_sha256: str,
+    max_length: int,
+    k: int,
+    template_sha256: str | None,
+) -> str:
+    """The store's key: sha256 of a canonical JSON of everything the signal depends on."""
+    facts = {
+        "format_version": FORMAT_VERSION,
+        "teacher_sha256": teacher_sha256,
+        "tokenizer_sha256": tokenizer_sha256,
+        "data_sha256": data_sha256,
+        "max_length": max_length,
+        "k": k,
+        "template_sha256": template_sha256,
+    }
+    canonical = json.dumps(facts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def bytes_per_token(k: int, dtype: torch.dtype = torch.float16) -> int:
+    """Uncompressed bytes of one target token's signal: k int32 ids, k log-probs of ``dtype``
+    and the float32 tail (the per-sequence offsets are not counted: 8 bytes a sequence)."""
+    return k * (4 + dtype.itemsize) + 4
+
+
+class SignalWriter:
+    """Appends sequences' signals and writes a shard every ``shard_size`` sequences; ``close``
+    writes the last shard and the manifest. Use it as a context manager: on an exception no
+    manifest is written, so the half-written store is never read."""
+
+    def __init__(
+        self,
+        directory: Path,
+        k: int,
+        shard_size: int = DEFAULT_SHARD_SIZE,
+        logprob_dtype: str = "float16",
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.k, self.shard_size, self.logprob_dtype = k, shard_size, logprob_dtype
+        self._pending: list[TopKSignal] = []
+        self.sequences = self.tokens = self.stored_bytes = 0
+        self._shards = 0
+
+    def add(self, signal: TopKSignal) -> None:
+        """One sequence's signal (its target tokens, in order)."""
+        if signal.ids.shape[1] != self.k:
+            raise ValueError(f"the store keeps k={self.k}, this signal has {signal.ids.shape[1]}")
+        self._pending.append(signal.to("cpu"))
+        self.sequences += 1
+        self.tokens += signal.tokens
+        if len(self._pending) == self.shard_size:
+            self._flush()
+
+    def close(self) -> Path:
+        if self._pending:
+            self._flush()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "k": self.k,
+            "shard_size": self.shard_size,
+            "shards": self._shards,
+            "sequences": self.sequences,
+            "tokens": self.tokens,
+            "logprob_dtype": self.logprob_dtype,
+            "compression": "xz",
+            "stored_bytes": self.stored_bytes,
+        }
+        text = json.dumps(manifest, indent=2) + "\n"
+        return atomic_write(self.directory / MANIFEST, lambda p: _write(p, text.encode()))
+
+    def __enter__(self) -> "SignalWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+
+    def _flush(self) -> None:
+        counts = torch.tensor([0] + [s.tokens for s in self._pending])
+        tensors = {
+            "ids": torch.cat([s.ids for s in self._pending]).to(torch.int32),
+            "logprobs": torch.cat([s.logprobs for s in self._pending]).to(
+                LOGPROB_DTYPES[self.logprob_dtype]
+            ),
+            "tail": torch.cat([s.tail for s in self._pending]).float(),
+            "offsets": counts.cumsum(0).to(torch.int64),
+        }
+        data = lzma.compress(save_safetensors({k: v.contiguous() for k, v in tensors.items()}))
+        atomic_write(self.directory / _shard_name(self._shards), lambda p: _write(p, data))
+        self.stored_bytes += len(data)
+        self._shards += 1
+        self._pending = []
+
+
+class SignalReader:
+    """Reads a complete store: ``batch(indices, device)`` gives the signal of those sequences'
+    target tokens, concatenated in the order given. Keeps the last shard it decoded."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"no complete teacher signal in {self.directory}")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.k: int = self.manifest["k"]
+        self.sequences: int = self.manifest["sequences"]
+        self._cached: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    @property
+    def bytes_per_token(self) -> float:
+        """Measured: the compressed shards' bytes over the target tokens they hold."""
+        return self.manifest["stored_bytes"] / max(self.manifest["tokens"], 1)
+
+    def batch(self, indices: Iterable[int], device: torch.device | str = "cpu") -> TopKSignal:
+        parts = [self._sequence(i) for i in indices]
+        ids, logprobs, tail = (torch.cat(ts) for ts in zip(*parts, strict=True))
+        return TopKSignal(ids.long(), logprobs.float(), tail).to(device)
+
+    def __iter__(self) -> Iterator[TopKSignal]:
+        for i in range(self.sequences):
+            yield self.batch([i])
+
+    def _sequence(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not 0 <= index < self.sequences:
+            raise IndexError(f"sequence {index} of {self.sequences}")
+        shard, row = divmod(index, self.manifest["shard_size"])
+        tensors = self._shard(shard)
+        start, end = (int(x) for x in tensors["offsets"][row : row + 2])
+        return tensors["ids"][start:end], tensors["logprobs"][start:end], tensors["tail"][start:end]
+
+    def _shard(self, shard: int) -> dict[str, torch.Tensor]:
+        if self._cached is None or self._cached[0] != shard:
+            raw = (self.directory / _shard_name(shard)).read_bytes()
+            self._cached = (shard, load_safetensors(lzma.decompress(raw)))
+        return self._cached[1]
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors.xz"
+
+
+@torch.no_grad()
+def teacher_pass(
+    teacher: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    writer: SignalWriter,
+    device: torch.device | str = "cpu",
+) -> None:
+    """Run the frozen teacher over ``(input_ids, attention_mask, target_mask)`` batches (the
+    target mask aligned with the logits: position t's logits predict token t + 1) and append
+    each sequence's signal to ``writer``, in order."""
+    teacher.eval()
+    for input_ids, attention_mask, target_mask in batches:
+        logits = teacher(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+        ).logits
+        for row in range(logits.shape[0]):
+            writer.add(top_k_signal(logits[row : row + 1], target_mask[row : row + 1], writer.k))
+
+
+def signal_kl(dense_logits: torch.Tensor, stored: TopKSignal) -> float:
+    """Mean KL(dense teacher || stored signal) per token at T = 1, over the whole vocabulary:
+    the store's accuracy. The stored signal, read as a distribution over the vocabulary, puts
+    its (renormalised) log-probs on its k tokens and spreads the tail mass evenly over the rest,
+    the most it says about them; so the figure counts both the stored precision and what the
+    top-k cut loses (it falls as k grows, to the rounding alone at k = vocabulary).
+    ``dense_logits`` (n, vocab) are the teacher's logits of the stored tokens, in order."""
+    if dense_logits.shape[0] != stored.tokens:
+        raise ValueError(f"{dense_logits.shape[0]} dense rows for {stored.tokens} stored tokens")
+    if stored.tokens == 0:
+        return 0.0
+    log_p = F.log_softmax(dense_logits.float(), dim=-1)
+    vocab, k = log_p.shape[-1], stored.ids.shape[-1]
+    buckets = torch.cat([stored.logprobs.float(), stored.tail.float().log().unsqueeze(-1)], -1)
+    buckets = F.log_softmax(buckets.to(log_p.device), dim=-1)
+    others = max(vocab - k, 1)
+    log_q = (buckets[:, k:] - math.log(others)).expand_as(log_p).clone()
+    log_q.scatter_(-1, stored.ids.to(log_p.device), buckets[:, :k])
+    p = log_p.exp()
+    kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
+    return float(kl.mean())
