@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from file_rules.archives import ArchiveListing, ArchiveRefused, check_model_file, data_filtered
-from file_rules.remote_code import CONFIG_FILES as _REMOTE_CODE_CONFIGS
+from file_rules.remote_code import CONFIG_FILES, remote_code_keys
 from file_rules.remote_code import REMOTE_CODE_KEYS as _BANNED_KEYS
 from worker.engine import jit
 from worker.engine.artifacts import atomic_write
@@ -118,7 +118,7 @@ def load_hf_archive(
 ) -> HFTeacherBundle:
     """Extract ``path`` under ``work_dir`` and load the classifier and tokenizer in it, in eval
     mode on ``device``."""
-    _quiet_transformers()
+    quiet_transformers()
     dest = work_dir / "hf_teacher"
     # A resumed job finds the previous attempt's copy; extract afresh rather than trust it.
     shutil.rmtree(dest, ignore_errors=True)
@@ -128,7 +128,7 @@ def load_hf_archive(
     return HFTeacherBundle(HFClassifier(model).to(device).eval(), tokenizer, model_dir)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """No progress bars or info lines from transformers in a worker's log: the job's events say
     what happens."""
     from transformers.utils import logging as hf_logging
@@ -231,7 +231,7 @@ def extract_archive(path: Path, dest: Path, max_unpacked_bytes: int) -> Path:
             _check_members(members)
             _write_members(members, dest, max_unpacked_bytes)
         model_dir = _model_dir(dest, [m.name for m in members])
-        _refuse_remote_code_configs(model_dir)
+        refuse_remote_code(model_dir)
         return model_dir
     except BaseException:
         if created:
@@ -349,20 +349,22 @@ def _model_dir(dest: Path, names: list[str]) -> Path:
     return model_dir
 
 
-def _refuse_remote_code_configs(model_dir: Path) -> None:
-    for name in _REMOTE_CODE_CONFIGS:
+def refuse_remote_code(model_dir: Path) -> None:
+    """A model folder whose configs would make transformers import code from it is refused
+    (``file_rules.remote_code``: the same keys the upload check refuses)."""
+    for name in CONFIG_FILES:
         path = model_dir / name
         if not path.is_file():
             continue
         try:
             config = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            raise TeacherLoadError(f"The archive's {name} is not valid JSON: {e}.") from e
-        if isinstance(config, dict) and "auto_map" in config:
+            raise TeacherLoadError(f"The model's {name} is not valid JSON: {e}.") from e
+        if isinstance(config, dict) and (keys := remote_code_keys(config)):
             raise TeacherLoadError(
-                f"The archive's {name} has an auto_map: loading it would need trust_remote_code "
-                "and run the archive's Python code, which Distillery never enables; only models "
-                "built into transformers are accepted."
+                f"The model's {name} has {', '.join(keys)}: loading it would need "
+                "trust_remote_code and run the archive's Python code, which Distillery never "
+                "enables; only models built into transformers are accepted."
             )
 
 
@@ -510,7 +512,7 @@ def write_hf_student(output_dir: Path, student: nn.Module, tokenizer: Any) -> li
     AutoModelForSequenceClassification / AutoTokenizer) and ``student.pt`` (TorchScript taking
     ``(input_ids, attention_mask)``). ``student`` is an HFClassifier (or the transformers model
     inside one)."""
-    _quiet_transformers()
+    quiet_transformers()
     inner = student.model if isinstance(student, HFClassifier) else student
     if not callable(getattr(inner, "save_pretrained", None)):
         raise TypeError(f"write_hf_student needs an HFClassifier, got {type(student).__name__}")

@@ -70,10 +70,10 @@ def gguf_to_hf(path: Path, dest: Path) -> Path:
     failure leaves no half-written folder. Returns ``dest``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from worker.engine.hf import _quiet_transformers
+    from worker.engine.hf import quiet_transformers
 
     inspect_gguf(path)
-    _quiet_transformers()
+    quiet_transformers()
     try:
         loaded = AutoModelForCausalLM.from_pretrained(
             path.parent, gguf_file=path.name, dtype=torch.float32, local_files_only=True

@@ -8,7 +8,6 @@ specific to Llama: layers are found as the one ``nn.ModuleList`` as long as the 
 """
 
 import copy
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from file_rules.remote_code import CONFIG_FILES, remote_code_keys
 from worker.engine.errors import ShapeMismatch, TeacherLoadError, UnsupportedInput, last_line
-from worker.engine.hf import _quiet_transformers
+from worker.engine.hf import quiet_transformers, refuse_remote_code
 
 
 @dataclass
@@ -46,8 +44,8 @@ def load_causal_lm(
     """The causal LM and tokenizer saved in ``model_dir``, in ``dtype``, in eval mode."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
-    _refuse_remote_code(model_dir)
+    quiet_transformers()
+    refuse_remote_code(model_dir)
     try:
         config = AutoConfig.from_pretrained(
             model_dir, local_files_only=True, trust_remote_code=False
@@ -78,23 +76,6 @@ def save_causal_lm(lm: CausalLM, dest: Path) -> None:
     config, generation config, safetensors, the tokenizer and its chat template."""
     lm.model.save_pretrained(dest)
     lm.tokenizer.save_pretrained(dest)
-
-
-def _refuse_remote_code(model_dir: Path) -> None:
-    for name in CONFIG_FILES:
-        path = model_dir / name
-        if not path.is_file():
-            continue
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError) as e:
-            raise TeacherLoadError(f"The model's {name} is not valid JSON: {e}.") from e
-        if isinstance(config, dict) and (keys := remote_code_keys(config)):
-            raise TeacherLoadError(
-                f"The model's {name} has {', '.join(keys)}: loading it would run the archive's "
-                "Python code, which Distillery never enables; only models built into "
-                "transformers are accepted."
-            )
 
 
 def _require_causal_lm(config: Any) -> None:
