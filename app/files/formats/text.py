@@ -27,8 +27,9 @@ def detect_text(path: Path, head: bytes) -> Detected:
     if first == b"[":
         raise unsupported(
             "dataset",
-            "This is a JSON array; upload JSON Lines instead: one "
-            '{"text": ..., "label": ...} object per line.',
+            "This is a JSON array; upload JSON Lines instead: one object per line, such as "
+            '{"text": ..., "label": ...} (or, for language models, {"text"}, '
+            '{"prompt", "completion"}, {"messages": [...]} or {"prompt"}).',
         )
     try:
         lines = _text_lines(path)
