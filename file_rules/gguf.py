@@ -49,6 +49,15 @@ class GGUFRefused(ValueError):
     """Not a GGUF file this service can load; the message says where and why."""
 
 
+class UnknownTensorType(GGUFRefused):
+    """A tensor of a ggml type that cannot be dequantized: the file may be whole, its
+    quantization is what is not served."""
+
+    def __init__(self, message: str, type_id: int):
+        super().__init__(message)
+        self.type_id = type_id
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A value not kept in memory: a long string or an array, with its length."""
@@ -121,9 +130,10 @@ def _tensor(reader: "_Reader") -> GGUFTensor:
     shape = tuple(reader.scalar("<Q") for _ in range(dims))
     type_id, offset = reader.scalar("<I"), reader.scalar("<Q")
     if type_id not in TENSOR_TYPES:
-        raise GGUFRefused(
+        raise UnknownTensorType(
             f"tensor '{name}' has ggml type {type_id}, a quantization that cannot be "
-            f"dequantized; the known types are {', '.join(t[0] for t in TENSOR_TYPES.values())}"
+            f"dequantized; the known types are {', '.join(t[0] for t in TENSOR_TYPES.values())}",
+            type_id,
         )
     type_name, block, block_bytes = TENSOR_TYPES[type_id]
     if shape[0] % block:

@@ -2,10 +2,10 @@
 ordinary float model folder, so that every later step reads a plain Hugging Face directory.
 
 A GGUF file is data only: a header of typed key-value pairs (the config, the tokenizer and its
-chat template) and quantized tensors; nothing in it runs. ``inspect_gguf`` reads the header and
-refuses, before any tensor is dequantized, a file that is damaged or truncated
-(``teacher_load_failed``) or that uses an architecture or a quantization this worker cannot
-dequantize (``unsupported_teacher``).
+chat template) and quantized tensors; nothing in it runs. ``inspect_gguf`` reads the header with
+the upload check's bounded reader (file_rules/gguf.py) and refuses, before any tensor is
+dequantized, a file that is damaged or truncated (``teacher_load_failed``) or that uses an
+architecture or a quantization this worker cannot dequantize (``unsupported_teacher``).
 
 transformers loads a GGUF into a float model whose config still carries a GGUF
 ``quantization_config``; saved as it is, that folder would ask for the GGUF file again. So
@@ -14,18 +14,15 @@ dequantized weights in, and saves that with the embedded tokenizer (chat templat
 """
 
 import copy
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from file_rules.gguf import MAGIC, GGUFRefused, UnknownTensorType, read_gguf_header
 from worker.engine.errors import TeacherLoadError, UnsupportedInput, last_line
-
-MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -37,30 +34,19 @@ class GGUFFacts:
 
 def inspect_gguf(path: Path) -> GGUFFacts:
     """The header's facts, or a clear error for a file this worker cannot turn into a model."""
-    import gguf
-
     with path.open("rb") as f:
         if f.read(4) != MAGIC:
             raise TeacherLoadError(f"{path.name} is not a GGUF file (it does not start with GGUF).")
-    try:
-        reader = gguf.GGUFReader(path)
-    except ValueError as e:
-        if "GGMLQuantizationType" in str(e):
-            # The reader maps each tensor's type id to its enum and fails on one it does not know.
-            type_id = re.findall(r"\d+", str(e).split(" is not")[0])[
-                -1
-            ]  # "np.uint32(99) is not..."
-            raise _unknown_quantization(path, f"id {type_id}") from e
-        raise _damaged(path, e) from e
-    except Exception as e:  # the header's lengths run past the end of a truncated file
-        raise _damaged(path, e) from e
-    _check_complete(path, reader)
-    types = sorted({t.tensor_type for t in reader.tensors})
-    for qtype in types:
-        if not _can_dequantize(qtype):
-            raise _unknown_quantization(path, qtype.name)
-    architecture = _architecture(path, reader)
-    return GGUFFacts(architecture, tuple(t.name for t in types), len(reader.tensors))
+        f.seek(0)
+        try:
+            header = read_gguf_header(f, path.stat().st_size)
+        except UnknownTensorType as e:
+            raise _unknown_quantization(path, _type_name(e.type_id)) from e
+        except GGUFRefused as e:
+            raise _damaged(path, e) from e
+    architecture = _architecture(path, header.metadata.get("general.architecture"))
+    types = sorted({t.type_name for t in header.tensors})
+    return GGUFFacts(architecture, tuple(types), len(header.tensors))
 
 
 def gguf_to_hf(path: Path, dest: Path) -> Path:
@@ -110,35 +96,21 @@ def _plain_copy(loaded: Any) -> Any:
     return model.eval()
 
 
-def _check_complete(path: Path, reader: Any) -> None:
-    size = path.stat().st_size
-    for tensor in reader.tensors:
-        if tensor.data_offset + tensor.n_bytes > size:
-            raise _damaged(path, ValueError(f"tensor {tensor.name} ends past the end of the file"))
-
-
-def _can_dequantize(qtype: Any) -> bool:
-    """Whether gguf's dequantizer (which transformers calls) knows ``qtype``: tried on one
-    block of zeros rather than read from its private tables."""
+def _type_name(type_id: int) -> str:
+    """ggml's name of a type id (Q8_1: known, yet not dequantizable), else the bare id."""
     import gguf
 
-    _, type_size = gguf.GGML_QUANT_SIZES[qtype]
     try:
-        gguf.dequantize(np.zeros(type_size, dtype=np.uint8), qtype)
-    except NotImplementedError:
-        return False
-    except Exception:
-        return True  # it knows the type; our zeros were just not a shape it likes
-    return True
+        return gguf.GGMLQuantizationType(type_id).name
+    except ValueError:
+        return f"id {type_id}"
 
 
-def _architecture(path: Path, reader: Any) -> str:
+def _architecture(path: Path, architecture: object) -> str:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    field = reader.fields.get("general.architecture")
-    if field is None:
+    if not isinstance(architecture, str):
         raise _damaged(path, ValueError("no general.architecture in the header"))
-    architecture = str(field.contents())
     if architecture not in GGUF_SUPPORTED_ARCHITECTURES:
         raise UnsupportedInput(
             f"{path.name} is a GGUF of architecture {architecture!r}, which transformers cannot "
