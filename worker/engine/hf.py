@@ -138,14 +138,9 @@ def quiet_transformers() -> None:
 
 
 def _load_classifier(model_dir: Path) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
-    try:
-        config = AutoConfig.from_pretrained(
-            model_dir, local_files_only=True, trust_remote_code=False
-        )
-    except Exception as e:
-        raise TeacherLoadError(f"Could not read the archive's config.json: {last_line(e)}") from e
+    config = read_config(model_dir)
     _require_classifier(config)
     try:
         # float32: the engine computes in float32, and half-precision CPU inference is slow or
@@ -347,6 +342,16 @@ def _model_dir(dest: Path, names: list[str]) -> Path:
             "safe_serialization=True)."
         )
     return model_dir
+
+
+def read_config(model_dir: Path) -> Any:
+    """The model folder's config, read by transformers without running anything of the folder's."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    except Exception as e:
+        raise TeacherLoadError(f"Could not read the model's config.json: {last_line(e)}") from e
 
 
 def refuse_remote_code(model_dir: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from worker.engine.errors import ShapeMismatch, TeacherLoadError, UnsupportedInput, last_line
-from worker.engine.hf import quiet_transformers, refuse_remote_code
+from worker.engine.hf import quiet_transformers, read_config, refuse_remote_code
 
 
 @dataclass
@@ -42,16 +42,11 @@ def load_causal_lm(
     model_dir: Path, *, dtype: torch.dtype = torch.float32, device: torch.device | None = None
 ) -> CausalLM:
     """The causal LM and tokenizer saved in ``model_dir``, in ``dtype``, in eval mode."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
     refuse_remote_code(model_dir)
-    try:
-        config = AutoConfig.from_pretrained(
-            model_dir, local_files_only=True, trust_remote_code=False
-        )
-    except Exception as e:
-        raise TeacherLoadError(f"Could not read the model's config.json: {last_line(e)}") from e
+    config = read_config(model_dir)
     _require_causal_lm(config)
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(
