@@ -12,6 +12,7 @@ from safetensors.numpy import save
 
 from app import logs
 from tests.conftest import Client, make_team
+from tests.helpers.api import upload
 
 
 @pytest.fixture
@@ -30,12 +31,6 @@ def captured() -> Iterator[io.StringIO]:
         root.setLevel(level)
 
 
-def _upload(team: Client, name: str, content: bytes, purpose: str) -> str:
-    response = team.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
 def _queued_job(team: Client) -> str:
     rng = np.random.default_rng(0)
     teacher = save({
@@ -48,10 +43,10 @@ def _queued_job(team: Client) -> str:
     data = ("\n".join(rows) + "\n").encode()
     spec = {
         "teacher": {
-            "file_id": _upload(team, "teacher.safetensors", teacher, "teacher"),
+            "file_id": upload(team, "teacher.safetensors", teacher, "teacher"),
             "arch": {"arch": "mlp", "hidden_sizes": [8]},
         },
-        "data": {"train_file_id": _upload(team, "train.csv", data, "dataset")},
+        "data": {"train_file_id": upload(team, "train.csv", data, "dataset")},
     }
     response = team.post("/v1/jobs", json=spec)
     assert response.status_code == 201, response.text

@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from app.main import create_app
 from tests.conftest import Client, make_team
+from tests.helpers.api import upload
 
 # Loaded at import, before the session's settings exist: an app with no periodic scheduler, so
 # nothing runs against the default ./var database (passes on submit find the test database).
@@ -59,19 +59,12 @@ def _csv_dataset() -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
-def _upload(team: Client, name: str, content: bytes, purpose: str) -> str:
-    response = team.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-@pytest.fixture(scope="module")
 def existing(admin: Client) -> Iterator[Existing]:
     team = make_team(admin)
     spare_key = admin.post(f"/v1/teams/{team.team_id}/keys", json={"name": "fuzz-spare"})
     assert spare_key.status_code == 201, spare_key.text
-    teacher_id = _upload(team, "teacher.safetensors", _safetensors_teacher(), "teacher")
-    dataset_id = _upload(team, "train.csv", _csv_dataset(), "dataset")
+    teacher_id = upload(team, "teacher.safetensors", _safetensors_teacher(), "teacher")
+    dataset_id = upload(team, "train.csv", _csv_dataset(), "dataset")
     job = team.post(
         "/v1/jobs",
         json={

@@ -7,6 +7,13 @@ from app import storage
 from tests.conftest import Client
 
 
+def upload(team: Client, name: str, content: bytes, purpose: str) -> str:
+    """Upload ``content`` as ``name``; the new file's id."""
+    response = team.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 def error_of(response: Any, status: int) -> dict[str, Any]:
     """The contract's error body, checked whole; returns its ``error`` object."""
     assert response.status_code == status, response.text

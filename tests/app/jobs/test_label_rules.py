@@ -3,20 +3,8 @@ same rules the engine checks on the loaded data, so the API accepts no job the w
 
 from typing import Any
 
-import pytest
-
-from tests.app.jobs.test_validate import npz, upload, weights
 from tests.conftest import Client
 from tests.helpers.api import error_of
-
-
-@pytest.fixture
-def files(team: Client) -> dict[str, str]:
-    return {
-        "teacher": upload(team, "teacher.safetensors", weights(), "teacher"),
-        "labelled": upload(team, "train.npz", npz(labelled=True), "dataset"),
-        "unlabelled": upload(team, "plain.npz", npz(labelled=False), "dataset"),
-    }
 
 
 def spec(files: dict[str, str], train: str, validation: str, **more: Any) -> dict[str, Any]:

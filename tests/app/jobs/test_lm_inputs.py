@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from tests.app.files.test_gguf import gguf_bytes
-from tests.app.jobs.test_validate import upload
 from tests.conftest import Client
-from tests.helpers.api import error_of
+from tests.helpers.api import error_of, upload
+from tests.helpers.gguf import gguf_bytes
 
 
 def _hf_zip(architecture: str, **config: Any) -> bytes:

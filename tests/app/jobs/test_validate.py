@@ -1,7 +1,6 @@
 """``POST /v1/jobs/validate``: a submit's checks without the job. It answers the full, defaulted
 spec or exactly the error a submit would answer, and leaves nothing behind."""
 
-import io
 from typing import Any
 
 import numpy as np
@@ -9,36 +8,7 @@ import pytest
 import safetensors.numpy
 
 from tests.conftest import Client
-from tests.helpers.api import error_of
-
-
-def upload(team: Client, name: str, content: bytes, purpose: str) -> str:
-    response = team.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def npz(labelled: bool) -> bytes:
-    buffer = io.BytesIO()
-    x = np.zeros((8, 4), dtype=np.float32)
-    if labelled:
-        np.savez(buffer, x=x, y=np.array([0, 1] * 4, dtype=np.int64))
-    else:
-        np.savez(buffer, x=x)
-    return buffer.getvalue()
-
-
-def weights() -> bytes:
-    return safetensors.numpy.save({"layers.0.weight": np.zeros((2, 4), dtype=np.float32)})
-
-
-@pytest.fixture
-def files(team: Client) -> dict[str, str]:
-    return {
-        "teacher": upload(team, "teacher.safetensors", weights(), "teacher"),
-        "labelled": upload(team, "train.npz", npz(labelled=True), "dataset"),
-        "unlabelled": upload(team, "plain.npz", npz(labelled=False), "dataset"),
-    }
+from tests.helpers.api import error_of, upload
 
 
 def spec(files: dict[str, str], data: str = "labelled", **more: Any) -> dict[str, Any]:

