@@ -48,7 +48,7 @@ def before_training(
         warning = validation_may_overlap_teacher_training(spec.data.validation_split)
         assert warning is not None
         found.append(_about(warning, "data.validation_split"))
-    teacher_params = teacher_meta.get("parameters")
+    teacher_params = teacher_meta.get("params")
     shape = train_meta.get("sample_shape")
     if isinstance(spec.student, MlpArch) and isinstance(teacher_params, int) and shape:
         outputs = train_meta.get("num_classes") or 1

@@ -43,7 +43,7 @@ def causal_lm_meta(
 ) -> dict:
     return {
         "task": "causal_lm",
-        "parameters": sum(w.parameters for w in weights),
+        "params": sum(w.parameters for w in weights),
         "vocab_size": _first_int(config, "vocab_size"),
         "num_layers": _first_int(config, "num_hidden_layers", "n_layer", "num_layers"),
         "dtype": _dtype(config, weights),

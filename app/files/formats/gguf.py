@@ -30,7 +30,7 @@ def _gguf_meta(header: GGUFHeader) -> dict:
     return {
         "task": "causal_lm",
         "architecture": arch,
-        "parameters": sum(t.numel for t in header.tensors),
+        "params": sum(t.numel for t in header.tensors),
         "tensors": len(header.tensors),
         "vocab_size": vocab,
         "num_layers": _number(meta, f"{arch}.block_count"),

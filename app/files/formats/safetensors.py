@@ -153,7 +153,7 @@ def _check_contiguous(tensors: list[_Tensor], size: int, data_start: int, where:
 def _weights_meta(tensors: list[_Tensor]) -> dict:
     return {
         "tensors": len(tensors),
-        "parameters": sum(t.numel for t in tensors),
+        "params": sum(t.numel for t in tensors),
         "dtypes": sorted({t.dtype for t in tensors}),
     }
 

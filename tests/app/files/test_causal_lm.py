@@ -57,7 +57,7 @@ def test_a_llama_archive_is_a_causal_lm(tmp_path: Path, container: str) -> None:
     meta = detect(_archive(folder, tmp_path / "m", container), "teacher").meta
     assert meta["task"] == "causal_lm"
     assert meta["architectures"] == ["LlamaForCausalLM"]
-    assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+    assert meta["params"] == sum(p.numel() for p in model.parameters())
     assert (meta["vocab_size"], meta["num_layers"], meta["max_positions"]) == (96, 3, 64)
     assert (meta["dtype"], meta["tied_embeddings"], meta["has_chat_template"]) == (
         "bfloat16",
@@ -73,7 +73,7 @@ def test_shards_are_counted_together(tmp_path: Path) -> None:
     (folder / "chat_template.jinja").write_text(TEMPLATE)
     meta = detect(_archive(folder, tmp_path / "m.zip", "zip"), "teacher").meta
     # A tied head is stored once, and counted once, as parameters() counts it.
-    assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+    assert meta["params"] == sum(p.numel() for p in model.parameters())
     assert (meta["tied_embeddings"], meta["has_chat_template"]) == (True, True)
 
 

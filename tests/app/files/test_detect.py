@@ -147,7 +147,7 @@ def test_real_teachers_are_recognised(teachers: dict[str, Path], name: str, fmt:
 def test_teacher_meta(teachers: dict[str, Path]) -> None:
     assert detect(teachers["weights.safetensors"], "teacher").meta == {
         "tensors": 4,
-        "parameters": 4 * 8 + 8 + 8 * 3 + 3,
+        "params": 4 * 8 + 8 + 8 * 3 + 3,
         "dtypes": ["F32"],
     }
     assert detect(teachers["sd.pt"], "teacher").meta == {"storages": 4, "storage_bytes": 268}

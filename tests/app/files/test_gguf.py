@@ -31,7 +31,7 @@ def test_the_real_smollm2_file() -> None:
     assert meta["task"] == "causal_lm"
     assert meta["architecture"] == "llama"
     assert (meta["num_layers"], meta["vocab_size"], meta["max_positions"]) == (30, 49152, 8192)
-    assert 134_000_000 < meta["parameters"] < 136_000_000
+    assert 134_000_000 < meta["params"] < 136_000_000
     assert meta["quantization"] == ["Q4_1", "F32", "Q8_0"]  # most used first
     assert meta["has_chat_template"] is True
     assert meta["has_tokenizer"] is True
@@ -50,7 +50,7 @@ def test_a_small_file_without_tokenizer(tmp_path: Path) -> None:
     ]
     meta = detect(_write(tmp_path, gguf_bytes(kv, [("w", (64, 2), 1, 256)])), "teacher").meta
     assert (meta["architecture"], meta["num_layers"], meta["vocab_size"]) == ("qwen2", 2, 100)
-    assert (meta["parameters"], meta["quantization"]) == (128, ["F16"])
+    assert (meta["params"], meta["quantization"]) == (128, ["F16"])
     assert (meta["has_tokenizer"], meta["has_chat_template"], meta["max_positions"]) == (
         False,
         False,
