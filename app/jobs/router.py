@@ -9,7 +9,6 @@ from app.db import read_scope
 from app.deps import CallerDep, HotReadsDep, SessionDep
 from app.downloads import object_response
 from app.errors import NotFound, error_responses
-from app.files import repository as files
 from app.jobs import events, repository, service
 from app.jobs.schemas import (
     ArtifactOut,
@@ -24,7 +23,6 @@ from app.jobs.spec import JobSpec
 from app.models import JobStatus
 from app.pagination import After, Limit, ListPage, to_page
 from app.queue.scheduler import QueueView
-from jobspec import warnings as job_warnings
 
 
 async def _job_in_logs(request: Request, caller: CallerDep) -> None:
@@ -62,11 +60,7 @@ def submit_job(
 def validate_job(spec: JobSpec, session: SessionDep, caller: CallerDep) -> JobValidation:
     """The checks of a submit, without the job: the spec, its files, and the spec against
     what the files' upload recorded. Nothing is created or queued."""
-    service._check_inputs(session, caller.team_id, spec)
-    teacher = files.get_file(session, caller.team_id, spec.teacher.file_id)
-    train = files.get_file(session, caller.team_id, spec.data.train_file_id)
-    assert teacher is not None and train is not None  # the checks above found both
-    warnings = job_warnings.before_training(spec, teacher.meta, train.meta)
+    warnings = service.check_inputs(session, caller.team_id, spec)
     return JobValidation(
         spec=spec.model_dump(mode="json"),
         task=spec.task,

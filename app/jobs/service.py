@@ -18,6 +18,7 @@ from app.jobs.spec import JobSpec
 from app.models import File, Job, JobStatus
 from app.queue import scheduler
 from jobspec import requirements
+from jobspec import warnings as job_warnings
 from jobspec.requirements import SpecConflict
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ def _file(session: Session, team_id: str, file_id: str, purpose: str, param: str
     return file
 
 
-def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
+def check_inputs(session: Session, team_id: str, spec: JobSpec) -> list[job_warnings.JobWarning]:
+    """Everything a submit checks of the spec against its files' recorded facts (raising the
+    error a submit answers), and the warnings those facts foresee."""
     teacher = _file(session, team_id, spec.teacher.file_id, "teacher", "teacher.file_id")
     train = _file(session, team_id, spec.data.train_file_id, "dataset", "data.train_file_id")
     datasets = [(train, "data.train_file_id")]
@@ -99,6 +102,7 @@ def _check_inputs(session: Session, team_id: str, spec: JobSpec) -> None:
         )
     except SpecConflict as conflict:
         raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
+    return job_warnings.before_training(spec, teacher.meta, train.meta)
 
 
 def _check_not_language_model(teacher: File, datasets: list[tuple[File, str]]) -> None:
@@ -229,7 +233,7 @@ def submit(
         existing = repository.get_by_idempotency_key(session, team_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
-    _check_inputs(session, team_id, spec)
+    check_inputs(session, team_id, spec)
     job = lifecycle.enqueue(
         session,
         id=new_id("job"),
