@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -59,6 +60,7 @@ def _csv_dataset() -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
+@pytest.fixture(scope="module")
 def existing(admin: Client) -> Iterator[Existing]:
     team = make_team(admin)
     spare_key = admin.post(f"/v1/teams/{team.team_id}/keys", json={"name": "fuzz-spare"})
