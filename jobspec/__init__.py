@@ -117,10 +117,20 @@ class FromTeacherArch(_Strict):
         return layers
 
 
+class PretrainedArch(_Strict):
+    """A language model's starting point: a smaller pretrained causal LM uploaded as an
+    ``hf_archive`` or ``gguf`` file, of the teacher's family (its vocabulary must match the
+    teacher's as tokens). Written ``{"file_id": "file_..."}``; the echo adds the arch."""
+
+    arch: Literal["pretrained"] = "pretrained"
+    file_id: str = Field(min_length=1, max_length=40)
+
+
 def _arch_tag(value: Any) -> str:
-    # An arch spec without "arch" is an MLP, as the defaults promise.
+    # An arch spec without "arch" is an MLP, as the defaults promise, or a pretrained file.
     if isinstance(value, dict):
-        return str(value.get("arch", "mlp"))
+        default = "pretrained" if "file_id" in value else "mlp"
+        return str(value.get("arch", default))
     return str(getattr(value, "arch", "mlp"))
 
 
@@ -135,9 +145,11 @@ Arch = Annotated[
     | Annotated[CnnArch, Tag("cnn")]
     | Annotated[TransformerArch, Tag("transformer")]
     | Annotated[HfArch, Tag("hf")]
-    | Annotated[FromTeacherArch, Tag("from_teacher")],
+    | Annotated[FromTeacherArch, Tag("from_teacher")]
+    | Annotated[PretrainedArch, Tag("pretrained")],
     Discriminator(_arch_tag),
 ]
+LM_STUDENTS = ("from_teacher", "hf", "pretrained")
 
 
 class TeacherSpec(_Strict):
@@ -150,6 +162,8 @@ class DataSpec(_Strict):
     validation_file_id: str | None = Field(default=None, max_length=40)
     validation_split: Float = Field(default=0.1, ge=0.0, le=0.5)
     max_length: Int = Field(default=128, ge=2, le=8192)  # text: tokens kept per example
+    # causal_lm: short sequences share a row of max_length, attention never crossing documents.
+    packing: Bool = False
 
     @model_validator(mode="after")
     def _has_validation(self) -> "DataSpec":
@@ -162,7 +176,7 @@ class EarlyStopping(_Strict):
     """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience`` epochs;
     the job returns the best epoch's student."""
 
-    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    metric: Literal["val_accuracy", "val_loss", "val_perplexity"] = "val_accuracy"
     patience: Int = Field(default=3, ge=1, le=1000)
     min_delta: Float = Field(default=0.0, ge=0.0, le=1e6)
 
@@ -187,6 +201,9 @@ class Hyperparameters(_Strict):
     grad_accumulation_steps: Int = Field(default=1, ge=1, le=1024)
     early_stopping: EarlyStopping | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # causal_lm: the teacher's top-k log-probabilities per target token, stored once and read by
+    # every run (default 64); 0 keeps the teacher online with its whole distribution.
+    teacher_top_k: Int | None = Field(default=None, ge=0, le=1024)
 
     @field_validator("temperature_end", "alpha_end")
     @classmethod
@@ -216,14 +233,31 @@ class HiddenLoss(LayerLoss):
     metric: Literal["mse", "cosine"] = "mse"
 
 
-class Losses(_Strict):
-    """What the student learns from: ``alpha`` weighs the output term (``logits``: kl, the soft
-    targets at the temperature, or mse on the raw logits) against the labels' CE; the layer
-    terms are added with their own weights."""
+LogitLoss = Literal["kl", "mse", "forward_kl", "reverse_kl", "jsd"]
+CLASSIFIER_LOGIT_LOSSES = ("kl", "mse")
+LM_LOGIT_LOSSES = ("forward_kl", "reverse_kl", "jsd")
 
-    logits: Literal["kl", "mse"] = "kl"
+
+class Losses(_Strict):
+    """What the student learns from: ``alpha`` weighs the output term against the labels' CE
+    (the target tokens' for a language model); the layer terms are added with their own weights.
+    ``logits``: for classifiers kl (the soft targets at the temperature, the default) or mse on
+    the raw logits; for causal_lm forward_kl (the default), reverse_kl, or jsd with ``beta``."""
+
+    logits: LogitLoss = "kl"
+    beta: Float | None = Field(default=None, ge=0.0, le=1.0)  # jsd only; default 0.5
     hidden: HiddenLoss | None = None
     attention: LayerLoss | None = None
+
+
+class Generation(_Strict):
+    """How the teacher writes the completions of ``{"prompt"}``-only data (sequence-level KD);
+    temperature 0 is greedy."""
+
+    max_new_tokens: Int = Field(default=128, ge=1, le=8192)
+    temperature: Float = Field(default=0.0, ge=0.0, le=100.0)
+    top_p: Float = Field(default=1.0, gt=0.0, le=1.0)
+    seed: Int = Field(default=0, ge=0, le=2**32 - 1)
 
 
 class Sweep(_Strict):
@@ -248,8 +282,9 @@ class Sweep(_Strict):
 
 class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
-    # classification: the teacher gives class logits; regression: K real outputs (MSE losses).
-    task: Literal["classification", "regression"] = "classification"
+    # classification: the teacher gives class logits; regression: K real outputs (MSE losses);
+    # causal_lm: a language model (inferred from a causal-LM teacher when absent: with_task).
+    task: Literal["classification", "regression", "causal_lm"] = "classification"
     teacher: TeacherSpec
     student: Arch = Field(default_factory=MlpArch)
     data: DataSpec
@@ -263,3 +298,70 @@ class JobSpec(_Strict):
     # Told of the final status by a signed POST (docs/operations.md, "Webhooks"); the API checks
     # the receiver against its operator's rules (app/jobs/spec.py).
     webhook_url: HttpUrl | None = None
+    # causal_lm with {"prompt"}-only data: how the teacher writes the completions.
+    generation: Generation | None = None
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> "JobSpec":
+        """The defaults that depend on the task, and the fields only one task takes."""
+        if self.task == "causal_lm":
+            _language_model_defaults(self)
+        elif "task" in self.model_fields_set:
+            # A spec that names no task is checked once the API has inferred it (with_task).
+            _not_for_this_task(self)
+        return self
+
+    def with_task(self, task: str) -> "JobSpec":
+        """This spec as written, for ``task``: the API infers ``causal_lm`` from the teacher when
+        the spec names no task, and the task's own defaults apply to what the spec left out."""
+        written = self.model_dump(mode="json", exclude_unset=True)
+        return type(self).model_validate(written | {"task": task})
+
+
+def _language_model_defaults(spec: JobSpec) -> None:
+    losses, hp = spec.losses, spec.hyperparameters
+    if "logits" not in losses.model_fields_set:
+        losses.logits = "forward_kl"
+    elif losses.logits not in LM_LOGIT_LOSSES:
+        raise ValueError(
+            f"losses.logits {losses.logits!r} is for classifiers; a causal_lm job takes "
+            f"{', '.join(LM_LOGIT_LOSSES)}"
+        )
+    if losses.logits == "jsd" and losses.beta is None:
+        losses.beta = 0.5
+    elif losses.logits != "jsd" and losses.beta is not None:
+        raise ValueError("losses.beta is the jsd loss's; set losses.logits to 'jsd' or drop beta")
+    if losses.attention is not None:
+        raise ValueError("losses.attention is not served for causal_lm; use losses.hidden")
+    if "temperature" not in hp.model_fields_set:
+        hp.temperature = 1.0
+    if hp.teacher_top_k is None:
+        hp.teacher_top_k = 64
+    if hp.early_stopping is not None and "metric" not in hp.early_stopping.model_fields_set:
+        hp.early_stopping.metric = "val_perplexity"
+    if "student" not in spec.model_fields_set or spec.student.arch not in LM_STUDENTS:
+        raise ValueError(
+            "a causal_lm job's student is from_teacher (with layers), hf (a causal-LM config) "
+            'or {"file_id": ...} (a pretrained model of the teacher\'s family)'
+        )
+    if spec.teacher.arch is not None:
+        raise ValueError("teacher.arch is for state_dict and safetensors classifier teachers")
+    if spec.export:
+        raise ValueError("export (onnx) is not offered for causal_lm; student_hf.zip is the export")
+
+
+def _not_for_this_task(spec: JobSpec) -> None:
+    losses, hp = spec.losses, spec.hyperparameters
+    task_only = {
+        "losses.logits": losses.logits not in CLASSIFIER_LOGIT_LOSSES,
+        "losses.beta": losses.beta is not None,
+        "hyperparameters.teacher_top_k": hp.teacher_top_k is not None,
+        "data.packing": spec.data.packing,
+        "generation": spec.generation is not None,
+        "hyperparameters.early_stopping.metric": hp.early_stopping is not None
+        and hp.early_stopping.metric == "val_perplexity",
+        "student.file_id": spec.student.arch == "pretrained",
+    }
+    for field, used in task_only.items():
+        if used:
+            raise ValueError(f'{field} is for language models (task "causal_lm"), not {spec.task}')
