@@ -10,6 +10,7 @@ from jobspec import JobSpec
 EARLY_STOPPING_METRICS = {
     "classification": ("val_accuracy", "val_loss"),
     "regression": ("val_loss",),
+    "causal_lm": ("val_perplexity", "val_loss"),
 }
 
 

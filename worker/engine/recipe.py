@@ -326,6 +326,11 @@ class DistillationRecipe:
             outputs, self.val_teacher_logits, self.val_data.y, run.temperature, run.alpha
         )
 
+    def sweep_row(self, run: TrainingRun) -> dict:
+        """What a finished sweep run is judged on (the task's ``better`` ranks the rows)."""
+        outputs = predict(run.model, self.val_data.x, self.hp.batch_size)
+        return self.task.sweep_row(self.validate(run), outputs, self.val_teacher_logits)
+
     def _report(self, run: TrainingRun, losses: dict, val: dict | None = None) -> None:
         """Send progress and, for the student, a metric point."""
         points = []

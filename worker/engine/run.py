@@ -7,13 +7,21 @@ from worker.engine.job import Callbacks, EngineJob, EngineResult, NullCallbacks
 from worker.engine.recipe import DistillationRecipe
 
 
+def _recipe(job: EngineJob, callbacks: Callbacks) -> DistillationRecipe:
+    if job.spec.task == "causal_lm":
+        from worker.engine.lm.recipe import LanguageModelRecipe
+
+        return LanguageModelRecipe(job, callbacks)
+    return DistillationRecipe(job, callbacks)
+
+
 def run_job(job: EngineJob, callbacks: Callbacks | None = None) -> EngineResult:
     """Distil ``job``'s teacher into its student, writing artifacts to ``job.output_dir``.
 
     Raises an ``EngineError`` subclass for anything the user can fix, and ``JobCancelled`` (after
     checkpointing) when ``callbacks.should_stop()`` says so.
     """
-    recipe = DistillationRecipe(job, callbacks or NullCallbacks())
+    recipe = _recipe(job, callbacks or NullCallbacks())
     try:
         recipe.setup()
         recipe.train()

@@ -9,8 +9,7 @@ import torch
 
 from jobspec import Hyperparameters, Sweep
 from worker.engine.checkpoint import TrainingState
-from worker.engine.evaluation import predict
-from worker.engine.tasks import Task
+from worker.engine.tasks import Ranking
 
 if TYPE_CHECKING:
     from worker.engine.recipe import DistillationRecipe
@@ -32,7 +31,7 @@ class SweepState:
     early-stopping counters), checkpointed with the run under way. Once the sweep is done the
     chosen student holds those weights, and the state lets go of its copy."""
 
-    task: Task
+    task: Ranking
     rows: list[dict] = field(default_factory=list)
     best: int | None = None  # index into rows
     best_model: dict[str, torch.Tensor] | None = None
@@ -62,7 +61,7 @@ class SweepState:
         }
 
     @classmethod
-    def from_state(cls, task: Task, state: dict) -> "SweepState":
+    def from_state(cls, task: Ranking, state: dict) -> "SweepState":
         return cls(task, **state)
 
 
@@ -112,7 +111,5 @@ def train_sweep(
 
 
 def _row(recipe: "DistillationRecipe", run: "TrainingRun", hp: Hyperparameters) -> dict:
-    val = recipe.validate(run)
     swept = {name: getattr(hp, name) for name in SWEPT}
-    outputs = predict(run.model, recipe.val_data.x, recipe.hp.batch_size)
-    return swept | recipe.task.sweep_row(val, outputs, recipe.val_teacher_logits)
+    return swept | recipe.sweep_row(run)

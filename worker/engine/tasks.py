@@ -19,7 +19,19 @@ from worker.engine.losses import LossTerms, distillation_loss, regression_loss
 Metrics = dict[str, Any]
 
 
-class Task(Protocol):
+class Ranking(Protocol):
+    """How a sweep picks the better run: all a sweep needs of a task."""
+
+    def sweep_metric(self, labelled: bool) -> str:
+        """The row field ``better`` ranks on first."""
+        ...
+
+    def better(self, row: Metrics, best: Metrics) -> bool:
+        """Whether sweep row ``row`` beats ``best``; exact ties keep the earlier run."""
+        ...
+
+
+class Task(Ranking, Protocol):
     name: str  # the spec's task; also how data files read their labels
     outputs_word: str  # what the teacher's K outputs are, for the log: classes | outputs
     min_outputs: int  # the fewest outputs a teacher may give
@@ -58,14 +70,6 @@ class Task(Protocol):
 
     def sweep_row(self, val: Metrics, outputs: torch.Tensor, teacher: torch.Tensor) -> Metrics:
         """What a finished sweep run is judged on, from its validation metrics."""
-        ...
-
-    def sweep_metric(self, labelled: bool) -> str:
-        """The row field ``better`` ranks on first."""
-        ...
-
-    def better(self, row: Metrics, best: Metrics) -> bool:
-        """Whether sweep row ``row`` beats ``best``; exact ties keep the earlier run."""
         ...
 
     def check_labels(self, name: str, labels: torch.Tensor | None, outputs: int) -> None:

@@ -66,6 +66,20 @@ def load_causal_lm(
     return CausalLM(model.eval(), tokenizer)
 
 
+def load_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer saved in ``model_dir`` (with its chat template), without the model."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    refuse_remote_code(model_dir)
+    try:
+        return AutoTokenizer.from_pretrained(
+            model_dir, local_files_only=True, trust_remote_code=False
+        )
+    except Exception as e:
+        raise TeacherLoadError(f"Could not load the tokenizer: {last_line(e)}") from e
+
+
 def save_causal_lm(lm: CausalLM, dest: Path) -> None:
     """A folder that ``AutoModelForCausalLM`` and ``AutoTokenizer.from_pretrained`` load alone:
     config, generation config, safetensors, the tokenizer and its chat template."""

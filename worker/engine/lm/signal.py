@@ -22,6 +22,7 @@ import hashlib
 import json
 import lzma
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,9 @@ class SignalWriter:
         self._pending: list[TopKSignal] = []
         self.sequences = self.tokens = self.stored_bytes = 0
         self._shards = 0
+        # Facts measured along with the signal (the teacher's own loss on it, ...), kept in the
+        # manifest so that a later job reading the store has them without the teacher.
+        self.stats: dict[str, float | int] = {}
 
     def add(self, signal: TopKSignal) -> None:
         """One sequence's signal (its target tokens, in order)."""
@@ -156,6 +160,7 @@ class SignalWriter:
             "logprob_dtype": self.logprob_dtype,
             "compression": "xz",
             "stored_bytes": self.stored_bytes,
+            "stats": self.stats,
         }
         text = json.dumps(manifest, indent=2) + "\n"
         return atomic_write(self.directory / MANIFEST, lambda p: _write(p, text.encode()))
@@ -186,9 +191,11 @@ class SignalWriter:
 
 class SignalReader:
     """Reads a complete store: ``batch(indices, device)`` gives the signal of those sequences'
-    target tokens, concatenated in the order given. Keeps the last shard it decoded."""
+    target tokens, concatenated in the order given. Keeps the shards it decoded last, up to
+    ``cache_bytes`` of them (training reads sequences in a shuffled order, so a store that fits
+    is decoded once per job)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, cache_bytes: int = 2 * 2**30) -> None:
         self.directory = Path(directory)
         manifest_path = self.directory / MANIFEST
         if not manifest_path.exists():
@@ -196,7 +203,9 @@ class SignalReader:
         self.manifest = json.loads(manifest_path.read_text())
         self.k: int = self.manifest["k"]
         self.sequences: int = self.manifest["sequences"]
-        self._cached: tuple[int, dict[str, torch.Tensor]] | None = None
+        self.stats: dict[str, float | int] = self.manifest.get("stats", {})
+        self.cache_bytes = cache_bytes
+        self._cached: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
 
     @property
     def bytes_per_token(self) -> float:
@@ -221,10 +230,17 @@ class SignalReader:
         return tensors["ids"][start:end], tensors["logprobs"][start:end], tensors["tail"][start:end]
 
     def _shard(self, shard: int) -> dict[str, torch.Tensor]:
-        if self._cached is None or self._cached[0] != shard:
-            raw = (self.directory / _shard_name(shard)).read_bytes()
-            self._cached = (shard, load_safetensors(lzma.decompress(raw)))
-        return self._cached[1]
+        if shard in self._cached:
+            self._cached.move_to_end(shard)
+            return self._cached[shard]
+        raw = (self.directory / _shard_name(shard)).read_bytes()
+        tensors = load_safetensors(lzma.decompress(raw))
+        self._cached[shard] = tensors
+        held = sum(t.nbytes for shard_ in self._cached.values() for t in shard_.values())
+        while held > self.cache_bytes and len(self._cached) > 1:
+            _, dropped = self._cached.popitem(last=False)
+            held -= sum(t.nbytes for t in dropped.values())
+        return tensors
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -1,0 +1,273 @@
+"""Language-model jobs through the engine's one entry point, on a tiny Llama teacher trained in
+the test process: the stored signal (written once, then read), the student kinds, the losses,
+resume, sweeps, and what a finished job hands back."""
+
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobspec import JobSpec
+from tests.helpers.lm import (
+    lm_corpus,
+    lm_tokenizer,
+    messages_rows,
+    prompt_completion_rows,
+    prompt_rows,
+    text_rows,
+    trained_lm_teacher,
+    write_jsonl,
+)
+from tests.helpers.text import write_hf_archive
+from tests.worker.engine.conftest import Recorder
+from worker.engine import EngineError, EngineJob, EngineResult, JobCancelled, run_job
+
+STUDENT = {"arch": "from_teacher", "layers": [0, 3]}
+
+
+@pytest.fixture(scope="module")
+def teacher_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("lm_teacher")
+    return write_hf_archive(trained_lm_teacher(), lm_tokenizer(), folder / "teacher.zip")
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("lm_texts")
+    return write_jsonl(folder / "train.jsonl", text_rows(lm_corpus(160, seed=5)))
+
+
+def spec(**changes: object) -> JobSpec:
+    hp = {"epochs": 2, "batch_size": 16, "learning_rate": 3e-3, "teacher_top_k": 16}
+    hp |= changes.pop("hyperparameters", {})  # type: ignore[arg-type]
+    given = {
+        "task": "causal_lm",
+        "teacher": {"file_id": "file_teacher"},
+        "student": changes.pop("student", STUDENT),
+        "data": {"train_file_id": "file_train", "max_length": 48, "validation_split": 0.2}
+        | changes.pop("data", {}),  # type: ignore[operator]
+        "hyperparameters": hp,
+    } | changes
+    return JobSpec.model_validate(given)
+
+
+def engine_job(
+    tmp: Path, teacher: Path, train: Path, job_spec: JobSpec, cache: Path | None = None, **kw
+) -> EngineJob:
+    return EngineJob(
+        spec=job_spec,
+        teacher_path=teacher,
+        teacher_format="hf_archive",
+        train_path=train,
+        train_format="jsonl",
+        validation_path=None,
+        validation_format=None,
+        output_dir=tmp / "out",
+        checkpoint_path=tmp / "checkpoint.pt",
+        device="cpu",
+        cache_dir=cache if cache is not None else tmp / "cache",
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def distilled(
+    teacher_zip: Path, texts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[EngineResult, Recorder, Path]:
+    tmp = tmp_path_factory.mktemp("distilled")
+    recorder = Recorder()
+    result = run_job(engine_job(tmp, teacher_zip, texts, spec(baseline=True)), recorder)
+    return result, recorder, tmp
+
+
+def test_a_job_reports_the_contracts_metrics(distilled) -> None:
+    result, _, _ = distilled
+    metrics = result.metrics
+    for name in (
+        "teacher_perplexity",
+        "student_perplexity",
+        "baseline_perplexity",
+        "token_agreement",
+        "kl_divergence",
+        "teacher_tokens_per_second",
+        "student_tokens_per_second",
+        "speedup",
+        "teacher_signal_bytes_per_token",
+        "teacher_signal_kl",
+    ):
+        assert math.isfinite(metrics[name]) and metrics[name] > 0, name
+    assert metrics["teacher_cache"] == "miss"
+    assert metrics["student_params"] < metrics["teacher_params"]
+    assert metrics["compression_ratio"] == metrics["teacher_params"] / metrics["student_params"]
+    assert 0 < metrics["token_agreement"] <= 1
+    # The teacher was trained on these snippets; a 2-of-4-layer cut of it, briefly distilled,
+    # predicts them worse than it does but far better than chance (vocabulary 512).
+    assert metrics["teacher_perplexity"] < metrics["student_perplexity"] < 512
+    assert metrics["train_tokens"] > 0
+
+
+def test_the_student_loads_with_transformers_alone(distilled, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result, _, _ = distilled
+    names = {p.name for p in result.artifacts}
+    assert {"student_hf.zip", "student.safetensors", "student.json", "metrics.json"} <= names
+    assert "model_card.md" in names and "student.pt" not in names
+    zip_path = next(p for p in result.artifacts if p.name == "student_hf.zip")
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path / "student")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "student", local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "student", local_files_only=True)
+    assert model.config.num_hidden_layers == 2
+    assert tokenizer.chat_template == lm_tokenizer().chat_template
+    ids = tokenizer("a great film", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 4
+
+
+def test_the_card_shows_the_generations(distilled) -> None:
+    result, _, _ = distilled
+    card = (result.artifacts[0].parent / "model_card.md").read_text()
+    assert f"{result.metrics['student_perplexity']:.2f}" in card or "perplexity" in card.lower()
+
+
+def test_a_second_job_reads_the_stored_signal_without_the_teacher_pass(
+    distilled, teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    _, first, first_tmp = distilled
+    recorder = Recorder()
+    again = run_job(
+        engine_job(tmp_path, teacher_zip, texts, spec(), cache=first_tmp / "cache"), recorder
+    )
+    assert again.metrics["teacher_cache"] == "hit"
+    assert not any("Teacher pass" in m for m in recorder.messages("info"))
+    assert any("Teacher pass" in m for m in first.messages("info"))
+    assert sorted(recorder.cache_entries) == sorted(set(first.cache_entries))
+
+
+def test_the_baseline_trains_on_the_labels_alone(distilled) -> None:
+    result, _, _ = distilled
+    # Same start, same budget: the two runs differ, and both learned something.
+    assert result.metrics["baseline_perplexity"] != result.metrics["student_perplexity"]
+    assert result.metrics["baseline_perplexity"] < 512
+
+
+@pytest.mark.parametrize("kind", ["reverse_kl", "jsd"])
+def test_every_loss_trains(kind: str, teacher_zip: Path, texts: Path, tmp_path: Path) -> None:
+    job_spec = spec(losses={"logits": kind}, hyperparameters={"epochs": 1})
+    result = run_job(engine_job(tmp_path, teacher_zip, texts, job_spec))
+    assert math.isfinite(result.metrics["student_perplexity"])
+
+
+def test_an_online_teacher_gives_its_full_distribution(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    job_spec = spec(hyperparameters={"epochs": 1, "teacher_top_k": 0})
+    result = run_job(engine_job(tmp_path, teacher_zip, texts, job_spec))
+    assert result.metrics["teacher_cache"] == "off"
+    assert "teacher_signal_kl" not in result.metrics
+    assert not (tmp_path / "cache" / "signals").exists()
+
+
+def test_a_cancelled_job_resumes_to_the_same_student(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    job_spec = spec(hyperparameters={"epochs": 2})
+    whole = run_job(engine_job(tmp_path / "whole", teacher_zip, texts, job_spec))
+
+    job = engine_job(tmp_path / "stopped", teacher_zip, texts, job_spec, progress_interval=0.0)
+    with pytest.raises(JobCancelled):
+        run_job(job, Recorder(stop_at_step=3))
+    resumed = run_job(job)
+
+    weights = "student.safetensors"
+    assert (job.output_dir / weights).read_bytes() == (
+        tmp_path / "whole" / "out" / weights
+    ).read_bytes()
+    assert resumed.metrics["student_perplexity"] == whole.metrics["student_perplexity"]
+
+
+def test_a_sweep_reads_one_signal(teacher_zip: Path, texts: Path, tmp_path: Path) -> None:
+    recorder = Recorder()
+    job_spec = spec(hyperparameters={"epochs": 1}, sweep={"temperature": [1.0, 2.0]})
+    result = run_job(engine_job(tmp_path, teacher_zip, texts, job_spec), recorder)
+    assert len(result.metrics["sweep"]) == 2
+    assert sum(row["chosen"] for row in result.metrics["sweep"]) == 1
+    passes = [m for m in recorder.messages("info") if m.startswith("Teacher pass over the train")]
+    assert len(passes) == 1  # a quarter-by-quarter report of the one pass
+    assert len({m.split(":")[1] for m in passes}) == len(passes)
+
+
+def test_an_hf_config_student_starts_from_its_seed(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    student = {
+        "arch": "hf",
+        "config": {
+            "model_type": "llama",
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+        },
+    }
+    result = run_job(
+        engine_job(tmp_path, teacher_zip, texts, spec(student=student, hyperparameters={"epochs": 1}))
+    )
+    config = json.loads((tmp_path / "out" / "student.json").read_text())["config"]
+    assert config["hidden_size"] == 32 and config["vocab_size"] == len(lm_tokenizer())
+    assert math.isfinite(result.metrics["student_perplexity"])
+
+
+@pytest.mark.parametrize(
+    "rows", [prompt_completion_rows, messages_rows], ids=["prompt_completion", "messages"]
+)
+def test_conversation_kinds_train_on_their_answers(
+    rows, teacher_zip: Path, tmp_path: Path
+) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", rows(lm_corpus(80, seed=6)))
+    result = run_job(
+        engine_job(tmp_path, teacher_zip, data, spec(hyperparameters={"epochs": 1}, data={"max_length": 64}))
+    )
+    assert math.isfinite(result.metrics["student_perplexity"])
+
+
+def test_prompt_only_data_has_the_teacher_write_the_completions_once(
+    teacher_zip: Path, tmp_path: Path
+) -> None:
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_rows(lm_corpus(40, seed=7)))
+    job_spec = spec(
+        hyperparameters={"epochs": 1},
+        data={"max_length": 48},
+        generation={"max_new_tokens": 8},
+    )
+    first = Recorder()
+    run_job(engine_job(tmp_path / "a", teacher_zip, data, job_spec, cache=tmp_path / "c"), first)
+    second = Recorder()
+    run_job(engine_job(tmp_path / "b", teacher_zip, data, job_spec, cache=tmp_path / "c"), second)
+    assert any("writes the completions" in m for m in first.messages("info"))
+    assert not any("writes the completions" in m for m in second.messages("info"))
+    assert any("Reusing" in m for m in second.messages("info"))
+
+
+def test_max_length_beyond_the_teachers_positions_is_refused(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(EngineError, match="positions") as failure:
+        run_job(engine_job(tmp_path, teacher_zip, texts, spec(data={"max_length": 4096})))
+    assert failure.value.code == "invalid_request"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_layer_the_teacher_lacks_is_refused(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    bad = {"arch": "from_teacher", "layers": [0, 9]}
+    with pytest.raises(EngineError, match="layer 9") as failure:
+        run_job(engine_job(tmp_path, teacher_zip, texts, spec(student=bad)))
+    assert failure.value.code == "unsupported_arch"

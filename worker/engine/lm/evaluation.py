@@ -1,0 +1,128 @@
+"""How well a causal LM predicts the validation tokens, next to its teacher: perplexity, top-1
+agreement with the teacher, KL(teacher || student) at T = 1, and the training loss itself.
+
+The teacher is what training saw: its stored top-k signal (then agreement is with the signal's
+first token, and KL is over the k tokens plus the rest, as the loss sees it), or its dense logits
+when it is online (``teacher_top_k: 0``). Only the target tokens' logits are ever computed, a chunk
+at a time, in float32.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from worker.engine.lm.data import LMBatch, LMRows, collate
+from worker.engine.lm.losses import (
+    divergence,
+    loss_from_hidden,
+    student_buckets,
+    tempered_teacher_buckets,
+)
+from worker.engine.lm.signal import TopKSignal
+
+# The teacher of a batch of validation rows: its stored signal, or its dense logits.
+TeacherOf = Callable[[list[int], LMBatch], TopKSignal | torch.Tensor]
+CHUNK = 256  # target tokens whose float32 logits exist at once
+
+
+@dataclass
+class Scores:
+    nll: float = 0.0  # summed over target tokens
+    agree: int = 0
+    kl: float = 0.0
+    loss: float = 0.0  # the training loss, summed per batch weighted by its target tokens
+    tokens: int = 0
+
+    def metrics(self, prefix: str = "val_") -> dict[str, float | None]:
+        n = max(self.tokens, 1)
+        return {
+            f"{prefix}loss": self.loss / n,
+            f"{prefix}perplexity": perplexity(self.nll, self.tokens),
+            f"{prefix}token_agreement": self.agree / n,
+            f"{prefix}kl": self.kl / n,
+        }
+
+
+def perplexity(nll_sum: float, tokens: int) -> float:
+    """exp of the mean negative log-likelihood per token (inf past float range)."""
+    if tokens == 0:
+        return math.nan
+    mean = nll_sum / tokens
+    return math.exp(mean) if mean < 700 else math.inf
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    hidden_of: Callable[[torch.nn.Module, LMBatch], torch.Tensor],
+    head: tuple[torch.Tensor, torch.Tensor | None],
+    rows: LMRows,
+    teacher_of: TeacherOf | None,
+    *,
+    pad_id: int,
+    batch_size: int,
+    device: torch.device,
+    kind: str,
+    beta: float,
+    temperature: float,
+    alpha: float,
+) -> Scores:
+    """``model``'s scores on every row of ``rows``, in order. ``hidden_of`` gives the model's last
+    hidden states and ``head`` its LM head (weight, bias) cut to the tokenizer's vocabulary."""
+    was_training = model.training
+    model.eval()
+    scores = Scores()
+    weight, bias = head
+    for start in range(0, len(rows), batch_size):
+        indices = list(range(start, min(start + batch_size, len(rows))))
+        batch = collate(rows, indices, pad_id, device)
+        teacher = teacher_of(indices, batch) if teacher_of is not None else None
+        hidden = hidden_of(model, batch)
+        mask = batch.target_mask.reshape(-1)
+        n = int(mask.sum())
+        if n == 0:
+            continue
+        if teacher is not None or alpha < 1:
+            loss = loss_from_hidden(
+                hidden.float(),
+                weight.float(),
+                batch.target_mask,
+                teacher if alpha > 0 else None,
+                batch.labels if alpha < 1 else None,
+                lm_head_bias=None if bias is None else bias.float(),
+                kind=kind,  # type: ignore[arg-type]
+                beta=beta,
+                temperature=temperature,
+                alpha=alpha,
+            )
+            scores.loss += float(loss.total) * n
+        targets = hidden.reshape(-1, hidden.shape[-1])[mask]
+        labels = batch.labels.reshape(-1)[mask]
+        dense = teacher.reshape(-1, teacher.shape[-1])[mask] if _dense(teacher) else None
+        for a in range(0, n, CHUNK):
+            logits = F.linear(targets[a : a + CHUNK], weight, bias).float()
+            scores.nll += float(F.cross_entropy(logits, labels[a : a + CHUNK], reduction="sum"))
+            if isinstance(teacher, TopKSignal):
+                part = teacher.slice(a, a + CHUNK)
+                top1 = part.ids[:, 0]
+                t_logp = tempered_teacher_buckets(part, 1.0)
+                s_logp = student_buckets(logits, part.ids, 1.0)
+                scores.kl += float(divergence(t_logp, s_logp, "forward_kl", 0.5).sum())
+            elif dense is not None:
+                t_logits = dense[a : a + CHUNK].float()
+                top1 = t_logits.argmax(-1)
+                t_logp, s_logp = t_logits.log_softmax(-1), logits.log_softmax(-1)
+                scores.kl += float(divergence(t_logp, s_logp, "forward_kl", 0.5).sum())
+            else:
+                continue
+            scores.agree += int((logits.argmax(-1) == top1).sum())
+        scores.tokens += n
+    model.train(was_training)
+    return scores
+
+
+def _dense(teacher: object) -> bool:
+    return isinstance(teacher, torch.Tensor)
