@@ -161,3 +161,35 @@ def test_a_half_precision_student_is_exported_in_float32_and_left_as_it_was(
     assert torch.equal(loaded.lm_head.weight, model.lm_head.weight.float())
     assert load_lm_student(tmp_path).dtype == torch.float32
     assert model.dtype == torch.bfloat16 and model.config.dtype == torch.bfloat16
+
+
+@pytest.mark.slow
+def test_a_student_of_the_real_smollm2_round_trips(smollm2_dir: Path, tmp_path: Path) -> None:
+    """Two of SmolLM2's 30 layers, exported with its tokenizer (ChatML template) and generation
+    config, load with the Auto classes and generate as in memory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worker.engine.lm.models import load_causal_lm
+
+    teacher = load_causal_lm(smollm2_dir)
+    student = student_from_teacher(teacher.model, [0, 29]).eval()
+    write_lm_student(
+        tmp_path / "out",
+        student,
+        teacher.tokenizer,
+        {"arch": "from_teacher", "layers": [0, 29]},
+        generation_config=teacher.model.generation_config,
+    )
+    folder = _unzip(tmp_path / "out" / "student_hf.zip", tmp_path / "fresh")
+    loaded = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    messages = [{"role": "user", "content": "Hello"}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False) == (
+        teacher.tokenizer.apply_chat_template(messages, tokenize=False)
+    )
+    assert loaded.generation_config.to_diff_dict() == (
+        teacher.model.generation_config.to_diff_dict()
+    )
+    assert loaded.lm_head.weight is loaded.get_input_embeddings().weight
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    assert torch.equal(_greedy(loaded, ids), _greedy(student, ids))
