@@ -54,7 +54,6 @@ def write_lm_student(
         "model_class": type(student).__name__,
         "config": student.config.to_dict(),
     }
-
     return [
         atomic_write(output_dir / "student_hf.zip", lambda p: _write_zip(p, student, tokenizer)),
         atomic_write(output_dir / "student.safetensors", lambda p: save_model(student, str(p))),
