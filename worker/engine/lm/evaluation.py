@@ -7,7 +7,6 @@ when it is online (``teacher_top_k: 0``). Only the target tokens' logits are eve
 at a time, in float32.
 """
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from worker.engine.lm.losses import (
     student_buckets,
     tempered_teacher_buckets,
 )
+from worker.engine.lm.measure import perplexity
 from worker.engine.lm.signal import TopKSignal
 
 # The teacher of a batch of validation rows: its stored signal, or its dense logits.
@@ -44,14 +44,6 @@ class Scores:
             f"{prefix}token_agreement": self.agree / n,
             f"{prefix}kl": self.kl / n,
         }
-
-
-def perplexity(nll_sum: float, tokens: int) -> float:
-    """exp of the mean negative log-likelihood per token (inf past float range)."""
-    if tokens == 0:
-        return math.nan
-    mean = nll_sum / tokens
-    return math.exp(mean) if mean < 700 else math.inf
 
 
 @torch.no_grad()

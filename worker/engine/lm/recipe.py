@@ -63,8 +63,8 @@ from worker.engine.lm.signal import (
     SignalReader,
     SignalWriter,
     TopKSignal,
-    signal_kl,
     signal_key,
+    signal_kl,
     top_k_signal,
 )
 from worker.engine.losses import LossTerms
@@ -237,9 +237,7 @@ class LanguageModelRecipe(DistillationRecipe):
             return read_lm_examples(path, self.tokenizer, max_length)
         prompts = read_prompts(path)
         completions = self._completions(path, prompts, name)
-        return "prompt", examples_from_completions(
-            prompts, completions, self.tokenizer, max_length
-        )
+        return "prompt", examples_from_completions(prompts, completions, self.tokenizer, max_length)
 
     def _completions(self, path: Path, prompts: list[str], name: str) -> list[str]:
         """The teacher's completions of ``prompts`` (sequence-level KD), written once per teacher,

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Any
 from worker.engine.artifacts import write_metrics
 from worker.engine.job import EngineResult
 from worker.engine.lm.card import Generations, LMCardFacts, write_lm_model_card
-from worker.engine.lm.evaluation import perplexity
 from worker.engine.lm.export import write_lm_student
-from worker.engine.lm.measure import generate_text, tokens_per_second
+from worker.engine.lm.measure import generate_text, perplexity, tokens_per_second
 from worker.engine.sweep import SWEPT
 
 if TYPE_CHECKING:
@@ -24,7 +23,13 @@ CARD_TOKENS = 32  # new tokens per generation (and per speed measurement)
 def write_lm_results(recipe: "LanguageModelRecipe") -> EngineResult:
     out = recipe.job.output_dir
     student = recipe.runs["student"].model.eval()
-    artifacts = write_lm_student(out, student, recipe.tokenizer, recipe.plan.arch)
+    artifacts = write_lm_student(
+        out,
+        student,
+        recipe.tokenizer,
+        recipe.plan.arch,
+        generation_config=_generation_config(recipe),
+    )
     metrics = _metrics(recipe)
     prompts = _prompts(recipe)
     teacher = recipe.load_teacher().model.to(recipe.device).eval()
@@ -131,3 +136,12 @@ def _generations(
             )
         )
     return rows
+
+
+def _generation_config(recipe: "LanguageModelRecipe") -> Any:
+    """The teacher's generation config (its stop tokens, sampling defaults), if it has one."""
+    from transformers import GenerationConfig
+
+    if not (recipe.teacher_dir / "generation_config.json").exists():
+        return None
+    return GenerationConfig.from_pretrained(recipe.teacher_dir, local_files_only=True)
