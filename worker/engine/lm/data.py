@@ -1,29 +1,48 @@
-"""Language-model data: jsonl lines tokenised into documents with a target mask, documents laid
-out in rows (packed or not), and rows collated into the batches a causal LM takes.
+"""Language-model data: jsonl lines tokenised into documents (``LMExample``), each with a target
+mask, cut at ``max_length`` and split by document. ``worker.engine.lm.rows`` lays documents out
+in rows (packed or not) and collates them into the batches a causal LM takes; its names are
+re-exported here, so that one module serves the recipe.
 
 Masks are aligned with the logits: ``target_mask[t]`` says whether the logits at t, which predict
 token t + 1, are trained, so a document's last position is never a target. Packed rows rely on
 that: no position is trained to predict the next document's first token.
-
-A packed batch's attention mask is 4-D, (batch, 1, L, L), additive float32: 0 where a token may
-attend, float32's minimum where it may not. transformers (``masking_utils``) passes a 4-D mask to
-the attention as it is: ``eager`` adds it to the scores (a boolean mask would be added as 0/1 and
-silently let documents see each other) and ``sdpa`` takes float32 masks whatever the model's
-dtype. Each token attends to the earlier tokens of its own document; padding attends to earlier
-padding only, so no row of the mask is empty (an empty row is NaN under sdpa).
 """
 
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
 from worker.engine.errors import DataLoadError, ShapeMismatch, UnsupportedInput
+from worker.engine.lm.rows import (
+    PACKING_ATTENTION,
+    LMBatch,
+    LMRows,
+    check_packing,
+    collate,
+    model_inputs,
+    to_rows,
+)
 
-PACKING_ATTENTION = ("sdpa", "eager")  # the implementations that take the 4-D mask as it is
+__all__ = [
+    "PACKING_ATTENTION",
+    "LMBatch",
+    "LMExample",
+    "LMRows",
+    "check_packing",
+    "collate",
+    "encode_prompt",
+    "examples_from_completions",
+    "model_inputs",
+    "read_lm_examples",
+    "read_prompts",
+    "split_examples",
+    "to_rows",
+]
+_LEARNED = {"text": "text", "prompt_completion": "completion", "messages": "assistant"}
 
 
 @dataclass
@@ -77,7 +96,7 @@ def read_lm_examples(path: Path, tokenizer: Any, max_length: int) -> tuple[str, 
             )
         else:
             example = _conversation(_messages(record, number), tokenizer, specials, number)
-        examples.append(_cut(example, max_length, f"Line {number}"))
+        examples.append(_cut(example, max_length, f"Line {number}", _LEARNED[kind]))
     if kind is None:
         raise DataLoadError(f"{path.name} holds no records.")
     return kind, examples
@@ -111,7 +130,12 @@ def examples_from_completions(
         raise ShapeMismatch(f"{len(prompts)} prompts but {len(completions)} completions.")
     specials = _SpecialTokens.of(tokenizer)
     return [
-        _cut(_completion(prompt, completion, tokenizer, specials), max_length, f"Prompt {i + 1}")
+        _cut(
+            _completion(prompt, completion, tokenizer, specials),
+            max_length,
+            f"Prompt {i + 1}",
+            _LEARNED["prompt_completion"],
+        )
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True))
     ]
 
@@ -135,7 +159,7 @@ def split_examples(
 
 def _records(path: Path) -> Iterator[tuple[int, dict]]:
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+        for number, line in enumerate(_lines(f, path), start=1):
             if not line.strip():
                 continue
             try:
@@ -145,6 +169,13 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
             if not isinstance(record, dict):
                 raise DataLoadError(f"Line {number} is not a JSON object.")
             yield number, record
+
+
+def _lines(f: Any, path: Path) -> Iterator[str]:
+    try:
+        yield from f
+    except UnicodeDecodeError as e:
+        raise DataLoadError(f"{path.name} is not UTF-8 text ({e}).") from e
 
 
 def _kind(record: dict, number: int) -> str:
@@ -160,15 +191,26 @@ def _kind(record: dict, number: int) -> str:
 
 def _string(record: dict, key: str, number: int) -> str:
     value = record.get(key)
-    if not isinstance(value, str):
-        raise DataLoadError(f'Line {number}: "{key}" must be a string.')
+    if not _is_text(value):
+        raise DataLoadError(f'Line {number}: "{key}" must be a string of characters.')
     return value
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    """A string a tokenizer takes: JSON may escape half a surrogate pair alone, which is none."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _messages(record: dict, number: int) -> list[dict]:
     messages = record["messages"]
     if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        isinstance(m, dict) and isinstance(m.get("role"), str) and _is_text(m.get("content"))
         for m in messages
     ):
         raise DataLoadError(f'Line {number}: "messages" must be a list of {{"role", "content"}}.')
@@ -284,152 +326,20 @@ def _turn_end(
     return stop if stop < end and ids[stop - 1] in specials.special else end
 
 
-def _cut(example: LMExample, max_length: int, where: str) -> LMExample:
+def _cut(example: LMExample, max_length: int, where: str, learned: str) -> LMExample:
+    """``example`` cut to its first ``max_length`` tokens; one with nothing left to learn is an
+    error, never dropped in silence."""
     if len(example.input_ids) > max_length:
         example.input_ids = example.input_ids[:max_length]
         example.target_mask = [*example.target_mask[: max_length - 1], False]
-    if not any(example.target_mask):
-        what = "text" if example.prompt is None else "completion"
+    if any(example.target_mask):
+        return example
+    if example.prompt is None:
         raise DataLoadError(
-            f"{where}: no {what} token is left to learn within max_length {max_length} "
-            f"(the document has {len(example.input_ids)} tokens after the cut); shorten its "
-            "prompt or raise data.max_length.",
-            code="empty_completion",
+            f"{where}: the text is empty; there is nothing to learn.", code="empty_text"
         )
-    return example
-
-
-# --- rows and batches ---------------------------------------------------------------------------
-
-
-@dataclass
-class LMRows:
-    """What the model is fed: rows of at most max_length tokens. With packing, ``position_ids``
-    restart at 0 at each document and ``documents`` numbers the row's documents, per token."""
-
-    input_ids: list[torch.Tensor]  # int64 (L_i,)
-    target_mask: list[torch.Tensor]  # bool (L_i,)
-    position_ids: list[torch.Tensor] | None = None
-    documents: list[torch.Tensor] | None = None
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def target_tokens(self) -> int:
-        return sum(int(mask.sum()) for mask in self.target_mask)
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(ids) for ids in self.input_ids)
-
-
-def to_rows(examples: Sequence[LMExample], max_length: int, packing: bool) -> LMRows:
-    """One example per row, or (``packing``) whole documents laid greedily, in order, into rows of
-    up to ``max_length`` tokens: a document is never split across rows."""
-    if not packing:
-        return LMRows(
-            [torch.tensor(e.input_ids, dtype=torch.long) for e in examples],
-            [torch.tensor(e.target_mask, dtype=torch.bool) for e in examples],
-        )
-    groups: list[list[LMExample]] = []
-    length = max_length
-    for example in examples:
-        if len(example.input_ids) > max_length:
-            raise ShapeMismatch(
-                f"A document of {len(example.input_ids)} tokens does not fit rows of {max_length}."
-            )
-        if length + len(example.input_ids) > max_length:
-            groups.append([])
-            length = 0
-        groups[-1].append(example)
-        length += len(example.input_ids)
-    return LMRows(
-        [torch.tensor([t for e in g for t in e.input_ids], dtype=torch.long) for g in groups],
-        [torch.tensor([m for e in g for m in e.target_mask], dtype=torch.bool) for g in groups],
-        [torch.cat([torch.arange(len(e.input_ids)) for e in g]) for g in groups],
-        [torch.cat([torch.full((len(e.input_ids),), d) for d, e in enumerate(g)]) for g in groups],
+    raise DataLoadError(
+        f"{where}: no {learned} token is left within max_length {max_length}: what comes "
+        f"before fills it. Shorten the line or raise data.max_length.",
+        code="empty_completion",
     )
-
-
-@dataclass
-class LMBatch:
-    input_ids: torch.Tensor  # (B, L) right-padded with the pad id to the batch's longest row
-    attention_mask: torch.Tensor  # (B, L) 1/0; packed: (B, 1, L, L) additive (module docstring)
-    position_ids: torch.Tensor | None  # packed only
-    target_mask: torch.Tensor  # (B, L) bool
-    labels: torch.Tensor  # (B, L) int64: at t the token t + 1, 0 where t is not a target
-
-
-def collate(
-    rows: LMRows, indices: Sequence[int], pad_id: int, device: torch.device | str | None = None
-) -> LMBatch:
-    length = max(len(rows.input_ids[i]) for i in indices)
-
-    def pad(tensors: list[torch.Tensor] | None, value: int) -> torch.Tensor | None:
-        if tensors is None:
-            return None
-        out = torch.full((len(indices), length), value, dtype=tensors[indices[0]].dtype)
-        for b, i in enumerate(indices):
-            out[b, : len(tensors[i])] = tensors[i]
-        return out.to(device)
-
-    input_ids, target_mask = pad(rows.input_ids, pad_id), pad(rows.target_mask, False)
-    assert input_ids is not None and target_mask is not None
-    labels = torch.zeros_like(input_ids)
-    labels[:, :-1] = input_ids[:, 1:]
-    labels.masked_fill_(~target_mask, 0)
-    documents = pad(rows.documents, -1)  # padding: a document of its own
-    if documents is None:
-        attention_mask = (
-            torch.arange(length, device=device) < _lengths(rows, indices, device)[:, None]
-        ).long()
-    else:
-        attention_mask = _block_causal(documents)
-    return LMBatch(input_ids, attention_mask, pad(rows.position_ids, 0), target_mask, labels)
-
-
-def _lengths(
-    rows: LMRows, indices: Sequence[int], device: torch.device | str | None
-) -> torch.Tensor:
-    return torch.tensor([len(rows.input_ids[i]) for i in indices], device=device)
-
-
-def _block_causal(documents: torch.Tensor) -> torch.Tensor:
-    """(B, 1, L, L) additive float32: 0 where query q may see key k (k <= q, same document)."""
-    length = documents.shape[1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=documents.device).tril()
-    allowed = (documents[:, :, None] == documents[:, None, :]) & causal
-    blocked = torch.zeros(allowed.shape, device=documents.device)
-    return blocked.masked_fill_(~allowed, torch.finfo(torch.float32).min)[:, None]
-
-
-def model_inputs(batch: LMBatch) -> dict[str, torch.Tensor | None]:
-    """The keyword arguments of ``model(**...)``."""
-    return {
-        "input_ids": batch.input_ids,
-        "attention_mask": batch.attention_mask,
-        "position_ids": batch.position_ids,
-    }
-
-
-def check_packing(model: Any, max_length: int) -> None:
-    """Refuse a model whose attention would not keep packed documents apart: one whose attention
-    implementation does not take the 4-D mask as it is, or whose sliding window (which a 4-D mask
-    replaces) is shorter than a row."""
-    config = model.config
-    implementation = getattr(config, "_attn_implementation", None)
-    if implementation not in PACKING_ATTENTION:
-        raise UnsupportedInput(
-            f"Packing needs sdpa or eager attention; this model uses {implementation}. "
-            "Set data.packing to false.",
-            code="packing_unsupported",
-        )
-    window = getattr(config, "sliding_window", None)
-    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ["sliding_attention"])
-    if isinstance(window, int) and sliding and window < max_length:
-        raise UnsupportedInput(
-            f"Packing rows of {max_length} tokens would lose this model's sliding window of "
-            f"{window}; set data.packing to false or data.max_length to {window} or less.",
-            code="packing_unsupported",
-        )

@@ -172,6 +172,16 @@ def test_documents_are_cut_at_max_length_from_the_end(tmp_path: Path) -> None:
     assert targets(tokenizer, cut) == tokenizer.decode(whole.input_ids[1:10])
 
 
+def test_an_answer_cut_away_is_an_error(tmp_path: Path) -> None:
+    messages = [{"role": "user", "content": TEXTS[0]}, {"role": "assistant", "content": "Yes."}]
+    with pytest.raises(DataLoadError) as e:
+        read(tmp_path, [{"messages": messages}], max_length=16)
+    assert e.value.code == "empty_completion" and "no assistant token" in e.value.message
+    with pytest.raises(DataLoadError) as e:
+        read(tmp_path, [{"text": "a"}, {"text": ""}])
+    assert e.value.code == "empty_text" and e.value.message.startswith("Line 2:")
+
+
 def test_a_completion_cut_away_is_an_error_naming_its_line(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     long_prompt = {"prompt": " ".join(TEXTS[:3]), "completion": " fine"}
@@ -190,6 +200,7 @@ def test_a_completion_cut_away_is_an_error_naming_its_line(tmp_path: Path) -> No
         ([{"prompt": "b"}], 'Line 1 is a {"prompt"} line without a completion'),
         ([{"prompt": "b", "completion": "  "}], 'Line 1: "completion" is empty'),
         ([{"text": 3}], 'Line 1: "text" must be a string'),
+        ([{"prompt": "\ud800", "completion": "a"}], 'Line 1: "prompt" must be a string'),
         ([{"messages": [{"role": "user", "content": "hi"}]}], "Line 1 has no assistant"),
         ([{"messages": [{"role": "assistant"}]}], 'Line 1: "messages" must be a list'),
         ([{"text": "a", "prompt": "b"}], 'Line 1 needs exactly one of "text"'),
@@ -206,6 +217,9 @@ def test_a_line_that_is_not_json_is_named(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     path.write_text('{"text": "a"}\n{"text": \n')
     with pytest.raises(DataLoadError, match="Line 2 is not valid JSON"):
+        read_lm_examples(path, lm_tokenizer(), 16)
+    path.write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n')
+    with pytest.raises(DataLoadError, match="is not UTF-8 text"):
         read_lm_examples(path, lm_tokenizer(), 16)
 
 
@@ -311,28 +325,25 @@ def test_the_stored_signal_has_one_row_per_target_token(tmp_path: Path) -> None:
     assert rows.target_tokens == sum(int(m.sum()) for m in rows.target_mask)
 
 
-def packed_and_alone(model: Any, examples: list[LMExample], max_length: int) -> list[Any]:
-    """Each document's logits in a packed batch, and alone."""
-    rows = to_rows(examples, max_length, packing=True)
-    assert rows.documents is not None
+def in_batch_and_alone(model: Any, examples: list[LMExample], packing: bool) -> list[Any]:
+    """Each document's logits in one batch of all rows (padded), and alone."""
+    rows = to_rows(examples, ROW, packing)
+    assert len({len(r) for r in rows.input_ids}) > 1  # so a row is padded
     batch = collate(rows, range(len(rows)), pad_id=3)
     with torch.no_grad():
-        packed = model(**model_inputs(batch)).logits
+        together = model(**model_inputs(batch)).logits
         alone = [model(input_ids=torch.tensor([e.input_ids])).logits[0] for e in examples]
-    assert torch.isfinite(packed).all()  # padding too
+    assert torch.isfinite(together).all()  # padding too
+    documents = rows.documents or [torch.zeros(len(r), dtype=torch.long) for r in rows.input_ids]
     pieces = [
-        packed[b, : len(documents)][documents == d]
-        for b, documents in enumerate(rows.documents)
-        for d in range(int(documents.max()) + 1)
+        together[b, : len(row)][row == d]
+        for b, row in enumerate(documents)
+        for d in range(int(row.max()) + 1)
     ]
     return list(zip(pieces, alone, strict=True))
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
-def test_a_packed_row_gives_each_document_its_logits_alone(
-    tmp_path: Path, family: str, attention: str
-) -> None:
+def tiny_model(family: str, attention: str) -> Any:
     tokenizer = lm_tokenizer()
     if family == "llama":
         model = tiny_llama(tokenizer, num_layers=2)
@@ -340,12 +351,29 @@ def test_a_packed_row_gives_each_document_its_logits_alone(
         model = tiny_causal_lm(family, vocab_size=len(tokenizer))
     model.set_attn_implementation(attention)
     assert model.config._attn_implementation == attention
+    return model
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+def test_a_packed_row_gives_each_document_its_logits_alone(
+    tmp_path: Path, family: str, attention: str
+) -> None:
+    """Attention never crosses documents, and positions restart (which only GPT-2's absolute
+    positions can tell: rotary attention does not change when every position shifts)."""
+    model = tiny_model(family, attention)
     check_packing(model, ROW)
     examples = documents(tmp_path)
-    rows = to_rows(examples, ROW, packing=True)
-    assert len(rows) > 1 and len({len(r) for r in rows.input_ids}) > 1  # so padding is in a row
-    for packed, alone in packed_and_alone(model, examples, ROW):
-        torch.testing.assert_close(packed, alone, rtol=1e-5, atol=1e-5)
+    assert len(to_rows(examples, ROW, packing=True)) < len(examples)  # rows hold several
+    for together, alone in in_batch_and_alone(model, examples, packing=True):
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_padded_batch_gives_each_document_its_logits_alone(tmp_path: Path, family: str) -> None:
+    model = tiny_model(family, "sdpa")
+    for together, alone in in_batch_and_alone(model, documents(tmp_path), packing=False):
+        torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
 
 
 def test_packing_refuses_attention_that_would_mix_documents() -> None:
@@ -375,8 +403,9 @@ def test_the_real_smollm2_packs_and_learns_its_assistant_turns(
     assert targets(smollm2_tokenizer, example) == (
         "A quiet, lovely film.<|im_end|>Loud and empty.<|im_end|>"
     )
-    _, examples = read(tmp_path, text_rows(TEXTS[:3]), max_length=40, tokenizer=smollm2_tokenizer)
+    _, examples = read(tmp_path, text_rows(TEXTS[:4]), max_length=30, tokenizer=smollm2_tokenizer)
+    assert len(to_rows(examples, ROW, packing=True)) < len(examples)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, local_files_only=True).eval()
-    check_packing(model, 80)
-    for packed, alone in packed_and_alone(model, examples, 80):
-        torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-4)
+    check_packing(model, ROW)
+    for together, alone in in_batch_and_alone(model, examples, packing=True):
+        torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
