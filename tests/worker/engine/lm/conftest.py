@@ -27,7 +27,7 @@ def tiny_causal_lm(family: str, **overrides: Any) -> Any:
     torch.manual_seed(0)
     if family == "gpt2":
         shape = {"vocab_size": 96, "n_embd": 32, "n_layer": 4, "n_head": 4, "n_positions": 64}
-        return GPT2LMHeadModel(GPT2Config(**shape, **overrides)).eval()
+        return GPT2LMHeadModel(GPT2Config(**{**shape, **overrides})).eval()
     make_config, make_model = {
         "llama": (LlamaConfig, LlamaForCausalLM),
         "qwen2": (Qwen2Config, Qwen2ForCausalLM),
