@@ -119,7 +119,9 @@ def train_lm(
         batch = torch.randint(len(ids), (batch_size,), generator=generator)
         length = int(mask[batch].sum(1).max())
         labels = ids[batch, :length].masked_fill(mask[batch, :length] == 0, -100)
-        out = model(input_ids=ids[batch, :length], attention_mask=mask[batch, :length], labels=labels)
+        out = model(
+            input_ids=ids[batch, :length], attention_mask=mask[batch, :length], labels=labels
+        )
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
