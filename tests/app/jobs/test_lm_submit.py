@@ -457,7 +457,7 @@ def test_a_gguf_student_is_compared_by_its_embedded_tokens(
     taken = team.post("/v1/jobs/validate", json=spec(lm, student={"file_id": same}))
     assert taken.status_code == 200, taken.text
     tokens[7], tokens[9] = tokens[9], tokens[7]
-    other = upload(team, "other.gguf", gguf_model(tokens + ["<extra>"], layers=1), "teacher")
+    other = upload(team, "other.gguf", gguf_model([*tokens, "<extra>"], layers=1), "teacher")
     error = refusal(team, spec(lm, student={"file_id": other}))
     assert (error["code"], error["param"]) == ("vocabulary_mismatch", "student.file_id")
     assert f"3 token ids differ, at ids 7, 9, {len(tokens)}." in error["message"]
