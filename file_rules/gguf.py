@@ -22,6 +22,8 @@ MAX_TENSORS = 100_000
 MAX_KEY_BYTES = 65_535  # the GGUF specification's bound on a key
 MAX_KEPT_STRING_BYTES = 64 * 1024  # longer string values are skipped; their presence is kept
 MAX_ARRAY_STRINGS = 4_000_000  # every string in every array, together (vocabularies, merges)
+MAX_KEPT_ARRAY_BYTES = 64 * 1024 * 1024  # the strings of one array kept in memory (a vocabulary)
+TOKENS = "tokenizer.ggml.tokens"  # the vocabulary: token strings by id
 MAX_DIMS = 4  # ggml tensors have at most 4 dimensions
 DEFAULT_ALIGNMENT = 32
 
@@ -89,9 +91,10 @@ class GGUFHeader:
     tensors: list[GGUFTensor] = field(default_factory=list)
 
 
-def read_gguf_header(f: BinaryIO, size: int) -> GGUFHeader:
-    """Parse and check the header of the GGUF file ``f`` of ``size`` bytes, data never read."""
-    reader = _Reader(f, size)
+def read_gguf_header(f: BinaryIO, size: int, keep: frozenset[str] = frozenset()) -> GGUFHeader:
+    """Parse and check the header of the GGUF file ``f`` of ``size`` bytes, data never read.
+    Arrays of strings under the keys in ``keep`` are kept whole, as tuples; others are skipped."""
+    reader = _Reader(f, size, keep)
     if reader.raw(4) != MAGIC:
         raise GGUFRefused("it does not start with the GGUF magic")
     version = reader.scalar("<I")
@@ -115,6 +118,12 @@ def read_gguf_header(f: BinaryIO, size: int) -> GGUFHeader:
     header.tensors = [_tensor(reader) for _ in range(tensor_count)]
     _check_data(header, reader.position, size)
     return header
+
+
+def read_gguf_tokens(f: BinaryIO, size: int) -> tuple[str, ...] | None:
+    """The vocabulary embedded in the GGUF file ``f`` (token strings by id), or None without one."""
+    tokens = read_gguf_header(f, size, keep=frozenset({TOKENS})).metadata.get(TOKENS)
+    return tokens if isinstance(tokens, tuple) else None
 
 
 def _bounded(count: int, limit: int, what: str) -> None:
@@ -169,8 +178,9 @@ def _check_data(header: GGUFHeader, header_end: int, size: int) -> None:
 class _Reader:
     """Reads the header sequentially, checking every announced length against the file."""
 
-    def __init__(self, f: BinaryIO, size: int) -> None:
+    def __init__(self, f: BinaryIO, size: int, keep: frozenset[str] = frozenset()) -> None:
         self.f, self.size, self.position = f, size, 0
+        self.keep = keep
         self.array_strings = 0
 
     def raw(self, n: int) -> bytes:
@@ -212,9 +222,40 @@ class _Reader:
                 self.skip(length)
                 return Skipped("string", length)
             return self._decode(self.raw(length))
+        if type_id == _ARRAY and key in self.keep:
+            return self._strings(key)
         if type_id == _ARRAY:
             return Skipped("array", self._skip_array(key, depth=0))
         raise GGUFRefused(f"metadata '{key}' has unknown value type {type_id}")
+
+    def _strings(self, key: str) -> tuple[str, ...]:
+        """An array of strings, kept: bounded like a skipped one, and in bytes as a whole."""
+        item_type, count = self.scalar("<I"), self.scalar("<Q")
+        if item_type != _STRING:
+            raise GGUFRefused(f"metadata '{key}' is an array of type {item_type}, not of strings")
+        self._count_strings(key, count)
+        strings, kept = [], 0
+        for _ in range(count):
+            length = self.scalar("<Q")
+            kept += length
+            if kept > MAX_KEPT_ARRAY_BYTES:
+                raise GGUFRefused(
+                    f"metadata '{key}' holds more than the {MAX_KEPT_ARRAY_BYTES} bytes read"
+                )
+            strings.append(self._decode(self.raw(length)))
+        return tuple(strings)
+
+    def _count_strings(self, key: str, count: int) -> None:
+        self.array_strings += count
+        if 8 * count > self.size - self.position:
+            raise GGUFRefused(
+                f"metadata '{key}' announces {count} strings, more than its remaining "
+                f"{self.size - self.position} bytes can hold (truncated?)"
+            )
+        if self.array_strings > MAX_ARRAY_STRINGS:
+            raise GGUFRefused(
+                f"its arrays hold more than the {MAX_ARRAY_STRINGS} strings read in all"
+            )
 
     def _skip_array(self, key: str, depth: int) -> int:
         """Skip an array's items, returning how many it holds."""
@@ -222,16 +263,7 @@ class _Reader:
         if item_type in _SCALARS:
             self.skip(count * struct.calcsize(_SCALARS[item_type]))
         elif item_type == _STRING:
-            self.array_strings += count
-            if 8 * count > self.size - self.position:
-                raise GGUFRefused(
-                    f"metadata '{key}' announces {count} strings, more than its remaining "
-                    f"{self.size - self.position} bytes can hold (truncated?)"
-                )
-            if self.array_strings > MAX_ARRAY_STRINGS:
-                raise GGUFRefused(
-                    f"its arrays hold more than the {MAX_ARRAY_STRINGS} strings read in all"
-                )
+            self._count_strings(key, count)
             for _ in range(count):
                 self.skip(self.scalar("<Q"))
         elif item_type == _ARRAY and depth == 0:

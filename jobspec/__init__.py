@@ -341,8 +341,8 @@ def _language_model_defaults(spec: JobSpec) -> None:
         hp.early_stopping.metric = "val_perplexity"
     if "student" not in spec.model_fields_set or spec.student.arch not in LM_STUDENTS:
         raise ValueError(
-            "a causal_lm job's student is from_teacher (with layers), hf (a causal-LM config) "
-            'or {"file_id": ...} (a pretrained model of the teacher\'s family)'
+            "student of a causal_lm job must be from_teacher (with layers), hf (a causal-LM "
+            'config) or {"file_id": ...} (a pretrained model of the teacher\'s family)'
         )
     if spec.teacher.arch is not None:
         raise ValueError("teacher.arch is for state_dict and safetensors classifier teachers")

@@ -7,6 +7,7 @@ so that both name a misspelt field the same way. Errors are pydantic's, located 
 FastAPI reports them (``body_errors`` turns a model's own errors into that form)."""
 
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -58,7 +59,19 @@ def describe(
         known = _fields_at(body_type, _model_path(err))
         return _unknown_field(param, known, local_paths), param
     msg = str(err.get("msg", "Invalid value")).removeprefix("Value error, ")
+    if tuple(err.get("loc", ())) == ("body",) and (named := _named_field(msg, body_type)):
+        return f"{msg}.", named
     return (f"{param}: {msg}." if param else f"{msg}."), param
+
+
+def _named_field(msg: str, body_type: Any) -> str | None:
+    """The field that a whole body's error names first (the spec's checks across fields start
+    with the field at fault: "hyperparameters.teacher_top_k is for language models ...")."""
+    found = re.match(r"[a-z_]+(\.[a-z_]+)*\b", msg)
+    if found is None:
+        return None
+    known = _fields_at(body_type, ()) or []
+    return found.group() if found.group().split(".")[0] in known else None
 
 
 _JSON_KINDS = {

@@ -98,3 +98,16 @@ def _smallest_alpha(spec: JobSpec) -> float:
 def _ends(alpha: float, alpha_end: float | None) -> tuple[float, float]:
     # alpha_end is set only with alpha_schedule "linear" (the spec refuses it otherwise).
     return alpha, alpha if alpha_end is None else alpha_end
+
+
+def check_student_layers(layers: list[int], teacher_layers: int) -> None:
+    """A from_teacher student's layers are the teacher's: each index below its depth (the worker
+    checks the loaded model in the same words, worker/engine/features.py check_layer_indices)."""
+    for index in layers:
+        if not 0 <= index < teacher_layers:
+            raise SpecConflict(
+                f"student.layers names teacher layer {index}, but the teacher has "
+                f"{teacher_layers} layers (0 to {teacher_layers - 1}).",
+                param="student.layers",
+                code="unsupported_arch",
+            )

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from jobspec import JobSpec, MlpArch
+from jobspec import FromTeacherArch, JobSpec, MlpArch, PretrainedArch
 
 
 @dataclass(frozen=True)
@@ -37,26 +37,51 @@ def at_setup(
 
 
 def before_training(
-    spec: JobSpec, teacher_meta: dict[str, Any], train_meta: dict[str, Any]
+    spec: JobSpec,
+    teacher_meta: dict[str, Any],
+    train_meta: dict[str, Any],
+    student_meta: dict[str, Any] | None = None,
 ) -> list[JobWarning]:
     """The warnings the API can give from the spec and the uploads' recorded facts alone, before
     anything is built (``POST /v1/jobs/validate``). ``student_not_smaller`` only where it is
-    certain: the teacher's parameter count is recorded (safetensors weights) and an MLP student's
-    count, taken at its smallest (one output), reaches it; the worker checks every job at setup."""
+    certain: the teacher's parameter count is recorded (safetensors weights, a language model's
+    archive or GGUF file) and the student's least count reaches it: an MLP's taken at its
+    smallest (one output), a pretrained student's recorded (``student_meta``, its file's), a
+    from_teacher student keeping every layer the teacher's own; the worker checks every job at
+    setup."""
     found = []
     if spec.data.validation_file_id is None:
         warning = validation_may_overlap_teacher_training(spec.data.validation_split)
         assert warning is not None
         found.append(_about(warning, "data.validation_split"))
     teacher_params = teacher_meta.get("params")
-    shape = train_meta.get("sample_shape")
-    if isinstance(spec.student, MlpArch) and isinstance(teacher_params, int) and shape:
-        outputs = train_meta.get("num_classes") or 1
-        widths = [math.prod(shape), *spec.student.hidden_sizes, outputs]
-        least = sum(a * b + b for a, b in itertools.pairwise(widths))
-        if (warning := student_not_smaller(teacher_params, least)) is not None:
-            found.append(_about(warning, "student"))
+    least = _least_student_params(spec, teacher_meta, train_meta, student_meta or {})
+    if isinstance(teacher_params, int) and teacher_params > 0 and least is not None:
+        warning = student_not_smaller(teacher_params, least)
+        found += [_about(warning, "student")] if warning is not None else []
     return found
+
+
+def _least_student_params(
+    spec: JobSpec,
+    teacher_meta: dict[str, Any],
+    train_meta: dict[str, Any],
+    student_meta: dict[str, Any],
+) -> int | None:
+    """The fewest parameters the student can have, where the recorded facts tell."""
+    student = spec.student
+    shape = train_meta.get("sample_shape")
+    if isinstance(student, MlpArch) and shape:
+        outputs = train_meta.get("num_classes") or 1
+        widths = [math.prod(shape), *student.hidden_sizes, outputs]
+        return sum(a * b + b for a, b in itertools.pairwise(widths))
+    if isinstance(student, PretrainedArch) and isinstance(student_meta.get("params"), int):
+        return int(student_meta["params"])
+    if isinstance(student, FromTeacherArch):  # every layer kept: the teacher's own count
+        kept_all = len(student.layers) == teacher_meta.get("num_layers")
+        teacher_params = teacher_meta.get("params")
+        return teacher_params if kept_all and isinstance(teacher_params, int) else None
+    return None
 
 
 def _about(warning: JobWarning, param: str) -> JobWarning:

@@ -40,6 +40,7 @@ def in_use(session: Session, file_id: str) -> bool:
                         Job.teacher_file_id == file_id,
                         Job.train_file_id == file_id,
                         Job.validation_file_id == file_id,
+                        Job.student_file_id == file_id,
                     ),
                 )
             )

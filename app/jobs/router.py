@@ -59,11 +59,12 @@ def submit_job(
 @router.post("/validate", response_model=JobValidation, responses=error_responses(404))
 def validate_job(spec: JobSpec, session: SessionDep, caller: CallerDep) -> JobValidation:
     """The checks of a submit, without the job: the spec, its files, and the spec against
-    what the files' upload recorded. Nothing is created or queued."""
-    warnings = service.check_inputs(session, caller.team_id, spec)
+    what the files' upload recorded. Answers the spec as a job would run it (its task resolved).
+    Nothing is created or queued."""
+    resolved, warnings = service.check_inputs(session, caller.team_id, spec)
     return JobValidation(
-        spec=spec.model_dump(mode="json"),
-        task=spec.task,
+        spec=resolved.model_dump(mode="json"),
+        task=resolved.task,
         warnings=[JobWarning(code=w.code, message=w.message, param=w.param) for w in warnings],
     )
 

@@ -5,19 +5,20 @@ import hashlib
 import json
 import logging
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import logs
 from app.db import after_commit
-from app.errors import Conflict, NotFound, Unprocessable
+from app.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from app.files import repository as files
 from app.ids import new_id
-from app.jobs import lifecycle, repository
+from app.jobs import lifecycle, lm_checks, repository
 from app.jobs.schemas import JobOut, job_out
-from app.jobs.spec import JobSpec
 from app.models import File, Job, JobStatus
 from app.queue import scheduler
-from jobspec import requirements
+from jobspec import JobSpec, PretrainedArch, requirements
+from jobspec import errors as validation_errors
 from jobspec import warnings as job_warnings
 from jobspec.requirements import SpecConflict
 
@@ -65,18 +66,21 @@ def _file(session: Session, team_id: str, file_id: str, purpose: str, param: str
     return file
 
 
-def check_inputs(session: Session, team_id: str, spec: JobSpec) -> list[job_warnings.JobWarning]:
+def check_inputs(
+    session: Session, team_id: str, spec: JobSpec
+) -> tuple[JobSpec, list[job_warnings.JobWarning]]:
     """Everything a submit checks of the spec against its files' recorded facts (raising the
-    error a submit answers), and the warnings those facts foresee."""
+    error a submit answers). Returns the spec as the job runs it, its task resolved (``_task``)
+    with that task's defaults, and the warnings the files' facts foresee."""
     teacher = _file(session, team_id, spec.teacher.file_id, "teacher", "teacher.file_id")
-    train = _file(session, team_id, spec.data.train_file_id, "dataset", "data.train_file_id")
-    datasets = [(train, "data.train_file_id")]
-    if spec.data.validation_file_id is not None:
-        validation = _file(
-            session, team_id, spec.data.validation_file_id, "dataset", "data.validation_file_id"
-        )
-        datasets.append((validation, "data.validation_file_id"))
-    _check_not_language_model(teacher, datasets)
+    spec = _for_task(spec, _task(spec, teacher))
+    datasets = _datasets(session, team_id, spec)
+    if spec.task == "causal_lm":
+        student = None
+        if isinstance(spec.student, PretrainedArch):
+            student = _file(session, team_id, spec.student.file_id, "teacher", "student.file_id")
+        return lm_checks.check_language_model(spec, teacher, datasets, student)
+    _check_not_language_model(spec, teacher, datasets)
     if teacher.format not in TRAINABLE_TEACHERS:
         raise Unprocessable(
             f"Teachers in '{teacher.format}' format cannot be distilled by this server yet; "
@@ -94,7 +98,7 @@ def check_inputs(session: Session, team_id: str, spec: JobSpec) -> list[job_warn
     _check_text(spec, teacher, datasets)
     _check_student(spec, teacher)
     _check_task(spec, datasets)
-    validation = datasets[-1][0]  # the validation file, or the training file it is split from
+    train, validation = datasets[0][0], datasets[-1][0]  # validation: its file, or the train's
     try:  # the rules the engine checks again on the loaded data
         requirements.check_early_stopping_metric(spec)
         requirements.check_labels(
@@ -102,17 +106,51 @@ def check_inputs(session: Session, team_id: str, spec: JobSpec) -> list[job_warn
         )
     except SpecConflict as conflict:
         raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
-    return job_warnings.before_training(spec, teacher.meta, train.meta)
+    return spec, job_warnings.before_training(spec, teacher.meta, train.meta)
 
 
-def _check_not_language_model(teacher: File, datasets: list[tuple[File, str]]) -> None:
-    """Language-model teachers and data are recorded at upload, but not yet distilled."""
+def _task(spec: JobSpec, teacher: File) -> str:
+    """The spec's own task where it names one; else causal_lm for a causal-LM teacher (an
+    hf_archive *ForCausalLM or a gguf file), else classification."""
+    if "task" in spec.model_fields_set:
+        return spec.task
+    return "causal_lm" if teacher.meta.get("task") == "causal_lm" else "classification"
+
+
+def _for_task(spec: JobSpec, task: str) -> JobSpec:
+    """The spec validated again for ``task``: its defaults, and its refusal of fields that only
+    another task takes, told as a request body's error is."""
+    try:
+        return spec.with_task(task)
+    except ValidationError as exc:
+        body = spec.model_dump(mode="json", exclude_unset=True) | {"task": task}
+        error = validation_errors.first_error(validation_errors.body_errors(exc))
+        message, param = validation_errors.describe(error, body, JobSpec)
+        raise InvalidRequest(message, param=param) from None
+
+
+def _datasets(session: Session, team_id: str, spec: JobSpec) -> list[tuple[File, str]]:
+    """The training file, and the validation file if there is one, each with its spec field."""
+    train = _file(session, team_id, spec.data.train_file_id, "dataset", "data.train_file_id")
+    datasets = [(train, "data.train_file_id")]
+    if spec.data.validation_file_id is not None:
+        validation = _file(
+            session, team_id, spec.data.validation_file_id, "dataset", "data.validation_file_id"
+        )
+        datasets.append((validation, "data.validation_file_id"))
+    return datasets
+
+
+def _check_not_language_model(
+    spec: JobSpec, teacher: File, datasets: list[tuple[File, str]]
+) -> None:
+    """A classifier's job takes neither a causal-LM teacher nor language-model data. Unlabelled
+    ``{"text"}`` lines suit both: a classifier learns from the teacher alone on them."""
     if teacher.meta.get("task") == "causal_lm":
         raise Unprocessable(
-            f"File {teacher.id} is a causal language model ({teacher.format}); language-model "
-            "distillation is not served yet. Teachers today are classifiers and regressors: "
-            "torchscript, torch_export, state_dict, safetensors, or an hf_archive of a "
-            "*ForSequenceClassification model.",
+            f"File {teacher.id} is a causal language model ({teacher.format}), which a "
+            f'{spec.task} job cannot distil; drop "task" (or set it to "causal_lm") to distil '
+            "it as a language model.",
             param="teacher.file_id",
             code="unsupported_teacher",
         )
@@ -120,8 +158,9 @@ def _check_not_language_model(teacher: File, datasets: list[tuple[File, str]]) -
         if data.meta.get("lm_kind") in LM_ONLY_DATA:
             raise Unprocessable(
                 f"File {data.id} holds {data.meta['lm_kind']} records, which are language-model "
-                "data; language-model distillation is not served yet. A text classifier reads "
-                'jsonl lines of {"text", "label"} (the label optional).',
+                "data, but the teacher is a classifier, which reads jsonl lines of "
+                '{"text", "label"} (the label optional). To distil a language model, upload a '
+                "causal-LM teacher (an hf_archive of a *ForCausalLM model, or a gguf file).",
                 param=param,
                 code="unsupported_data",
             )
@@ -233,7 +272,7 @@ def submit(
         existing = repository.get_by_idempotency_key(session, team_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
-    check_inputs(session, team_id, spec)
+    spec, _ = check_inputs(session, team_id, spec)
     job = lifecycle.enqueue(
         session,
         id=new_id("job"),
@@ -244,6 +283,7 @@ def submit(
         teacher_file_id=spec.teacher.file_id,
         train_file_id=spec.data.train_file_id,
         validation_file_id=spec.data.validation_file_id,
+        student_file_id=spec.student.file_id if isinstance(spec.student, PretrainedArch) else None,
         idempotency_key=idempotency_key,
         request_hash=digest,
     )

@@ -47,6 +47,8 @@ class Job(Base):
     teacher_file_id: Mapped[str] = mapped_column(String(40), index=True)
     train_file_id: Mapped[str] = mapped_column(String(40), index=True)
     validation_file_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    # A language model's pretrained student ({"file_id": ...}); the worker reads it from the spec.
+    student_file_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

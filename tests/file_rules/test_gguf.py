@@ -1,11 +1,22 @@
 """file_rules/gguf.py against the ``gguf`` package the worker's loader dequantizes with, and on a
 file the package writes."""
 
+from pathlib import Path
+
 import gguf
 import numpy as np
+import pytest
 from gguf import quants
 
-from file_rules.gguf import TENSOR_TYPES, Skipped, read_gguf_header
+import file_rules.gguf
+from file_rules.gguf import (
+    TENSOR_TYPES,
+    TOKENS,
+    GGUFRefused,
+    Skipped,
+    read_gguf_header,
+    read_gguf_tokens,
+)
 
 
 def test_the_tensor_types_are_those_the_gguf_package_dequantizes() -> None:
@@ -47,3 +58,50 @@ def test_a_file_the_gguf_package_writes(tmp_path) -> None:  # type: ignore[no-un
     shapes = {t.name: (t.shape, t.type_name, t.nbytes) for t in header.tensors}
     # ggml lists dimensions fastest-varying first.
     assert shapes == {"w": ((64, 3), "F32", 768), "h": ((8,), "F16", 16)}
+
+
+def _written(path, tokens: list | None, **arrays: list) -> Path:  # type: ignore[no-untyped-def]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if tokens is not None:
+        writer.add_token_list(tokens)
+    for key, values in arrays.items():
+        writer.add_array(key, values)
+    writer.add_tensor("w", np.zeros((2, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Path(path)
+
+
+def _tokens(path: Path) -> tuple[str, ...] | None:
+    with path.open("rb") as f:
+        return read_gguf_tokens(f, path.stat().st_size)
+
+
+def test_the_vocabulary_is_read_whole_and_other_arrays_skipped(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tokens = ["<s>", "▁the", "é", ""]
+    path = _written(tmp_path / "m.gguf", tokens, numbers=[1, 2, 3])
+    assert _tokens(path) == tuple(tokens)
+    with path.open("rb") as f:
+        header = read_gguf_header(f, path.stat().st_size, keep=frozenset({TOKENS}))
+    assert header.metadata["numbers"] == Skipped("array", 3)
+
+
+def test_no_vocabulary_is_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert _tokens(_written(tmp_path / "m.gguf", None)) is None
+
+
+def test_a_vocabulary_that_is_not_strings_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = _written(tmp_path / "m.gguf", None, **{TOKENS: [1, 2]})
+    with pytest.raises(GGUFRefused, match="not of strings"):
+        _tokens(path)
+
+
+def test_a_vocabulary_beyond_the_bytes_kept_is_refused(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    path = _written(tmp_path / "m.gguf", ["abcd"] * 10)
+    monkeypatch.setattr(file_rules.gguf, "MAX_KEPT_ARRAY_BYTES", 39)
+    with pytest.raises(GGUFRefused, match="more than the 39 bytes"):
+        _tokens(path)
+    monkeypatch.setattr(file_rules.gguf, "MAX_KEPT_ARRAY_BYTES", 40)
+    assert _tokens(path) == ("abcd",) * 10
