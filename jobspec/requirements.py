@@ -31,7 +31,7 @@ def check_early_stopping_metric(spec: JobSpec) -> None:
     reported = EARLY_STOPPING_METRICS[spec.task]
     if early_stopping is not None and early_stopping.metric not in reported:
         raise SpecConflict(
-            f"{spec.task.capitalize()} has no {early_stopping.metric}; early stopping watches "
+            f"A {spec.task} job has no {early_stopping.metric}; early stopping watches "
             f"{' or '.join(reported)}.",
             param="hyperparameters.early_stopping.metric",
             code="invalid_request",

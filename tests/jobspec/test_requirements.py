@@ -76,7 +76,7 @@ def test_early_stopping_on_a_label_metric_needs_labelled_validation(spec: JobSpe
 
 
 def test_early_stopping_watches_a_metric_of_the_task() -> None:
-    with pytest.raises(SpecConflict, match="Regression has no val_accuracy") as refused:
+    with pytest.raises(SpecConflict, match="A regression job has no val_accuracy") as refused:
         check_early_stopping_metric(job("regression", early_stopping=ON_ACCURACY))
     assert (refused.value.param, refused.value.code) == (
         "hyperparameters.early_stopping.metric",

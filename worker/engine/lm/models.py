@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from file_rules.vocabulary import vocabulary_difference
 from worker.engine.errors import ShapeMismatch, TeacherLoadError, UnsupportedInput, last_line
 from worker.engine.hf import quiet_transformers, read_config, refuse_remote_code
 
@@ -160,44 +161,6 @@ def layer_prefix(model: nn.Module) -> str:
 
 
 # --- vocabularies ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VocabularyDifference:
-    differing: int  # token ids whose token differs, or that one side lacks
-    positions: tuple[int, ...]  # the first few such ids
-    teacher_size: int
-    student_size: int
-
-    @property
-    def message(self) -> str:
-        where = ", ".join(str(p) for p in self.positions)
-        more = ", ..." if self.differing > len(self.positions) else ""
-        return (
-            f"The student's vocabulary ({self.student_size:,} tokens) is not the teacher's "
-            f"({self.teacher_size:,} tokens): {self.differing:,} token ids differ, at ids "
-            f"{where}{more}. Distillation compares the two models token by token, so the student "
-            "needs the teacher's tokenizer (padding rows past it are fine)."
-        )
-
-
-def vocabulary_difference(
-    teacher_tokens: Sequence[str], student_tokens: Sequence[str], shown: int = 5
-) -> VocabularyDifference | None:
-    """Where two vocabularies (token strings by id) differ; None where they are the same."""
-    size = max(len(teacher_tokens), len(student_tokens))
-    differ = [
-        i
-        for i in range(size)
-        if i >= len(teacher_tokens)
-        or i >= len(student_tokens)
-        or teacher_tokens[i] != student_tokens[i]
-    ]
-    if not differ:
-        return None
-    return VocabularyDifference(
-        len(differ), tuple(differ[:shown]), len(teacher_tokens), len(student_tokens)
-    )
 
 
 def tokens(tokenizer: Any) -> list[str]:
