@@ -32,7 +32,9 @@ def lm_job(student: bool = True) -> str:
     spec = {  # as the API stores it: the spec with its defaults
         "task": "causal_lm",
         "teacher": {"file_id": files["teacher"][0]},
-        "student": {"file_id": files["student"][0]} if student else {"arch": "from_teacher", "layers": [0, 2]},
+        "student": {"file_id": files["student"][0]}
+        if student
+        else {"arch": "from_teacher", "layers": [0, 2]},
         "data": {"train_file_id": files["train"][0], "validation_split": 0.1},
     }
     spec = JobSpec.model_validate(spec).model_dump(mode="json")
