@@ -2,9 +2,6 @@
 student's among them. Real PostgreSQL; the local store, and S3 as moto's server over HTTP."""
 
 import hashlib
-import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +10,6 @@ from app.db import session_scope
 from app.ids import new_id
 from app.models import File, Job, Team
 from jobspec import JobSpec
-from tests.conftest import S3Server, service_environment
 from worker.engine import EngineError
 from worker.runner import JobRunner
 
@@ -59,14 +55,6 @@ def student_file_id(job_id: str) -> str:
         job = session.get(Job, job_id)
         assert job is not None
         return str(job.spec["student"]["file_id"])
-
-
-@pytest.fixture
-def s3_env(s3_server: S3Server, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """This process on an S3 store of its own bucket: every file the runner uses it must have
-    from the bucket."""
-    with service_environment(tmp_path / "worker", **s3_server.settings(s3_server.new_bucket())):
-        yield dict(os.environ)
 
 
 def test_a_pretrained_student_is_fetched_from_the_bucket(s3_env: dict[str, str]) -> None:
