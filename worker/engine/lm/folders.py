@@ -23,7 +23,7 @@ from worker.engine.errors import UnsupportedInput
 from worker.engine.lm import gguf
 from worker.engine.teacher_cache import file_sha256
 
-Log = Callable[[str, str], None]  # (level, message)
+Log = Callable[[str], None]  # an info message for the job's log
 FORMATS = ("hf_archive", "gguf")
 
 
@@ -57,7 +57,7 @@ def lm_folder(
         raise ValueError(f"{digest!r} is not a sha256")
     folder = cache_dir / "gguf" / digest
     if folder.is_dir():
-        log("info", f"Reused the float model converted from {path.name} by an earlier job.")
+        log(f"Reused the float model converted from {path.name} by an earlier job.")
         return folder
     return _convert(path, folder, log)
 
@@ -78,10 +78,7 @@ def _convert(path: Path, folder: Path, log: Log) -> Path:
     finally:
         shutil.rmtree(mine, ignore_errors=True)
         shutil.rmtree(mine.with_name(mine.name + ".partial"), ignore_errors=True)
-    log(
-        "info",
-        f"Converted {path.name} (GGUF) into a float model in {time.monotonic() - started:.0f} s.",
-    )
+    log(f"Converted {path.name} (GGUF) into a float model in {time.monotonic() - started:.0f} s.")
     return folder
 
 
@@ -101,5 +98,5 @@ def _check_dequantized_size(path: Path, max_unpacked_bytes: int) -> None:
         )
 
 
-def _quiet(level: str, message: str) -> None:
+def _quiet(message: str) -> None:
     pass

@@ -134,7 +134,7 @@ def test_a_gguf_is_converted_once_into_the_cache_and_reused(
 
     def lm_folder(work: str) -> Path:
         return folders.lm_folder(
-            tiny["gguf"], "gguf", tmp_path / work, cache, sha256, GIB, lambda *a: logs.append(a)
+            tiny["gguf"], "gguf", tmp_path / work, cache, sha256, GIB, logs.append
         )
 
     first = lm_folder("job-1")
@@ -145,7 +145,7 @@ def test_a_gguf_is_converted_once_into_the_cache_and_reused(
     assert conversions.count == 1
     assert {p: p.stat().st_mtime_ns for p in second.iterdir()} == written
     assert [p.name for p in (cache / "gguf").iterdir()] == [sha256]  # nothing half-written left
-    assert "Converted tiny.gguf" in logs[0][1] and "Reused" in logs[1][1]
+    assert "Converted tiny.gguf" in logs[0] and "Reused" in logs[1]
     assert not (tmp_path / "job-1").exists() and not (tmp_path / "job-2").exists()
     assert_same_model(second, tiny)
 
