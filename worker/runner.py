@@ -176,16 +176,21 @@ class JobRunner:
             validation = (
                 session.get(File, job.validation_file_id) if job.validation_file_id else None
             )
-            if teacher is None or train is None:
+            spec = JobSpec.model_validate(job.spec)
+            student_id = getattr(spec.student, "file_id", None)  # a pretrained student's file
+            student = session.get(File, student_id) if student_id else None
+            if teacher is None or train is None or (student_id and student is None):
                 raise EngineError("A file this job needs was deleted.", code="file_missing")
             inputs = cache_inputs(session, self.job_id, device)
         # Out of the transaction: from S3 this downloads whatever this machine lacks.
         files = Staging(self.job_id)
         files.fetch_teacher_cache(inputs)
         return EngineJob(
-            spec=JobSpec.model_validate(job.spec),
+            spec=spec,
             teacher_path=files.fetch_file(teacher),
             teacher_format=teacher.format,
+            student_path=files.fetch_file(student) if student else None,
+            student_format=student.format if student else None,
             train_path=files.fetch_file(train),
             train_format=train.format,
             validation_path=files.fetch_file(validation) if validation else None,
@@ -197,7 +202,9 @@ class JobRunner:
             teacher_sha256=teacher.sha256,
             max_unpacked_bytes=self.settings.max_unpacked_bytes,
             job_id=self.job_id,
-            file_names=_file_names(teacher=teacher, train=train, validation=validation),
+            file_names=_file_names(
+                teacher=teacher, student=student, train=train, validation=validation
+            ),
         )
 
     def _succeed(self, result: EngineResult) -> str:

@@ -50,6 +50,11 @@ class Store(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; nothing happens if there is none."""
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        """The key of every object under the folder ``prefix`` (``prefix/...``, at any depth),
+        in no set order; an object being written appears once it is whole."""
+        ...
+
 
 def read_bytes(store: Store, key: str) -> bytes:
     """A small object, whole."""

@@ -2,6 +2,7 @@
 ``root/key``. Every process that shares the directory (one machine, or NFS) shares the store."""
 
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from app.storage.base import CHUNK, ObjectMissing, Opened
+
+TEMPORARY = re.compile(r"\.[0-9a-f]{32}\.tmp$")  # write_atomically's, not an object yet
 
 
 class LocalStore:
@@ -52,6 +55,13 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self.local_path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        folder = self.local_path(prefix.rstrip("/"))
+        for directory, _, names in os.walk(folder):  # links to folders are not followed
+            for name in names:
+                if not TEMPORARY.search(name):
+                    yield (Path(directory) / name).relative_to(self.root).as_posix()
 
     def _open(self, key: str) -> BinaryIO:
         try:

@@ -80,6 +80,14 @@ class S3Store:
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def keys(self, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(f"{prefix.rstrip('/')}/")
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"].removeprefix(self.prefix)
+
     def _key(self, key: str) -> str:
         return self.prefix + key
 

@@ -88,6 +88,36 @@ def test_delete_removes_the_object_and_a_missing_one_is_fine(store: Store, blob:
         store.open("files/file_c")
 
 
+def test_keys_lists_every_object_under_a_folder_and_nothing_else(store: Store, blob: Path) -> None:
+    for key in (
+        "cache/teacher/a/signals/k/shard-00000",
+        "cache/teacher/a/signals/k/manifest.json",
+        "cache/teacher/a/x.safetensors",
+        "cache/teacher/ab/y",
+        "cache/teacher/b/z",
+    ):
+        store.put(key, blob)  # fmt: skip
+
+    assert sorted(store.keys("cache/teacher/a")) == [
+        "cache/teacher/a/signals/k/manifest.json",
+        "cache/teacher/a/signals/k/shard-00000",
+        "cache/teacher/a/x.safetensors",
+    ]
+    assert sorted(store.keys("cache/teacher/a/signals/")) == sorted(
+        store.keys("cache/teacher/a/signals")
+    )
+    assert list(store.keys("cache/teacher/none")) == []
+
+
+def test_the_local_store_lists_no_file_being_written(tmp_path: Path, blob: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put("cache/teacher/a/whole", blob)
+    being_written = store.local_path("cache/teacher/a/next").with_name(f"next.{'0' * 32}.tmp")
+    being_written.write_bytes(b"half")
+
+    assert list(store.keys("cache/teacher/a")) == ["cache/teacher/a/whole"]
+
+
 def test_reading_a_missing_object_raises_and_writes_nothing(store: Store, tmp_path: Path) -> None:
     with pytest.raises(ObjectMissing):
         store.get("files/none", tmp_path / "dest" / "none")

@@ -14,7 +14,7 @@ Phase = Literal["student", "baseline"]  # the distillation run, then the optiona
 class EngineJob:
     spec: JobSpec
     teacher_path: Path
-    teacher_format: str  # torchscript | torch_export | state_dict | safetensors | hf_archive
+    teacher_format: str  # torchscript | torch_export | state_dict | safetensors | hf_archive | gguf
     train_path: Path
     train_format: str  # npz | safetensors | csv | jsonl
     validation_path: Path | None
@@ -22,6 +22,9 @@ class EngineJob:
     output_dir: Path
     checkpoint_path: Path  # resumed from when it exists at start
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # A language model's pretrained starting point (the spec's ``{"file_id": ...}`` student).
+    student_path: Path | None = None
+    student_format: str | None = None  # hf_archive | gguf
     progress_interval: float = 1.0  # seconds between progress callbacks
     # The teacher's logits on the training rows are computed once per job unless this is False
     # (then the teacher runs on every batch). With ``cache_dir`` they are also stored there and
@@ -33,7 +36,8 @@ class EngineJob:
     # A Hugging Face teacher archive may unpack to at most this many bytes (zip bombs).
     max_unpacked_bytes: int = 4 * 2**30
     # For the model card only: the job's id and the names its files were uploaded under
-    # ("teacher", "train", "validation"), which the staged paths do not show.
+    # ("teacher", "student" for a pretrained one, "train", "validation"), which the staged
+    # paths do not show.
     job_id: str | None = None
     file_names: dict[str, str] = field(default_factory=dict)
 
@@ -86,8 +90,10 @@ class Callbacks(Protocol):
         whole; a caller that keeps checkpoints elsewhere copies it from there."""
 
     def on_teacher_cache(self, path: Path) -> None:
-        """The teacher-output cache entry this job uses, in ``cache_dir``: just written, or
-        found there. Once per job, and only with a ``cache_dir``."""
+        """A teacher-output cache entry this job uses, in ``cache_dir``: just written, or found
+        there; only with a ``cache_dir``. A file (``<key>.safetensors``, or a language model's
+        ``completions/<key>.jsonl``) or a language model's stored signal, the directory
+        ``signals/<key>/`` once its manifest is written. Once per entry."""
 
 
 class NullCallbacks:

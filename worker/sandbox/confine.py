@@ -102,7 +102,7 @@ def job_walls(job: EngineJob, scratch: Path, forbidden: Iterable[Path]) -> Walls
         write.append(job.cache_dir)
     for path in write:
         path.mkdir(parents=True, exist_ok=True)
-    inputs = [job.teacher_path, job.train_path, job.validation_path]
+    inputs = [job.teacher_path, job.student_path, job.train_path, job.validation_path]
     devices = gpu_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), job.device)
     # The CUDA driver and NVML read the GPUs' PCI entries in /sys; a CPU job gets no /sys.
     system = [Path("/sys")] if devices else []

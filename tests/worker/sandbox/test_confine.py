@@ -119,6 +119,39 @@ def test_inside_the_walls_a_process_sees_only_its_job(mlp_digits: Digits, tmp_pa
     assert seen["read_other_cache"] == "FileNotFoundError"
 
 
+# A training process that reads its pretrained student's file and tries to change it.
+STUDENT_LOOK = """
+import json, sys
+job = json.loads(sys.stdin.readline())["job"]["value"]
+student, seen = job["student_path"]["value"], {}
+try:
+    seen["read"] = open(student, "rb").read().decode()
+    open(student, "ab").write(b"x")
+    seen["write"] = "done"
+except OSError as e:
+    seen["write"] = type(e).__name__
+sys.stdout.write(json.dumps({"type": "result", "result": {"__distill__": "EngineResult",
+    "value": {"metrics": seen, "artifacts": []}}}) + "\\n")
+"""
+
+
+def test_a_pretrained_student_file_is_readable_and_read_only(
+    mlp_digits: Digits, tmp_path: Path
+) -> None:
+    student = tmp_path / "store" / "files" / "file_student"
+    student.parent.mkdir(parents=True)
+    student.write_text("student weights")
+    job = mlp_digits.job(tmp_path / "job", job_spec(), student_path=student, student_format="gguf")
+    command = [sys.executable, "-c", STUDENT_LOOK]
+
+    process = TrainingProcess(job, Recorder(), SETTINGS, command=command)
+    seen = process.run().metrics
+
+    assert process.confined
+    assert seen == {"read": "student weights", "write": "OSError"}
+    assert student.read_text() == "student weights"
+
+
 def test_a_sandbox_that_would_expose_the_store_is_not_started(
     mlp_digits: Digits, tmp_path: Path
 ) -> None:
