@@ -114,7 +114,8 @@ class DistillationRecipe:
         # The teacher is frozen, so its validation logits never change: compute them once.
         self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
         self.teacher_outputs = self._teacher_outputs()
-        self.batches_per_epoch = math.ceil(len(self.train_data) / hp.batch_size)
+        self.train_size = len(self.train_data)
+        self.batches_per_epoch = math.ceil(self.train_size / hp.batch_size)
         # A step is an optimizer step; an epoch's last one may take fewer batches.
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / hp.grad_accumulation_steps)
         self.clock = ProgressClock(
@@ -217,7 +218,7 @@ class DistillationRecipe:
         run.started = time.monotonic()
         self.clock.begin(run.phase, run.step)
         while run.epoch < hp.epochs and not run.stopped_early:
-            order = epoch_order(len(self.train_data), hp.seed, run.epoch).to(self.device)
+            order = epoch_order(self.train_size, hp.seed, run.epoch).to(self.device)
             for i in range(run.step - run.epoch * self.steps_per_epoch, self.steps_per_epoch):
                 self._optimizer_step(run, order, i)
                 if i < last_step and self.clock.due():

@@ -93,7 +93,9 @@ def evaluate(
             scores.loss += float(loss.total) * n
         targets = hidden.reshape(-1, hidden.shape[-1])[mask]
         labels = batch.labels.reshape(-1)[mask]
-        dense = teacher.reshape(-1, teacher.shape[-1])[mask] if _dense(teacher) else None
+        dense = None
+        if isinstance(teacher, torch.Tensor):
+            dense = teacher.reshape(-1, teacher.shape[-1])[mask]
         for a in range(0, n, CHUNK):
             logits = F.linear(targets[a : a + CHUNK], weight, bias).float()
             scores.nll += float(F.cross_entropy(logits, labels[a : a + CHUNK], reduction="sum"))
@@ -114,7 +116,3 @@ def evaluate(
         scores.tokens += n
     model.train(was_training)
     return scores
-
-
-def _dense(teacher: object) -> bool:
-    return isinstance(teacher, torch.Tensor)

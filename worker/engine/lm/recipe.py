@@ -150,7 +150,8 @@ class LanguageModelRecipe(DistillationRecipe):
         else:
             self.load_teacher().model.to(self.device)
             self.teacher_stats = self._teacher_scores()
-        self.batches_per_epoch = math.ceil(len(self.train_rows) / hp.batch_size)
+        self.train_size = len(self.train_rows)
+        self.batches_per_epoch = math.ceil(self.train_size / hp.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / hp.grad_accumulation_steps)
         self.sample_features = None
         self.clock = ProgressClock(
@@ -301,7 +302,8 @@ class LanguageModelRecipe(DistillationRecipe):
                 config_dict.setdefault(key, getattr(teacher_config, key, None))
             try:
                 config = AutoConfig.for_model(model_type, **config_dict)
-                model_class = AutoModelForCausalLM._model_mapping[type(config)]
+                with torch.device("meta"):
+                    model_class = type(AutoModelForCausalLM.from_config(config))
             except (KeyError, ValueError, TypeError) as e:
                 raise UnsupportedInput(
                     f"student.config is not a causal-LM config transformers knows: {e}",
@@ -338,7 +340,7 @@ class LanguageModelRecipe(DistillationRecipe):
         if plan.initial is not None:
             return plan.initial
         with torch.device("meta"):
-            return plan.model_class(plan.config).state_dict()  # type: ignore[no-any-return]
+            return plan.model_class(plan.config).state_dict()
 
     def _check_memory(self, student_params: int) -> None:
         plan: StudentPlan = self.plan  # type: ignore[assignment]
@@ -433,7 +435,9 @@ class LanguageModelRecipe(DistillationRecipe):
                     if not measure:
                         continue
                     selected = logits[i][mask[0]].float()
-                    nll += float(F.cross_entropy(selected, batch.labels[i][mask[0]], "sum"))
+                    nll += float(
+                        F.cross_entropy(selected, batch.labels[i][mask[0]], reduction="sum")
+                    )
                     tokens += stored.tokens
                     if kl_tokens < SIGNAL_KL_TOKENS:
                         as_stored = _as_stored(stored, writer.logprob_dtype)
@@ -458,15 +462,17 @@ class LanguageModelRecipe(DistillationRecipe):
                 batch = collate(self.val_rows, indices, self.pad_id, self.device)
                 logits = teacher(**model_inputs(batch)).logits[..., : self.vocab]
                 mask = batch.target_mask
-                nll += float(F.cross_entropy(logits[mask].float(), batch.labels[mask], "sum"))
+                nll += float(
+                    F.cross_entropy(logits[mask].float(), batch.labels[mask], reduction="sum")
+                )
                 tokens += int(mask.sum())
         return {"teacher_nll": nll, "tokens": tokens}
 
-    def _milestones(self, what: str, total: int) -> Callable[[int], None]:
+    def _milestones(self, what: str, total: int) -> Callable[..., None]:
         """A reporter of ``what``'s progress in quarters (events, not a flood of them)."""
         said = {0}
 
-        def report(done: int) -> None:
+        def report(done: int, _total: int | None = None) -> None:
             quarter = 4 * done // max(total, 1)
             if quarter not in said:
                 said.add(quarter)
@@ -504,15 +510,15 @@ class LanguageModelRecipe(DistillationRecipe):
 
         def dense(indices: list[int], batch: LMBatch) -> torch.Tensor:
             with torch.no_grad():
-                return teacher(**model_inputs(batch)).logits[..., : self.vocab]  # type: ignore[no-any-return]
+                return teacher(**model_inputs(batch)).logits[..., : self.vocab]
 
         return dense
 
     def _hidden(self, model: nn.Module, batch: LMBatch) -> torch.Tensor:
         """The model's last hidden states (after its final norm): the LM head is applied by the
         loss, a chunk at a time."""
-        base = getattr(model, model.base_model_prefix)  # type: ignore[arg-type]
-        return base(**model_inputs(batch)).last_hidden_state  # type: ignore[no-any-return]
+        base = getattr(model, str(model.base_model_prefix))
+        return base(**model_inputs(batch)).last_hidden_state
 
     def _head(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The LM head's weight (and bias) over the tokenizer's tokens: padding rows past it
@@ -637,4 +643,7 @@ def _as_stored(signal: TopKSignal, dtype: str) -> TopKSignal:
 def _atomic_text(path: Path, text: str) -> None:
     from worker.engine.artifacts import atomic_write
 
-    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    atomic_write(path, write)
