@@ -1,7 +1,7 @@
 """Early stopping on a validation metric. It keeps the counters; the training run keeps the best
 epoch's weights (``TrainingRun.best_weights``), so that they are held once."""
 
-HIGHER_IS_BETTER = {"val_accuracy": True, "val_loss": False}
+HIGHER_IS_BETTER = {"val_accuracy": True, "val_loss": False, "val_perplexity": False}
 
 
 class EarlyStopping:

@@ -277,3 +277,18 @@ def test_a_layer_the_teacher_lacks_is_refused(
     with pytest.raises(EngineError, match="layer 9") as failure:
         run_job(engine_job(tmp_path, teacher_zip, texts, spec(student=bad)))
     assert failure.value.code == "unsupported_arch"
+
+
+def test_early_stopping_watches_validation_perplexity(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    job_spec = spec(
+        hyperparameters={"epochs": 3, "early_stopping": {"patience": 1}, "learning_rate": 0.5}
+    )
+    assert job_spec.hyperparameters.early_stopping.metric == "val_perplexity"
+    recorder = Recorder()
+    result = run_job(engine_job(tmp_path, teacher_zip, texts, job_spec), recorder)
+    ends = [d for level, _, d in recorder.logs if d and "val_perplexity" in d and "epoch" in d]
+    best = min(range(len(ends)), key=lambda i: ends[i]["val_perplexity"])
+    # The job ends on its best epoch by perplexity (lower is better), however far it went on.
+    assert result.metrics["best_epoch"] == best + 1
