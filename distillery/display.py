@@ -178,15 +178,19 @@ def file_table(f: File) -> Table:
 
 
 def jobs_table(jobs: Iterable[Job]) -> Table | Text:
-    table = _table("id", "name", "status", "progress", "student acc", "created")
+    table = _table("id", "name", "status", "progress", "student", "created")
     for job in jobs:
-        accuracy = (job.metrics or {}).get("student_accuracy")
+        metrics = job.metrics or {}
+        accuracy, perplexity = metrics.get("student_accuracy"), metrics.get("student_perplexity")
+        quality = f"{accuracy:.2%}" if isinstance(accuracy, float) else ""
+        if isinstance(perplexity, float):
+            quality = f"ppl {perplexity:.2f}"
         table.add_row(
             job.id,
             job.name or "",
             status(job.status),
             f"{job.progress.fraction:.0%}" if job.progress else "",
-            f"{accuracy:.2%}" if isinstance(accuracy, float) else "",
+            quality,
             f"{job.created_at:%Y-%m-%d %H:%M}",
         )
     return table if table.row_count else nothing("jobs")
@@ -200,7 +204,11 @@ METRIC_ROWS = [
     ("teacher_accuracy", "teacher accuracy (validation)", _percent),
     ("student_accuracy", "student accuracy (validation)", _percent),
     ("baseline_accuracy", "same student, labels only (validation)", _percent),
+    ("teacher_perplexity", "teacher perplexity (validation tokens)", "{:.2f}".format),
+    ("student_perplexity", "student perplexity (validation tokens)", "{:.2f}".format),
+    ("baseline_perplexity", "same student, cross-entropy only", "{:.2f}".format),
     ("agreement", "top-1 agreement with the teacher", _percent),
+    ("token_agreement", "top-1 token agreement with the teacher", _percent),
     ("kl_divergence", "KL(teacher ‖ student), T=1", "{:.4f}".format),
     ("teacher_params", "teacher parameters", "{:,}".format),
     ("student_params", "student parameters", "{:,}".format),
@@ -208,7 +216,12 @@ METRIC_ROWS = [
     ("student_size_bytes", "student size", lambda v: f"{v / 1024:.1f} KiB"),
     ("teacher_latency_ms", "teacher latency (batch 1)", "{:.3f} ms".format),
     ("student_latency_ms", "student latency (batch 1)", "{:.3f} ms".format),
+    ("teacher_tokens_per_second", "teacher generation (batch 1)", "{:.1f} tokens/s".format),
+    ("student_tokens_per_second", "student generation (batch 1)", "{:.1f} tokens/s".format),
     ("speedup", "speedup", "{:.1f}x".format),
+    ("train_tokens", "tokens trained on", "{:,}".format),
+    ("teacher_cache", "teacher signal", str),
+    ("teacher_signal_bytes_per_token", "stored signal per token", "{:.0f} bytes".format),
     ("train_seconds", "training time", "{:.1f} s".format),
 ]
 

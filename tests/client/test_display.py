@@ -114,3 +114,30 @@ def test_an_event_prints_as_one_readable_line(monkeypatch: pytest.MonkeyPatch) -
     assert str(event) == (
         "12:03:04 info    Student epoch 3/10, step 90/300. train_loss=0.3123 val_accuracy=0.95"
     )
+
+
+def test_a_language_model_job_shows_its_perplexities() -> None:
+    from distillery.display import metrics_table
+
+    job = Job.model_validate(
+        {
+            "id": "job_lm",
+            "team_id": "team_a",
+            "status": "succeeded",
+            "spec": {"task": "causal_lm"},
+            "created_at": "2026-12-06T12:00:00Z",
+            "metrics": {
+                "teacher_perplexity": 12.345,
+                "student_perplexity": 20.5,
+                "baseline_perplexity": 24.0,
+                "token_agreement": 0.5,
+                "teacher_cache": "hit",
+            },
+        }
+    )
+    console = Console(width=200, record=True)
+    console.print(metrics_table(job))
+    console.print(jobs_table([job]))
+    shown = console.export_text()
+    assert "12.35" in shown and "24.00" in shown and "50.00%" in shown and "hit" in shown
+    assert "ppl 20.50" in shown
