@@ -123,6 +123,11 @@ class LanguageModelRecipe(DistillationRecipe):
 
     def setup(self) -> None:
         job, spec, hp = self.job, self.spec, self.hp
+        if self.layer_specs:  # the API refuses it first; a spec from elsewhere may not have been
+            raise UnsupportedInput(
+                "Layer matching (losses.hidden) is not served for causal_lm jobs yet.",
+                code="invalid_request",
+            )
         self.device = torch_device(job.device)
         self.autocast_dtype = autocast_dtype(hp.precision, self.device)
         self.work_dir = Path(tempfile.mkdtemp(prefix="distill-lm-"))
@@ -137,7 +142,7 @@ class LanguageModelRecipe(DistillationRecipe):
         self.train_rows = to_rows(train, spec.data.max_length, spec.data.packing)
         self.val_rows = to_rows(val, spec.data.max_length, spec.data.packing)
         self.plan = self._plan_student()  # type: ignore[assignment]
-        student_params = sum(v.numel() for v in self._student_weights().values())
+        student_params = self._student_params()
         self.teacher_params = self._teacher_params()
         if not job.checkpoint_path.exists():  # a resumed job has said these already
             split = None if job.validation_path else spec.data.validation_split
@@ -335,12 +340,12 @@ class LanguageModelRecipe(DistillationRecipe):
 
         return int(read_config(self.teacher_dir).vocab_size)
 
-    def _student_weights(self) -> dict[str, torch.Tensor]:
+    def _student_params(self) -> int:
+        """The student's parameter count, tied weights once (as ``parameters()`` counts)."""
         plan: StudentPlan = self.plan  # type: ignore[assignment]
-        if plan.initial is not None:
-            return plan.initial
         with torch.device("meta"):
-            return plan.model_class(plan.config).state_dict()
+            model = plan.model_class(plan.config)
+        return sum(p.numel() for p in model.parameters())
 
     def _check_memory(self, student_params: int) -> None:
         plan: StudentPlan = self.plan  # type: ignore[assignment]

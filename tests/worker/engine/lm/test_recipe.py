@@ -108,6 +108,13 @@ def test_a_job_reports_the_contracts_metrics(distilled) -> None:
     assert metrics["train_tokens"] > 0
 
 
+def test_setup_counts_tied_weights_once(distilled) -> None:
+    result, recorder, _ = distilled
+    setup = next(m for m in recorder.messages("info") if "student of" in m)
+    assert f"student of {result.metrics['student_params']:,} parameters" in setup
+    assert not any("more parameters" in m for m in recorder.messages("warning"))
+
+
 def test_the_student_loads_with_transformers_alone(distilled, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

