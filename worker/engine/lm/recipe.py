@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -401,11 +402,15 @@ class LanguageModelRecipe(DistillationRecipe):
         dirs = {"train": self._signal_dir("train"), "validation": self._signal_dir("validation")}
         hit = all((d / MANIFEST).exists() for d in dirs.values())
         self.teacher_status = "hit" if hit else "miss"
+        passed = {"teacher_pass_seconds": 0.0, "teacher_pass_tokens": 0}
         for role, directory in dirs.items():
             if not (directory / MANIFEST).exists():
                 shutil.rmtree(directory, ignore_errors=True)  # a pass that died half-way
                 rows = self.train_rows if role == "train" else self.val_rows
+                started = time.monotonic()
                 self._teacher_pass(rows, directory, measure=role == "validation", role=role)
+                passed["teacher_pass_seconds"] += time.monotonic() - started
+                passed["teacher_pass_tokens"] += rows.target_tokens
             if self.job.cache_dir is not None:
                 self.callbacks.on_teacher_cache(directory)
             self.signals[role] = SignalReader(directory)
@@ -417,10 +422,15 @@ class LanguageModelRecipe(DistillationRecipe):
             raise EngineError(
                 "The stored teacher signal does not match the training rows.", code="cache_stale"
             )
+        said = f"top-{self.top_k}, {train.bytes_per_token:.0f} bytes per token"
+        if hit:
+            self.log(f"Teacher signal found in the store: {said}.", {"teacher_cache": "hit"})
+            return
+        seconds, tokens = passed["teacher_pass_seconds"], passed["teacher_pass_tokens"]
         self.log(
-            f"Teacher signal {'found in' if hit else 'written to'} the store: top-{self.top_k}, "
-            f"{train.bytes_per_token:.0f} bytes per token.",
-            {"teacher_cache": self.teacher_status},
+            f"Teacher signal written to the store: {said}; the teacher pass read {tokens:,} "
+            f"target tokens in {seconds:.1f} s ({tokens / max(seconds, 1e-9):.0f} tokens/s).",
+            {"teacher_cache": self.teacher_status} | passed,
         )
 
     @torch.no_grad()

@@ -140,6 +140,16 @@ def test_the_card_shows_the_generations(distilled) -> None:
     assert f"{result.metrics['student_perplexity']:.2f}" in card or "perplexity" in card.lower()
 
 
+def test_the_teacher_pass_says_how_many_tokens_it_read(distilled) -> None:
+    result, recorder, _ = distilled
+    [data] = [d for _, m, d in recorder.logs if m.startswith("Teacher signal written")]
+    assert data is not None and data["teacher_cache"] == "miss"
+    # Every training and validation target token, once (the job trained 2 epochs).
+    train_tokens = result.metrics["train_tokens"] // 2
+    assert data["teacher_pass_tokens"] == train_tokens + result.metrics["validation_tokens"]
+    assert data["teacher_pass_seconds"] > 0
+
+
 def test_a_second_job_reads_the_stored_signal_without_the_teacher_pass(
     distilled, teacher_zip: Path, texts: Path, tmp_path: Path
 ) -> None:
