@@ -4,8 +4,7 @@ agreement with the teacher, KL(teacher || student) at T = 1, and the training lo
 The teacher is what training saw: its stored top-k signal (then agreement is with the signal's
 first token, and KL is over the k tokens plus the rest, as the loss sees it), or its dense logits
 when it is online (``teacher_top_k: 0``). Only the target tokens' logits are ever computed, a chunk
-at a time, in float32, once:
-the loss and the metrics are read off the same chunk of logits.
+at a time, in float32, and once: the loss and the metrics are read off the same chunk.
 """
 
 from collections.abc import Callable
