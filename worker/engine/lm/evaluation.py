@@ -4,7 +4,7 @@ agreement with the teacher, KL(teacher || student) at T = 1, and the training lo
 The teacher is what training saw: its stored top-k signal (then agreement is with the signal's
 first token, and KL is over the k tokens plus the rest, as the loss sees it), or its dense logits
 when it is online (``teacher_top_k: 0``). Only the target tokens' logits are ever computed, a chunk
-at a time, in float32.
+at a time, in float32, and once: the loss and the metrics are read off the same chunk.
 """
 
 from collections.abc import Callable
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from worker.engine.lm.data import LMBatch, LMRows, collate
 from worker.engine.lm.losses import (
     divergence,
-    loss_from_hidden,
+    lm_loss,
     student_buckets,
     tempered_teacher_buckets,
 )
@@ -67,7 +67,9 @@ def evaluate(
     was_training = model.training
     model.eval()
     scores = Scores()
-    weight, bias = head
+    # float32, as the loss takes them; a no-op for a float32 model
+    weight = head[0].float()
+    bias = None if head[1] is None else head[1].float()
     for start in range(0, len(rows), batch_size):
         indices = list(range(start, min(start + batch_size, len(rows))))
         batch = collate(rows, indices, pad_id, device)
@@ -77,42 +79,55 @@ def evaluate(
         n = int(mask.sum())
         if n == 0:
             continue
-        if teacher is not None or alpha < 1:
-            loss = loss_from_hidden(
-                hidden.float(),
-                weight.float(),
-                batch.target_mask,
-                teacher if alpha > 0 else None,
-                batch.labels if alpha < 1 else None,
-                lm_head_bias=None if bias is None else bias.float(),
-                kind=kind,  # type: ignore[arg-type]
-                beta=beta,
-                temperature=temperature,
-                alpha=alpha,
-            )
-            scores.loss += float(loss.total) * n
         targets = hidden.reshape(-1, hidden.shape[-1])[mask]
         labels = batch.labels.reshape(-1)[mask]
         dense = None
         if isinstance(teacher, torch.Tensor):
             dense = teacher.reshape(-1, teacher.shape[-1])[mask]
+        scores_loss = teacher is not None or alpha < 1
         for a in range(0, n, CHUNK):
-            logits = F.linear(targets[a : a + CHUNK], weight, bias).float()
-            scores.nll += float(F.cross_entropy(logits, labels[a : a + CHUNK], reduction="sum"))
+            # One LM head per chunk: the loss and the metrics are read off the same logits.
+            logits = F.linear(targets[a : a + CHUNK].float(), weight, bias)
+            chunk_labels = labels[a : a + CHUNK]
+            nll = float(F.cross_entropy(logits, chunk_labels, reduction="sum"))
+            scores.nll += nll
+            part: TopKSignal | torch.Tensor | None = None
+            logps: tuple[torch.Tensor, torch.Tensor] | None = None  # teacher's, student's at T=1
             if isinstance(teacher, TopKSignal):
                 part = teacher.slice(a, a + CHUNK)
                 top1 = part.ids[:, 0]
-                t_logp = tempered_teacher_buckets(part, 1.0)
-                s_logp = student_buckets(logits, part.ids, 1.0)
-                scores.kl += float(divergence(t_logp, s_logp, "forward_kl", 0.5).sum())
+                logps = tempered_teacher_buckets(part, 1.0), student_buckets(logits, part.ids, 1.0)
             elif dense is not None:
-                t_logits = dense[a : a + CHUNK].float()
-                top1 = t_logits.argmax(-1)
-                t_logp, s_logp = t_logits.log_softmax(-1), logits.log_softmax(-1)
-                scores.kl += float(divergence(t_logp, s_logp, "forward_kl", 0.5).sum())
-            else:
+                part = dense[a : a + CHUNK].float()
+                top1 = part.argmax(-1)
+                logps = part.log_softmax(-1), logits.log_softmax(-1)
+            if logps is not None:
+                scores.kl += float(divergence(*logps, "forward_kl", 0.5).sum())
+                scores.agree += int((logits.argmax(-1) == top1).sum())
+            if not scores_loss:
                 continue
-            scores.agree += int((logits.argmax(-1) == top1).sum())
+            if temperature == 1.0 and (alpha == 0 or logps is not None):
+                # At T = 1 the loss is read off the metrics' own distributions: its CE is the
+                # NLL, its divergence is between the same buckets (a full-vocabulary pass saved).
+                kd = (
+                    0.0
+                    if logps is None or alpha == 0
+                    else float(divergence(*logps, kind, beta).sum())  # type: ignore[arg-type]
+                )
+                scores.loss += alpha * kd + (1 - alpha) * nll
+            else:
+                loss = lm_loss(
+                    logits[None],
+                    torch.ones((1, logits.shape[0]), dtype=torch.bool, device=logits.device),
+                    part if alpha > 0 else None,
+                    chunk_labels[None] if alpha < 1 else None,
+                    kind=kind,  # type: ignore[arg-type]
+                    beta=beta,
+                    temperature=temperature,
+                    alpha=alpha,
+                    chunk_size=CHUNK,
+                )
+                scores.loss += float(loss.total) * logits.shape[0]
         scores.tokens += n
     model.train(was_training)
     return scores
