@@ -108,6 +108,7 @@ def test_distilbert_style_job_succeeds_and_echoes_its_defaults(distilled: dict[s
     assert flow.statuses(distilled["events"]) == ["queued", "running", "succeeded"]
     assert echoed["losses"] == {
         "logits": "kl",
+        "beta": None,  # the jsd loss's, for language models
         "hidden": {"weight": 1.0, "metric": "cosine", "layers": None},
         "attention": {"weight": 1.0, "layers": None},
     }
@@ -224,7 +225,12 @@ def test_tar_teacher_with_an_hf_student_on_unlabelled_text(
     spec["student"] = SMALL_BERT
     submitted = flow.submit(team, spec)
     assert submitted["spec"]["data"]["max_length"] == 128  # the default, echoed
-    assert submitted["spec"]["losses"] == {"logits": "kl", "hidden": None, "attention": None}
+    assert submitted["spec"]["losses"] == {
+        "logits": "kl",
+        "beta": None,
+        "hidden": None,
+        "attention": None,
+    }
     job = flow.run_to_end(team, submitted["id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["metrics"]["student_accuracy"] is not None  # validation has labels
