@@ -1,10 +1,10 @@
 """Language-model quality through the service: the real SmolLM2-135M-Instruct (GGUF) distilled into
 depth-pruned students, against the same students trained on the text alone.
 
-    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py                # the proof: writes docs/quality.md
-    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py --quick        # 1 seed, half depth only, prints only
-    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py --table top_k  # k = 8, 32, 64, 128 and dense
-    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py --table losses # forward KL, reverse KL, JSD
+    scripts/with-services.sh .venv/bin/python benchmarks/quality_lm.py  # writes docs/quality.md
+    ... benchmarks/quality_lm.py --quick         # 1 seed, half depth, prints only
+    ... benchmarks/quality_lm.py --table top_k   # k = 8, 32, 64, 128 and dense
+    ... benchmarks/quality_lm.py --table losses  # forward KL, reverse KL, JSD
 
 Everything goes through the HTTP API of a throwaway service (``benchmarks/_service.py``: the API
 and one worker as real processes on PostgreSQL and Redis). The corpus is real and offline: the
@@ -36,10 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks._service import distillery  # noqa: E402
-from benchmarks.quality import check, follow, machine, revision, upload  # noqa: E402
-from tests.helpers.gguf import smollm2_gguf  # noqa: E402
-from tests.helpers.lm import lm_corpus, text_rows, write_jsonl  # noqa: E402
+from benchmarks._service import distillery
+from benchmarks.quality import check, follow, machine, revision, upload
+from tests.helpers.gguf import smollm2_gguf
+from tests.helpers.lm import lm_corpus, text_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "quality.md"
@@ -205,7 +205,11 @@ def main() -> int:
             for depth, layers in depths.items():
                 for seed in seeds:
                     ce = run_job(
-                        client, spec(files, layers, seed, knobs, 0.0), work, files_on_disk["test"], knobs
+                        client,
+                        spec(files, layers, seed, knobs, 0.0),
+                        work,
+                        files_on_disk["test"],
+                        knobs,
                     )
                     for name, variant in variants:
                         kd = run_job(
@@ -216,7 +220,14 @@ def main() -> int:
                             variant,
                         )
                         gap = 100 * (1 - kd["test_perplexity"] / ce["test_perplexity"])
-                        row = {"depth": depth, "seed": seed, "variant": name, "kd": kd, "ce": ce, "gap": gap}
+                        row = {
+                            "depth": depth,
+                            "seed": seed,
+                            "variant": name,
+                            "kd": kd,
+                            "ce": ce,
+                            "gap": gap,
+                        }
                         rows.append(row)
                         print(json.dumps(row), flush=True)
     block = report(rows, teacher_test, knobs, args)
@@ -240,10 +251,11 @@ def report(rows: list[dict], teacher_test: float, knobs: Knobs, args: argparse.N
     lines = [
         f"Measured on {machine()}, {revision()}; `{' '.join(sys.argv)}`.",
         "",
-        f"Teacher (SmolLM2-135M-Instruct, Q4_1 GGUF dequantized) test perplexity: **{teacher_test:.2f}**. "
-        f"Knobs: {knobs}.",
+        "Teacher (SmolLM2-135M-Instruct, Q4_1 GGUF dequantized) test perplexity: "
+        f"**{teacher_test:.2f}**. Knobs: {knobs}.",
         "",
-        "| student | seed | variant | distilled test ppl | CE-only test ppl | gap | bytes/token | signal KL |",
+        "| student | seed | variant | distilled test ppl | CE-only test ppl | gap | bytes/token "
+        "| signal KL |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -257,7 +269,10 @@ def report(rows: list[dict], teacher_test: float, knobs: Knobs, args: argparse.N
     by: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         by.setdefault((r["depth"], r["variant"]), []).append(r["gap"])
-    lines += ["", "Gap (perplexity below the CE-only student's), mean ± standard deviation over seeds:"]
+    lines += [
+        "",
+        "Gap (perplexity below the CE-only student's), mean ± standard deviation over seeds:",
+    ]
     lines += [f"- {depth}, {variant}: {spread(gaps)}" for (depth, variant), gaps in by.items()]
     return "\n".join(lines)
 

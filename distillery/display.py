@@ -1,7 +1,7 @@
 """Rich renderings of jobs, files and the queue, and a live progress bar fed by a job's events:
 what ``distill`` prints, for any script that wants the same."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -200,7 +200,7 @@ def _percent(v: float) -> str:
     return f"{v:.2%}"
 
 
-METRIC_ROWS = [
+METRIC_ROWS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("teacher_accuracy", "teacher accuracy (validation)", _percent),
     ("student_accuracy", "student accuracy (validation)", _percent),
     ("baseline_accuracy", "same student, labels only (validation)", _percent),
