@@ -54,8 +54,9 @@ DEPTHS = {  # name: the teacher layers a student keeps (the teacher has 30)
 class Knobs:
     epochs: int = 2
     learning_rate: float = 3e-4
-    alpha: float = 1.0
+    alpha: float = 0.9
     temperature: float = 1.0
+    lr_schedule: str = "constant"
     top_k: int = 64
     logits: str = "forward_kl"
     max_length: int = 64
@@ -91,7 +92,7 @@ def spec(files: dict[str, str], layers: list[int], seed: int, k: Knobs, alpha: f
             "temperature": k.temperature,
             "teacher_top_k": k.top_k,
             "seed": seed,
-            "lr_schedule": "cosine",
+            "lr_schedule": k.lr_schedule,
         }
         | k.extra,
         "losses": {"logits": k.logits},
@@ -176,7 +177,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 seed, half depth, print only")
     parser.add_argument("--table", choices=["depth", "top_k", "losses"], default="depth")
-    parser.add_argument("--train", type=int, default=1000, help="training documents")
+    parser.add_argument("--train", type=int, default=400, help="training documents")
     parser.add_argument("--knobs", default="{}", help="JSON overriding Knobs fields")
     args = parser.parse_args()
     knobs = Knobs(**json.loads(args.knobs))
