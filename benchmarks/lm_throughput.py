@@ -45,11 +45,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.engine_overhead import epoch_times, now
 from jobspec import JobSpec
 from tests.helpers.lm import lm_corpus, lm_tokenizer, text_rows, tiny_llama, train_lm, write_jsonl
 from tests.helpers.text import write_hf_archive
@@ -76,16 +76,6 @@ HP: dict[str, Any] = {
     "teacher_top_k": 64,
     "seed": 0,
 }
-
-
-def now() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def epoch_times(ends: list[tuple[float, float]]) -> tuple[float, float]:
-    """Median (wall, CPU) seconds between consecutive epoch ends: epochs 2..E."""
-    gaps = np.diff(np.array(ends), axis=0)
-    return float(np.median(gaps[:, 0])), float(np.median(gaps[:, 1]))
 
 
 class EpochClock(NullCallbacks):

@@ -7,7 +7,6 @@ hand-written SVG, so a worker needs nothing beyond the engine's own dependencies
 """
 
 import json
-import re
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
@@ -18,10 +17,8 @@ import jinja2
 from jobspec import JobSpec
 from jobspec import warnings as job_warnings
 from worker.engine import curves
-from worker.engine.artifacts import atomic_write
+from worker.engine import markdown as md
 
-DASH = "—"
-TEMPLATES = Path(__file__).parent / "templates"
 # What the validation data decided, by the metric that says it did.
 CHOSEN_ON_VALIDATION = (
     ("sweep", "the sweep chose its run"),
@@ -61,59 +58,23 @@ class CardFacts:
 
 def write_model_card(output_dir: Path, facts: CardFacts) -> list[Path]:
     """``curves.svg`` then ``model_card.md``, each written whole or not at all."""
-    chart = curves.svg(_panels(facts))
-    card = render(facts)
-    return [
-        atomic_write(output_dir / "curves.svg", lambda p: _write_text(p, chart)),
-        atomic_write(output_dir / "model_card.md", lambda p: _write_text(p, card)),
-    ]
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    return md.write_card(output_dir, curves.svg(_panels(facts)), render(facts))
 
 
 def render(facts: CardFacts) -> str:
-    text = _template().render(_context(facts))
-    # A section or row the job has not got leaves its blank lines behind; Markdown needs only one
-    # between blocks (and the card holds no text of its own with two in a row).
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    return md.tidy(_template().render(_context(facts)))
 
 
 @cache
 def _template() -> jinja2.Template:
-    # Markdown, not HTML: no autoescape; the template escapes what users wrote with `code` and
-    # `text` instead (see _code_span and _text).
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+    return md.template(
+        "model_card.md.j2",
+        a_code=_a,
+        python=repr,
+        times=job_warnings.times,
+        ms=_ms,
+        size=_bytes,
     )
-    env.filters |= {
-        "code": _code_span,
-        "text": _text,
-        "a_code": _a,
-        "python": repr,
-        "count": _count,
-        "pct": _pct,
-        "num": _num,
-        "ratio": _ratio,
-        "times": job_warnings.times,
-        "ms": _ms,
-        "seconds": _seconds,
-        "size": _bytes,
-    }
-    return env.get_template("model_card.md.j2")
-
-
-class _Metrics(dict):
-    """metrics.json's values; one the job did not measure reads as None."""
-
-    def __missing__(self, key: str) -> None:
-        return None
 
 
 @dataclass
@@ -130,7 +91,7 @@ class _Sweep:
 
 
 def _context(f: CardFacts) -> dict[str, Any]:
-    spec, m = f.job_spec, _Metrics(f.metrics)
+    spec, m = f.job_spec, md.Metrics(f.metrics)
     names = f.file_names
     score = "r2" if f.regression else "accuracy"
     split = spec.data.validation_split if f.validation_split else None
@@ -171,7 +132,7 @@ def _sweep(rows: list[dict] | None) -> _Sweep | None:
 
 def _title(f: CardFacts, spec: JobSpec) -> str:
     if spec.name:
-        return _text(spec.name) + (f" ({_code_span(f.job_id)})" if f.job_id else "")
+        return md.text(spec.name) + (f" ({md.code_span(f.job_id)})" if f.job_id else "")
     return f.job_id or "distilled student"  # a job id is the service's own: plain text
 
 
@@ -189,7 +150,7 @@ def _curves_table(f: CardFacts) -> _Table:
         for phase in phases:
             entries = _entries(f, phase)
             entry = entries[e] if e < len(entries) else {}
-            cells += [_num(entry.get("train_loss")), _metric(metric, entry.get(metric))]
+            cells += [md.num(entry.get("train_loss")), _metric(metric, entry.get(metric))]
         rows.append(cells)
     return _Table(head, rows, label)
 
@@ -232,7 +193,7 @@ def _curve_metric(f: CardFacts) -> tuple[str, str]:
 
 
 def _metric(name: str, value: Any) -> str:
-    return _pct(value) if name in ("val_accuracy", "val_agreement") else _num(value)
+    return md.pct(value) if name in ("val_accuracy", "val_agreement") else md.num(value)
 
 
 def _arch_name(arch: dict) -> str:
@@ -245,76 +206,24 @@ def _arch_line(arch: dict) -> str:
     if arch.get("arch") == "hf":
         config = arch.get("config", {})
         keys = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
-        return ", ".join(f"{k} {_text(config[k])}" for k in keys if k in config) or "its config"
+        return ", ".join(f"{k} {md.text(config[k])}" for k in keys if k in config) or "its config"
     return ", ".join(f"{k} {v}" for k, v in arch.items() if k != "arch")
 
 
 def _file(name: str | None, file_id: str | None) -> str:
     if name and file_id:
-        return f"{_code_span(name)} ({_code_span(file_id)})"
-    return _code_span(name or file_id) if name or file_id else "a file of its own"
-
-
-# -- Markdown for what users wrote ---------------------------------------------------------------
-
-# Characters that start Markdown structure inside a line (emphasis, links, code, HTML, entities,
-# table cells, a heading's closing hashes): escaped with a backslash, as CommonMark allows for
-# any ASCII punctuation.
-_MARKDOWN = re.compile(r"([\\`*_\[\]<>&|~#])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def _text(value: Any) -> str:
-    """``value`` as plain text on one line of Markdown: it renders as written, and adds no
-    structure (no heading, link, HTML or table cell of its own)."""
-    return _MARKDOWN.sub(r"\\\1", _CONTROL.sub(" ", str(value)))
-
-
-def _code_span(value: Any) -> str:
-    """``value`` in a code span, on one line, that no backtick in it can close; its pipes
-    escaped, so that inside a table it stays one cell (GitHub's tables read ``\\|`` as ``|``)."""
-    text = _CONTROL.sub(" ", str(value)).replace("|", "\\|")
-    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+        return f"{md.code_span(name)} ({md.code_span(file_id)})"
+    return md.code_span(name or file_id) if name or file_id else "a file of its own"
 
 
 def _a(name: str, capital: bool = False) -> str:
     """``name`` in backticks with its article: initialisms read letter by letter (an mlp)."""
     article = "an" if name.startswith(("mlp", "hf", "a", "e", "i", "o", "u")) else "a"
-    return f"{article.capitalize() if capital else article} {_code_span(name)}"
-
-
-# -- numbers -------------------------------------------------------------------------------------
-
-
-def _count(value: Any) -> str:
-    return DASH if value is None else f"{value:,}"
-
-
-def _pct(value: Any) -> str:
-    return DASH if value is None else f"{value:.2%}"
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return DASH
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    return f"{value:.4g}"
-
-
-def _ratio(value: float) -> str:
-    """A ratio of sizes or speeds; below 1, to two significant digits (0.075x, not 0.1x)."""
-    return f"{value:.1f}x" if value >= 0.95 else f"{value:.2g}x"
+    return f"{article.capitalize() if capital else article} {md.code_span(name)}"
 
 
 def _ms(value: float) -> str:
     return f"{value:.3f} ms"
-
-
-def _seconds(value: Any) -> str:
-    return DASH if value is None else f"{value:.1f} s"
 
 
 def _bytes(value: int) -> str:

@@ -20,19 +20,7 @@ import jinja2
 
 from jobspec import JobSpec
 from worker.engine import curves
-from worker.engine.artifacts import atomic_write
-from worker.engine.model_card import (
-    DASH,
-    TEMPLATES,
-    _code_span,
-    _count,
-    _Metrics,
-    _num,
-    _pct,
-    _ratio,
-    _seconds,
-    _text,
-)
+from worker.engine import markdown as md
 
 ARTIFACTS = [
     "student_hf.zip",
@@ -81,47 +69,20 @@ class LMCardFacts:
 
 def write_lm_model_card(output_dir: Path, facts: LMCardFacts) -> list[Path]:
     """``curves.svg`` then ``model_card.md``, each written whole or not at all."""
-    chart = curves.svg(_panels(facts))
-    card = render(facts)
-    return [
-        atomic_write(output_dir / "curves.svg", lambda p: _write_text(p, chart)),
-        atomic_write(output_dir / "model_card.md", lambda p: _write_text(p, card)),
-    ]
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    return md.write_card(output_dir, curves.svg(_panels(facts)), render(facts))
 
 
 def render(facts: LMCardFacts) -> str:
-    text = _template().render(_context(facts))
-    return re.sub(r"\n{3,}", "\n\n", text).strip("\n") + "\n"
+    return md.tidy(_template().render(_context(facts)))
 
 
 @cache
 def _template() -> jinja2.Template:
-    # Markdown, not HTML: no autoescape; what users wrote goes through `code` or `text`, and a
-    # generated text through _cell (a table cell, its lines kept apart by <br>).
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
+    return md.template(
+        "lm_model_card.md.j2",
+        ppl=_perplexity,
+        speed=_speed,
     )
-    env.filters |= {
-        "code": _code_span,
-        "text": _text,
-        "count": _count,
-        "pct": _pct,
-        "num": _num,
-        "ratio": _ratio,
-        "seconds": _seconds,
-        "ppl": _perplexity,
-        "speed": _speed,
-    }
-    return env.get_template("lm_model_card.md.j2")
 
 
 @dataclass
@@ -131,7 +92,7 @@ class _Verdict:
 
 
 def _context(f: LMCardFacts) -> dict[str, Any]:
-    spec, m = f.spec, _Metrics(f.metrics)
+    spec, m = f.spec, md.Metrics(f.metrics)
     hp, names = spec.hyperparameters, f.file_names
     columns = _generation_columns(f.generations)
     return {
@@ -147,7 +108,7 @@ def _context(f: LMCardFacts) -> dict[str, Any]:
         "train_file": _file(names.get("train"), spec.data.train_file_id),
         "validation_file": _file(names.get("validation"), spec.data.validation_file_id),
         "loss_name": LOSS_NAMES.get(spec.losses.logits, spec.losses.logits),
-        "cache_words": CACHE_WORDS.get(str(m["teacher_cache"]), _text(m["teacher_cache"])),
+        "cache_words": CACHE_WORDS.get(str(m["teacher_cache"]), md.text(m["teacher_cache"])),
         "columns": columns,
         "generations": [[_generation_cell(getattr(g, c)) for c in columns] for g in f.generations],
         "curves": _curves_table(f),
@@ -169,7 +130,7 @@ def _verdict(student: float | None, baseline: float | None) -> _Verdict | None:
 
 def _title(f: LMCardFacts) -> str:
     if f.spec.name:
-        return _text(f.spec.name) + (f" ({_code_span(f.job_id)})" if f.job_id else "")
+        return md.text(f.spec.name) + (f" ({md.code_span(f.job_id)})" if f.job_id else "")
     return f.job_id or "distilled language model"
 
 
@@ -183,14 +144,14 @@ def _student_line(f: LMCardFacts) -> str:
         return f"the pretrained model {pretrained}, trained further"
     config = student.get("config", {})
     keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads")
-    shown = ", ".join(f"{k} {_text(config[k])}" for k in keys if k in config)
+    shown = ", ".join(f"{k} {md.text(config[k])}" for k in keys if k in config)
     return f"a new model of its own config ({shown or 'as given'})"
 
 
 def _file(name: str | None, file_id: str | None) -> str:
     if name and file_id:
-        return f"{_code_span(name)} ({_code_span(file_id)})"
-    return _code_span(name or file_id) if name or file_id else "a file of its own"
+        return f"{md.code_span(name)} ({md.code_span(file_id)})"
+    return md.code_span(name or file_id) if name or file_id else "a file of its own"
 
 
 def _generation_columns(generations: list[Generations]) -> list[str]:
@@ -250,9 +211,9 @@ def _curves_table(f: LMCardFacts) -> _Table:
             entries = _entries(f, phase)
             entry = entries[e] if e < len(entries) else {}
             cells += [
-                _num(entry.get("train_loss")),
+                md.num(entry.get("train_loss")),
                 _perplexity(entry.get("val_perplexity")),
-                _pct(entry.get("val_token_agreement")),
+                md.pct(entry.get("val_token_agreement")),
             ]
         rows.append(cells)
     return _Table(head, rows)
@@ -267,23 +228,23 @@ def _finite(value: Any) -> float | None:
 
 def _perplexity(value: Any) -> str:
     if value is None:
-        return DASH
+        return md.DASH
     return f"{value:,.2f}" if math.isfinite(value) else "∞"
 
 
 def _speed(value: Any) -> str:
     if value is None:
-        return DASH
+        return md.DASH
     return f"{value:,.1f} tokens/s" if value < 100 else f"{value:,.0f} tokens/s"
 
 
 def _generation_cell(value: str | None) -> str:
-    return DASH if value is None else _cell(value)
+    return md.DASH if value is None else _cell(value)
 
 
 def _cell(value: Any) -> str:
     """A generated text as one table cell: Markdown and pipes escaped, each line break shown
-    as <br> (the only HTML in it: ``_text`` escapes any ``<`` the text had), empty as such."""
+    as <br> (the only HTML in it: ``md.text`` escapes any ``<`` the text had), empty as such."""
     lines = re.split(r"\r\n|\r|\n", str(value))
-    cell = "<br>".join(_text(line) for line in lines).strip()
+    cell = "<br>".join(md.text(line) for line in lines).strip()
     return cell or "*(nothing)*"
