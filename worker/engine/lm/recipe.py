@@ -41,6 +41,7 @@ from worker.engine.lm.data import (
     LMBatch,
     LMExample,
     LMRows,
+    check_packing,
     collate,
     examples_from_completions,
     model_inputs,
@@ -193,6 +194,8 @@ class LanguageModelRecipe(DistillationRecipe):
         if self.teacher_lm is None:
             self.teacher_lm = load_causal_lm(self.teacher_dir)
             self.teacher_lm.tokenizer = self.tokenizer
+            if self.spec.data.packing:
+                check_packing(self.teacher_lm.model, self.spec.data.max_length)
         return self.teacher_lm
 
     def let_go_of_teacher(self) -> None:
@@ -342,10 +345,13 @@ class LanguageModelRecipe(DistillationRecipe):
         return int(read_config(self.teacher_dir).vocab_size)
 
     def _student_params(self) -> int:
-        """The student's parameter count, tied weights once (as ``parameters()`` counts)."""
+        """The student's parameter count, tied weights once (as ``parameters()`` counts); with
+        packing, the check that its attention keeps packed documents apart."""
         plan: StudentPlan = self.plan  # type: ignore[assignment]
         with torch.device("meta"):
             model = plan.model_class(plan.config)
+        if self.spec.data.packing:
+            check_packing(model, self.spec.data.max_length)
         return sum(p.numel() for p in model.parameters())
 
     def _check_memory(self, student_params: int) -> None:

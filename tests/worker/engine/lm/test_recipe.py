@@ -309,3 +309,26 @@ def test_early_stopping_watches_validation_perplexity(
     best = min(range(len(ends)), key=lambda i: ends[i]["val_perplexity"])
     # The job ends on its best epoch by perplexity (lower is better), however far it went on.
     assert result.metrics["best_epoch"] == best + 1
+
+
+def test_packing_is_refused_for_a_student_whose_attention_cannot_keep_documents_apart(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    student = {
+        "arch": "hf",
+        "config": {
+            "model_type": "mistral",
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+            "sliding_window": 16,
+        },
+    }
+    job_spec = spec(student=student, data={"packing": True})
+    with pytest.raises(EngineError, match="sliding window") as failure:
+        run_job(engine_job(tmp_path, teacher_zip, texts, job_spec))
+    assert failure.value.code == "packing_unsupported"
+    assert not (tmp_path / "cache" / "signals").exists()  # refused before the teacher pass
