@@ -178,11 +178,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, half depth, print only")
     parser.add_argument("--table", choices=["depth", "top_k", "losses"], default="depth")
     parser.add_argument("--train", type=int, default=400, help="training documents")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--depth", choices=list(DEPTHS), action="append", help="default: all")
     parser.add_argument("--knobs", default="{}", help="JSON overriding Knobs fields")
     args = parser.parse_args()
     knobs = Knobs(**json.loads(args.knobs))
-    seeds = [0] if args.quick else list(range(args.seeds))
-    depths = {"15 layers": DEPTHS["15 layers"]} if args.quick or args.table != "depth" else DEPTHS
+    seeds = [0] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
+    chosen = args.depth or (["15 layers"] if args.quick or args.table != "depth" else DEPTHS)
+    depths = {name: DEPTHS[name] for name in chosen}
     torch.set_num_threads(os.cpu_count() or 1)
     data = split(args.train, 150, 300)
     settings = {"DISTILL_MAX_UPLOAD_BYTES": str(256 * 2**20), "DISTILL_TORCH_THREADS": "2"}
@@ -249,8 +252,9 @@ def _variants(table: str, knobs: Knobs) -> list[tuple[str, Knobs]]:
 
 
 def report(rows: list[dict], teacher_test: float, knobs: Knobs, args: argparse.Namespace) -> str:
+    where = machine().replace("one torch thread in the worker and here", "two in the worker")
     lines = [
-        f"Measured on {machine()}, {revision()}; `{' '.join(sys.argv)}`.",
+        f"Measured on {where}, {revision()}; `{' '.join(sys.argv)}`.",
         "",
         "Teacher (SmolLM2-135M-Instruct, Q4_1 GGUF dequantized) test perplexity: "
         f"**{teacher_test:.2f}**. Knobs: {knobs}.",
