@@ -23,8 +23,8 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,7 +182,7 @@ class LanguageModelRecipe(DistillationRecipe):
         return lm_folder(
             path,
             fmt,
-            self.work_dir / file_sha256_short(path),
+            self.work_dir / _path_key(path),
             self.job.cache_dir,
             sha256,
             self.job.max_unpacked_bytes,
@@ -548,14 +548,10 @@ class LanguageModelRecipe(DistillationRecipe):
         bias = head.bias[: self.vocab] if getattr(head, "bias", None) is not None else None
         return head.weight[: self.vocab], bias
 
-    @contextmanager
-    def _autocast(self) -> Iterator[None]:
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:
-            with nullcontext():
-                yield
-        else:
-            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                yield
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def validate(self, run: TrainingRun) -> dict:
         return self.scores(run.model, run.temperature, run.alpha).metrics()
@@ -632,7 +628,8 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def file_sha256_short(path: Path) -> str:
+def _path_key(path: Path) -> str:
+    """A folder name of its own for each file unpacked into the job's work dir."""
     return hashlib.sha256(str(path).encode()).hexdigest()[:16]
 
 
