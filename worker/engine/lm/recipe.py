@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -379,29 +380,41 @@ class LanguageModelRecipe(DistillationRecipe):
         return self.job.cache_dir if self.job.cache_dir is not None else self.work_dir / "cache"
 
     def _signal_dir(self, role: str) -> Path:
-        spec = self.spec
-        data = {
-            "role": role,
-            "train": file_sha256(self.job.train_path),
-            "validation": None
-            if self.job.validation_path is None
-            else file_sha256(self.job.validation_path),
-            "split": None if self.job.validation_path else spec.data.validation_split,
-            "seed": None if self.job.validation_path else self.hp.seed,
-            "packing": spec.data.packing,
-            "generation": None
-            if spec.generation is None
-            else spec.generation.model_dump(mode="json"),
-        }
+        """Where the signal of the ``role`` rows (train, validation) is stored: its key covers
+        everything the signal depends on."""
+        data = self._data_facts | {"role": role}
         key = signal_key(
             self.teacher_sha256,
-            _tokenizer_sha256(self.teacher_dir),
+            self._tokenizer_sha256,
             _sha(json.dumps(data, sort_keys=True)),
-            spec.data.max_length,
+            self.spec.data.max_length,
             self.top_k,
             _sha(self.tokenizer.chat_template) if self.tokenizer.chat_template else None,
         )
         return self._cache_root() / "signals" / key
+
+    @cached_property
+    def _data_facts(self) -> dict[str, Any]:
+        """What the rows are made of, read once for both stores: the files, the split, packing
+        and the teacher's writing of prompt-only data."""
+        spec, validation = self.spec, self.job.validation_path
+        generation = spec.generation
+        return {
+            "train": file_sha256(self.job.train_path),
+            "validation": None if validation is None else file_sha256(validation),
+            "split": None if validation else spec.data.validation_split,
+            "seed": None if validation else self.hp.seed,
+            "packing": spec.data.packing,
+            "generation": None if generation is None else generation.model_dump(mode="json"),
+        }
+
+    @cached_property
+    def _tokenizer_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted(self.teacher_dir.iterdir()):
+            if path.name.startswith(("tokenizer", "vocab", "merges", "special_tokens", "added")):
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        return digest.hexdigest()
 
     def _store_signal(self) -> None:
         """Read the stored signal, or compute and store it in one teacher pass."""
@@ -631,14 +644,6 @@ def _sha(text: str) -> str:
 def _path_key(path: Path) -> str:
     """A folder name of its own for each file unpacked into the job's work dir."""
     return hashlib.sha256(str(path).encode()).hexdigest()[:16]
-
-
-def _tokenizer_sha256(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(("tokenizer", "vocab", "merges", "special_tokens", "added")):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def _folder_params(folder: Path) -> int:

@@ -23,6 +23,7 @@ from tests.helpers.lm import (
 from tests.helpers.text import write_hf_archive
 from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineError, EngineJob, EngineResult, JobCancelled, run_job
+from worker.engine.lm.results import CARD_PROMPTS
 
 STUDENT = {"arch": "from_teacher", "layers": [0, 3]}
 
@@ -137,7 +138,11 @@ def test_the_student_loads_with_transformers_alone(distilled, tmp_path: Path) ->
 def test_the_card_shows_the_generations(distilled) -> None:
     result, _, _ = distilled
     card = (result.artifacts[0].parent / "model_card.md").read_text()
-    assert f"{result.metrics['student_perplexity']:.2f}" in card or "perplexity" in card.lower()
+    section = card.split("## Generations", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    header = rows[0].lower()
+    assert "teacher" in header and "student" in header and "baseline" in header
+    assert len(rows) - 1 == CARD_PROMPTS  # one row per validation prompt
 
 
 def test_the_teacher_pass_says_how_many_tokens_it_read(distilled) -> None:
