@@ -267,12 +267,17 @@ class Sweep(_Strict):
     temperature: list[Temperature] | None = Field(default=None, min_length=1, max_length=16)
     alpha: list[Alpha] | None = Field(default=None, min_length=1, max_length=16)
     learning_rate: list[LearningRate] | None = Field(default=None, min_length=1, max_length=16)
+    # causal_lm only: the logit loss of each run (replacing losses.logits), over one stored signal.
+    logits: list[LogitLoss] | None = Field(default=None, min_length=1, max_length=5)
 
     @model_validator(mode="after")
     def _a_small_grid(self) -> "Sweep":
-        sizes = [len(v) for v in (self.temperature, self.alpha, self.learning_rate) if v]
+        lists = (self.temperature, self.alpha, self.learning_rate, self.logits)
+        sizes = [len(v) for v in lists if v]
         if not sizes:
-            raise ValueError("sweep needs at least one of temperature, alpha, learning_rate")
+            raise ValueError(
+                "sweep needs at least one of temperature, alpha, learning_rate, logits"
+            )
         if math.prod(sizes) > MAX_SWEEP_RUNS:
             raise ValueError(
                 f"sweep has {math.prod(sizes)} combinations; at most {MAX_SWEEP_RUNS} are allowed"
@@ -322,14 +327,19 @@ def _language_model_defaults(spec: JobSpec) -> None:
     losses, hp = spec.losses, spec.hyperparameters
     if "logits" not in losses.model_fields_set:
         losses.logits = "forward_kl"
-    elif losses.logits not in LM_LOGIT_LOSSES:
-        raise ValueError(
-            f"losses.logits {losses.logits!r} is for classifiers; a causal_lm job takes "
-            f"{', '.join(LM_LOGIT_LOSSES)}"
-        )
-    if losses.logits == "jsd" and losses.beta is None:
+    swept = spec.sweep.logits or [] if spec.sweep is not None else []
+    for where, kind in [("losses.logits", losses.logits)] + [
+        (f"sweep.logits.{i}", kind) for i, kind in enumerate(swept)
+    ]:
+        if kind not in LM_LOGIT_LOSSES:
+            raise ValueError(
+                f"{where} {kind!r} is for classifiers; a causal_lm job takes "
+                f"{', '.join(LM_LOGIT_LOSSES)}"
+            )
+    uses_jsd = "jsd" in [losses.logits, *swept]
+    if uses_jsd and losses.beta is None:
         losses.beta = 0.5
-    elif losses.logits != "jsd" and losses.beta is not None:
+    elif not uses_jsd and losses.beta is not None:
         raise ValueError("losses.beta is the jsd loss's; set losses.logits to 'jsd' or drop beta")
     if losses.attention is not None:
         raise ValueError("losses.attention is not served for causal_lm; use losses.hidden")
@@ -361,6 +371,7 @@ def _not_for_this_task(spec: JobSpec) -> None:
         "hyperparameters.early_stopping.metric": hp.early_stopping is not None
         and hp.early_stopping.metric == "val_perplexity",
         "student.file_id": spec.student.arch == "pretrained",
+        "sweep.logits": spec.sweep is not None and spec.sweep.logits is not None,
     }
     for field, used in task_only.items():
         if used:

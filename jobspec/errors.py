@@ -67,7 +67,7 @@ def describe(
 def _named_field(msg: str, body_type: Any) -> str | None:
     """The field that a whole body's error names first (the spec's checks across fields start
     with the field at fault: "hyperparameters.teacher_top_k is for language models ...")."""
-    found = re.match(r"[a-z_]+(\.[a-z_]+)*\b", msg)
+    found = re.match(r"[a-z_]+(\.(?:[a-z_]+|\d+))*\b", msg)
     if found is None:
         return None
     known = _fields_at(body_type, ()) or []

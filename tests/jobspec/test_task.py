@@ -72,6 +72,7 @@ def test_classification_keeps_todays_defaults() -> None:
         ({"data": {"train_file_id": "file_d", "packing": True}}, "data.packing"),
         ({"generation": {}}, "generation"),
         ({"student": {"file_id": "file_s"}}, "student.file_id"),
+        ({"sweep": {"logits": ["kl"]}}, "sweep.logits"),
         (
             {"hyperparameters": {"early_stopping": {"metric": "val_perplexity"}}},
             "hyperparameters.early_stopping.metric",
@@ -92,6 +93,14 @@ def test_a_language_model_field_is_refused_for_a_classifier(
         ({}, "student"),  # the default MLP
         ({"student": LM_STUDENT, "losses": {"logits": "kl"}}, "losses.logits"),
         ({"student": LM_STUDENT, "losses": {"beta": 0.5}}, "losses.beta"),
+        (
+            {"student": LM_STUDENT, "sweep": {"logits": ["forward_kl", "mse"]}},
+            "sweep.logits.1",
+        ),
+        (
+            {"student": LM_STUDENT, "losses": {"beta": 0.5}, "sweep": {"logits": ["reverse_kl"]}},
+            "losses.beta",
+        ),
         ({"student": LM_STUDENT, "losses": {"attention": {}}}, "losses.attention"),
         ({"student": LM_STUDENT, "export": ["onnx"]}, "export"),
         (
@@ -106,6 +115,14 @@ def test_a_classifier_field_is_refused_for_a_language_model(
     message, where = refusal(JobSpec.model_validate(written(**more)), "causal_lm")
     assert where == param
     assert message.startswith(param)
+
+
+def test_a_sweep_over_the_loss_gives_jsd_its_default_beta() -> None:
+    spec = JobSpec.model_validate(
+        written(student=LM_STUDENT, sweep={"logits": ["forward_kl", "jsd"]})
+    ).with_task("causal_lm")
+    assert (spec.losses.logits, spec.losses.beta) == ("forward_kl", 0.5)
+    assert spec.sweep is not None and spec.sweep.logits == ["forward_kl", "jsd"]
 
 
 def test_early_stopping_of_a_language_model_watches_its_metrics() -> None:

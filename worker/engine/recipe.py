@@ -40,7 +40,7 @@ from worker.engine.runs import (
 )
 from worker.engine.schedules import Schedules, alphas, temperatures
 from worker.engine.students import plan_student
-from worker.engine.sweep import SweepState, combinations, train_sweep
+from worker.engine.sweep import SweepRun, SweepState, sweep_runs, train_sweep
 from worker.engine.tasks import task_of
 from worker.engine.teacher import Teacher, load_teacher, load_text_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
@@ -56,8 +56,9 @@ class DistillationRecipe:
         self.phases: list[Phase] = ["student", "baseline"] if job.spec.baseline else ["student"]
         # A sweep trains the student once per combination, each from the seed with the budget.
         sweep = job.spec.sweep
-        self.sweep = [self.hp.model_copy(update=c) for c in combinations(sweep)] if sweep else None
-        self.largest_alpha = max(a for hp in self.sweep or [self.hp] for a in alphas(hp))
+        self.sweep = sweep_runs(self.hp, sweep) if sweep else None
+        every_hp = [run.hp for run in self.sweep] if self.sweep else [self.hp]
+        self.largest_alpha = max(a for hp in every_hp for a in alphas(hp))
         self.layer_specs = layer_loss_specs(job.spec.losses)
         self.exports: list[str] = list(job.spec.export)
         self.work_dir: Path | None = None  # where a Hugging Face teacher is unpacked
@@ -352,11 +353,11 @@ class DistillationRecipe:
     # -- runs and checkpoints -------------------------------------------------------------------
 
     def start_run(
-        self, phase: Phase, checkpoint: TrainingState | None, hp: Hyperparameters | None = None
+        self, phase: Phase, checkpoint: TrainingState | None, settings: SweepRun | None = None
     ) -> TrainingRun:
-        """A fresh run from the seed, or the run as the checkpoint left it; ``hp`` is a sweep
-        run's hyperparameters (the spec's by default)."""
-        hp = hp or self.hp
+        """A fresh run from the seed, or the run as the checkpoint left it; ``settings`` are a
+        sweep run's (the spec's hyperparameters and loss by default)."""
+        hp = settings.hp if settings is not None else self.hp
         torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights
         model = self.plan.build().to(self.device)
         matching = None
@@ -365,6 +366,7 @@ class DistillationRecipe:
         trained = model if matching is None else nn.ModuleList([model, matching])
         run = TrainingRun(phase, model, make_optimizer(trained, hp), self._schedules(phase, hp))
         run.matching = matching
+        run.logits = settings.logits if settings is not None else None
         if hp.early_stopping is not None:
             rule = hp.early_stopping
             run.stopper = EarlyStopping(rule.metric, rule.patience, rule.min_delta)

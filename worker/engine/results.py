@@ -15,7 +15,7 @@ from worker.engine.evaluation import latency_ms, predict
 from worker.engine.job import EngineResult
 from worker.engine.model_card import CardFacts, write_model_card
 from worker.engine.models import count_parameters
-from worker.engine.sweep import SWEPT
+from worker.engine.sweep import chosen_values
 
 if TYPE_CHECKING:
     from worker.engine.recipe import DistillationRecipe
@@ -129,7 +129,7 @@ def _metrics(recipe: "DistillationRecipe", student: nn.Module) -> dict:
     if recipe.sweep_state is not None:
         chosen = recipe.sweep_state.table()[recipe.sweep_state.best or 0]
         metrics["sweep"] = recipe.sweep_state.table()
-        metrics["chosen"] = {name: chosen[name] for name in SWEPT}
+        metrics["chosen"] = chosen_values(chosen)
         metrics["sweep_metric"] = recipe.task.sweep_metric(val.y is not None)
     if "baseline" in recipe.runs:
         baseline_logits = predict(recipe.runs["baseline"].model, val.x, batch_size)

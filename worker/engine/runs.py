@@ -28,6 +28,7 @@ class TrainingRun:
     stopper: EarlyStopping | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     matching: LayerMatching | None = None  # the layer-matching losses' projections, if any
+    logits: str | None = None  # a sweep run's logit loss, in place of the spec's (language models)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken (grad_accumulation_steps batches each)
     seconds: float = 0.0  # training time in earlier sessions of this job

@@ -15,14 +15,38 @@ if TYPE_CHECKING:
     from worker.engine.recipe import DistillationRecipe
     from worker.engine.runs import TrainingRun
 
-SWEPT = ("temperature", "alpha", "learning_rate")  # the spec's order, and the rows' keys
+SWEPT = ("temperature", "alpha", "learning_rate")  # hyperparameters: the spec's order, rows' keys
 
 
-def combinations(sweep: Sweep) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class SweepRun:
+    """One combination: its hyperparameters and, where the sweep lists logit losses (language
+    models), its loss in place of the spec's ``losses.logits``."""
+
+    hp: Hyperparameters
+    logits: str | None = None
+
+    def values(self) -> dict[str, Any]:
+        """The swept values as the sweep's rows and ``chosen`` report them."""
+        swept = {name: getattr(self.hp, name) for name in SWEPT}
+        return swept if self.logits is None else swept | {"logits": self.logits}
+
+
+def sweep_runs(hp: Hyperparameters, sweep: Sweep) -> list[SweepRun]:
     """Every combination of the swept values, in a fixed order (the spec's lists, nested)."""
-    lists = {name: getattr(sweep, name) for name in SWEPT if getattr(sweep, name)}
-    grid = itertools.product(*lists.values())
-    return [dict(zip(lists, values, strict=True)) for values in grid]
+    names = [*SWEPT, "logits"]
+    lists = {name: getattr(sweep, name) for name in names if getattr(sweep, name)}
+    runs = []
+    for values in itertools.product(*lists.values()):
+        update = dict(zip(lists, values, strict=True))
+        logits = update.pop("logits", None)
+        runs.append(SweepRun(hp.model_copy(update=update), logits))
+    return runs
+
+
+def chosen_values(row: dict) -> dict[str, Any]:
+    """The winning run's swept values, read from its row."""
+    return {name: row[name] for name in (*SWEPT, "logits") if name in row}
 
 
 @dataclass
@@ -66,7 +90,7 @@ class SweepState:
 
 
 def train_sweep(
-    recipe: "DistillationRecipe", runs: list[Hyperparameters], checkpoint: TrainingState | None
+    recipe: "DistillationRecipe", runs: list[SweepRun], checkpoint: TrainingState | None
 ) -> "TrainingRun":
     """Train one student per combination, in order, and return the best on validation. The
     checkpoint carries the finished runs' rows and the best student so far, so a resumed sweep
@@ -110,6 +134,5 @@ def train_sweep(
     return chosen
 
 
-def _row(recipe: "DistillationRecipe", run: "TrainingRun", hp: Hyperparameters) -> dict:
-    swept = {name: getattr(hp, name) for name in SWEPT}
-    return swept | recipe.sweep_row(run)
+def _row(recipe: "DistillationRecipe", run: "TrainingRun", settings: SweepRun) -> dict:
+    return settings.values() | recipe.sweep_row(run)

@@ -93,7 +93,10 @@ class _Verdict:
 
 def _context(f: LMCardFacts) -> dict[str, Any]:
     spec, m = f.spec, md.Metrics(f.metrics)
-    hp, names = spec.hyperparameters, f.file_names
+    # In a sweep the student is the chosen run: its values replace the spec's.
+    chosen = dict(f.metrics.get("chosen") or {})
+    kind = chosen.pop("logits", spec.losses.logits)
+    hp, names = spec.hyperparameters.model_copy(update=chosen), f.file_names
     columns = _generation_columns(f.generations)
     return {
         "f": f,
@@ -107,7 +110,8 @@ def _context(f: LMCardFacts) -> dict[str, Any]:
         "teacher_file": _file(names.get("teacher"), spec.teacher.file_id),
         "train_file": _file(names.get("train"), spec.data.train_file_id),
         "validation_file": _file(names.get("validation"), spec.data.validation_file_id),
-        "loss_name": LOSS_NAMES.get(spec.losses.logits, spec.losses.logits),
+        "kind": kind,
+        "loss_name": LOSS_NAMES.get(kind, kind),
         "cache_words": CACHE_WORDS.get(str(m["teacher_cache"]), md.text(m["teacher_cache"])),
         "columns": columns,
         "generations": [[_generation_cell(getattr(g, c)) for c in columns] for g in f.generations],

@@ -530,7 +530,7 @@ class LanguageModelRecipe(DistillationRecipe):
             teacher,
             batch.labels if run.alpha < 1 else None,
             lm_head_bias=bias,
-            kind=self.kind,  # type: ignore[arg-type]
+            kind=run.logits or self.kind,  # type: ignore[arg-type]
             beta=self.beta,
             temperature=run.temperature,
             alpha=run.alpha,
@@ -567,9 +567,12 @@ class LanguageModelRecipe(DistillationRecipe):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def validate(self, run: TrainingRun) -> dict:
-        return self.scores(run.model, run.temperature, run.alpha).metrics()
+        return self.scores(run.model, run.temperature, run.alpha, run.logits).metrics()
 
-    def scores(self, model: nn.Module, temperature: float, alpha: float) -> Scores:
+    def scores(
+        self, model: nn.Module, temperature: float, alpha: float, kind: str | None = None
+    ) -> Scores:
+        """The validation scores; ``val_loss`` is the job's loss (``kind``: a sweep run's)."""
         return evaluate(
             model,
             lambda m, batch: self._hidden_for_eval(m, batch),
@@ -579,7 +582,7 @@ class LanguageModelRecipe(DistillationRecipe):
             pad_id=self.pad_id,
             batch_size=self.hp.batch_size,
             device=self.device,
-            kind=self.kind,
+            kind=kind or self.kind,
             beta=self.beta,
             temperature=temperature,
             alpha=alpha,

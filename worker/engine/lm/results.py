@@ -11,7 +11,7 @@ from worker.engine.job import EngineResult
 from worker.engine.lm.card import Generations, LMCardFacts, write_lm_model_card
 from worker.engine.lm.export import write_lm_student
 from worker.engine.lm.measure import generate_text, perplexity, tokens_per_second
-from worker.engine.sweep import SWEPT
+from worker.engine.sweep import chosen_values
 
 if TYPE_CHECKING:
     from worker.engine.lm.recipe import LanguageModelRecipe
@@ -94,7 +94,7 @@ def _metrics(recipe: "LanguageModelRecipe") -> dict[str, Any]:
         table = recipe.sweep_state.table()
         chosen = table[recipe.sweep_state.best or 0]
         metrics["sweep"] = table
-        metrics["chosen"] = {name: chosen[name] for name in SWEPT}
+        metrics["chosen"] = chosen_values(chosen)
         metrics["sweep_metric"] = "val_perplexity"
     for phase, run in runs.items():
         if run.stopper is not None:

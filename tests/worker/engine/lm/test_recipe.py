@@ -23,6 +23,7 @@ from tests.helpers.lm import (
 from tests.helpers.text import write_hf_archive
 from tests.worker.engine.conftest import Recorder
 from worker.engine import EngineError, EngineJob, EngineResult, JobCancelled, run_job
+from worker.engine.lm.card import LOSS_NAMES
 from worker.engine.lm.results import CARD_PROMPTS
 
 STUDENT = {"arch": "from_teacher", "layers": [0, 3]}
@@ -222,6 +223,28 @@ def test_a_sweep_reads_one_signal(teacher_zip: Path, texts: Path, tmp_path: Path
     done = [m.split(": ")[1].rstrip(".").split("/") for m in passes]
     assert [int(d) for d, _ in done] == sorted(int(d) for d, _ in done)
     assert sum(d == total for d, total in done) == 1
+
+
+def test_a_sweep_over_the_loss_trains_each_run_with_its_loss(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    swept = spec(hyperparameters={"epochs": 1}, sweep={"logits": ["reverse_kl", "jsd"]})
+    result = run_job(engine_job(tmp_path / "sweep", teacher_zip, texts, swept, cache))
+    rows = result.metrics["sweep"]
+    assert [row["logits"] for row in rows] == ["reverse_kl", "jsd"]
+    chosen = result.metrics["chosen"]["logits"]
+    assert chosen == next(r["logits"] for r in rows if r["chosen"])
+    card = (tmp_path / "sweep" / "out" / "model_card.md").read_text()
+    loss_line = next(line for line in card.splitlines() if line.startswith("The loss: "))
+    assert f" {LOSS_NAMES[chosen]}," in loss_line  # the chosen run's loss, not the spec's
+
+    # The jsd run is the job that asks for jsd: same start, data order and signal.
+    alone = spec(hyperparameters={"epochs": 1}, losses={"logits": "jsd"})
+    single = run_job(engine_job(tmp_path / "jsd", teacher_zip, texts, alone, cache))
+    assert single.metrics["teacher_cache"] == "hit"
+    assert rows[1]["val_perplexity"] == pytest.approx(single.metrics["student_perplexity"])
+    assert rows[0]["val_perplexity"] != pytest.approx(rows[1]["val_perplexity"])
 
 
 def test_an_hf_config_student_starts_from_its_seed(
