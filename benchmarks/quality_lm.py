@@ -176,7 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 seed, half depth, print only")
-    parser.add_argument("--table", choices=["depth", "top_k", "losses"], default="depth")
+    parser.add_argument("--table", choices=["depth", "top_k", "losses", "alpha"], default="depth")
     parser.add_argument("--train", type=int, default=400, help="training documents")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--depth", choices=list(DEPTHS), action="append", help="default: all")
@@ -246,6 +246,8 @@ def _variants(table: str, knobs: Knobs) -> list[tuple[str, Knobs]]:
 
     if table == "top_k":
         return [(f"k={k}" if k else "dense", replace(knobs, top_k=k)) for k in (8, 32, 64, 128, 0)]
+    if table == "alpha":
+        return [(f"alpha {a}", replace(knobs, alpha=a)) for a in (0.9, 1.0)]
     if table == "losses":
         return [(kind, replace(knobs, logits=kind)) for kind in ("forward_kl", "reverse_kl", "jsd")]
     return [("distilled", knobs)]

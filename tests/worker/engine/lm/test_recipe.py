@@ -237,7 +237,9 @@ def test_a_sweep_over_the_loss_trains_each_run_with_its_loss(
     assert chosen == next(r["logits"] for r in rows if r["chosen"])
     card = (tmp_path / "sweep" / "out" / "model_card.md").read_text()
     loss_line = next(line for line in card.splitlines() if line.startswith("The loss: "))
-    assert f" {LOSS_NAMES[chosen]}," in loss_line  # the chosen run's loss, not the spec's
+    other = next(r["logits"] for r in rows if not r["chosen"])
+    assert LOSS_NAMES[chosen] in loss_line  # the chosen run's loss, not the spec's
+    assert LOSS_NAMES[other] not in loss_line
 
     # The jsd run is the job that asks for jsd: same start, data order and signal.
     alone = spec(hyperparameters={"epochs": 1}, losses={"logits": "jsd"})
