@@ -111,3 +111,21 @@ def check_student_layers(layers: list[int], teacher_layers: int) -> None:
                 param="student.layers",
                 code="unsupported_arch",
             )
+
+
+def check_layer_pairs(
+    pairs: list[tuple[int, int]], student_layers: int | None, teacher_layers: int | None
+) -> None:
+    """``losses.hidden.layers`` against the depths where they are known (None: not known here;
+    the worker checks the loaded models in like words, worker/engine/features.py
+    check_layer_indices)."""
+    depths = (student_layers, teacher_layers)
+    for n, pair in enumerate(pairs):
+        for who, index, depth in zip(("student", "teacher"), pair, depths, strict=True):
+            if depth is not None and not 0 <= index < depth:
+                raise SpecConflict(
+                    f"losses.hidden.layers.{n} names {who} layer {index}, but the {who} has "
+                    f"{depth} layers (0 to {depth - 1}).",
+                    param=f"losses.hidden.layers.{n}",
+                    code="invalid_request",
+                )

@@ -19,7 +19,12 @@ from app.models import File
 from file_rules.vocabulary import vocabulary_difference
 from jobspec import FromTeacherArch, Generation, HfArch, JobSpec
 from jobspec import warnings as job_warnings
-from jobspec.requirements import SpecConflict, check_early_stopping_metric, check_student_layers
+from jobspec.requirements import (
+    SpecConflict,
+    check_early_stopping_metric,
+    check_layer_pairs,
+    check_student_layers,
+)
 
 WITH_TARGETS = frozenset({"text", "prompt_completion", "messages"})
 # model_types that transformers builds as encoders only: no causal-LM head to train.
@@ -31,6 +36,7 @@ _DATA_KINDS = (
     '{"prompt"} alone'
 )
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+_DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers")  # as upload detection reads them
 
 
 def check_language_model(
@@ -44,7 +50,7 @@ def check_language_model(
     spec = _with_generation(spec, kind)
     _check_positions(spec, teacher.meta.get("max_positions"), "teacher")
     _check_student(spec, teacher, student)
-    _check_training(spec, teacher)
+    _check_training(spec, teacher, student)
     train = datasets[0][0]
     student_meta = student.meta if student is not None else None
     return spec, job_warnings.before_training(spec, teacher.meta, train.meta, student_meta)
@@ -192,14 +198,7 @@ def _check_pretrained_student(spec: JobSpec, teacher: File, student: File) -> No
         raise Unprocessable(difference.message, param="student.file_id", code="vocabulary_mismatch")
 
 
-def _check_training(spec: JobSpec, teacher: File) -> None:
-    if spec.losses.hidden is not None:
-        raise Unprocessable(
-            "losses.hidden: layer matching for language models is not served yet; drop it "
-            "(the logits loss and the target tokens' cross-entropy train the student).",
-            param="losses.hidden",
-            code="invalid_request",
-        )
+def _check_training(spec: JobSpec, teacher: File, student: File | None) -> None:
     top_k, vocab = spec.hyperparameters.teacher_top_k, teacher.meta.get("vocab_size")
     if top_k is not None and isinstance(vocab, int) and top_k > vocab:
         raise Unprocessable(
@@ -210,5 +209,23 @@ def _check_training(spec: JobSpec, teacher: File) -> None:
         )
     try:
         check_early_stopping_metric(spec)
+        if spec.losses.hidden is not None and spec.losses.hidden.layers is not None:
+            depths = _student_depth(spec, student), _int(teacher.meta.get("num_layers"))
+            check_layer_pairs(spec.losses.hidden.layers, *depths)
     except SpecConflict as conflict:
         raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
+
+
+def _student_depth(spec: JobSpec, student: File | None) -> int | None:
+    """The student's number of layers where the spec or its file says it (None: the worker
+    checks the model it builds)."""
+    arch = spec.student
+    if isinstance(arch, FromTeacherArch):
+        return len(arch.layers)
+    if isinstance(arch, HfArch):
+        return next((d for k in _DEPTH_KEYS if (d := _int(arch.config.get(k))) is not None), None)
+    return _int(student.meta.get("num_layers")) if student is not None else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

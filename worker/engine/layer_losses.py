@@ -6,6 +6,7 @@ Hidden states come channels last (``Features``), so where the widths differ one 
 must agree. The projections train with the student and are dropped from its artifacts.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,8 @@ from worker.engine.errors import ShapeMismatch, UnsupportedInput
 from worker.engine.features import Features, check_layer_indices
 
 Pairs = list[tuple[int, int]]  # (student layer, teacher layer)
+# A model's hidden states by layer index: every layer's in a list, or only some by index.
+Layers = Sequence[torch.Tensor] | Mapping[int, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -75,20 +78,27 @@ class LayerMatching(nn.Module):
         terms = {}
         mask = student.mask
         for spec in self.specs:
-            pairs = self.pairs[spec.kind]
             if spec.kind == "hidden":
-                losses = [
-                    _hidden_loss(proj(student.hidden[s]), teacher.hidden[t], spec.metric, mask)
-                    for proj, (s, t) in zip(self.projections, pairs, strict=True)
-                ]
-            else:
-                assert student.attentions is not None and teacher.attentions is not None
-                losses = [
-                    _attention_loss(student.attentions[s], teacher.attentions[t], mask)
-                    for s, t in pairs
-                ]
+                terms["hidden"] = self.hidden(student.hidden, teacher.hidden, mask)
+                continue
+            assert student.attentions is not None and teacher.attentions is not None
+            losses = [
+                _attention_loss(student.attentions[s], teacher.attentions[t], mask)
+                for s, t in self.pairs[spec.kind]
+            ]
             terms[spec.kind] = torch.stack(losses).mean()
         return terms
+
+    def hidden(self, student: Layers, teacher: Layers, mask: torch.Tensor | None) -> torch.Tensor:
+        """The unweighted hidden-state term, from each paired layer's states (a caller that
+        records only the paired layers gives them by index). In float32 throughout: under
+        autocast the student's states come in half precision, the projections are float32."""
+        metric = next(spec.metric for spec in self.specs if spec.kind == "hidden")
+        losses = [
+            _hidden_loss(proj(student[s].float()), teacher[t], metric, mask)
+            for proj, (s, t) in zip(self.projections, self.pairs["hidden"], strict=True)
+        ]
+        return torch.stack(losses).mean()
 
     def describe(self, student: Features, teacher: Features) -> list[str]:
         """One line per pair, for the job's log: the layers, their shapes, any projection."""

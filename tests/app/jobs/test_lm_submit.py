@@ -509,12 +509,41 @@ def test_another_teams_student_file_is_not_found(
 # --- losses ------------------------------------------------------------------------------------
 
 
-def test_hidden_matching_is_not_served_for_language_models(
+def test_hidden_matching_is_taken_with_pairs_in_both_models(
     team: Client, lm: dict[str, str]
 ) -> None:
-    error = refusal(team, spec(lm, losses={"hidden": {}}))
-    assert (error["code"], error["param"]) == ("invalid_request", "losses.hidden")
-    assert "not served yet" in error["message"]
+    echo = submitted(team, spec(lm, losses={"hidden": {}}))["spec"]["losses"]["hidden"]
+    assert echo == {"weight": 1.0, "layers": None, "metric": "mse"}  # the worker pairs them
+    student = {"arch": "from_teacher", "layers": [0, 1]}
+    body = spec(lm, student=student, losses={"hidden": {"layers": [[0, 0], [1, 1]]}})
+    assert submitted(team, body)["spec"]["losses"]["hidden"]["layers"] == [[0, 0], [1, 1]]
+
+
+HF_STUDENT = {"arch": "hf", "config": {"model_type": "llama", "num_hidden_layers": 1}}
+
+
+@pytest.mark.parametrize(
+    ("student", "pairs", "message"),
+    [
+        ("cut", [[0, 0], [1, 1]], "losses.hidden.layers.1 names student layer 1, but the "
+         "student has 1 layers (0 to 0)."),
+        ("cut", [[0, 2]], "losses.hidden.layers.0 names teacher layer 2, but the teacher has "
+         "2 layers (0 to 1)."),
+        ("hf", [[0, 1], [1, 1]], "losses.hidden.layers.1 names student layer 1"),
+        ("pretrained", [[3, 1]], "losses.hidden.layers.0 names student layer 3"),
+    ],
+)  # fmt: skip
+def test_a_pair_past_either_models_layers_is_refused(
+    team: Client, lm: dict[str, str], student: str, pairs: list, message: str
+) -> None:
+    students = {"cut": {"arch": "from_teacher", "layers": [0]}, "hf": HF_STUDENT}
+    if student == "pretrained":
+        students[student] = {"file_id": upload(team, "s.zip", llama_archive(1), "teacher")}
+    body = spec(lm, student=students[student], losses={"hidden": {"layers": pairs}})
+    error = refusal(team, body)
+    param = message.split(" ")[0]
+    assert (error["code"], error["param"]) == ("invalid_request", param)
+    assert error["message"].startswith(message)
 
 
 def test_sweeps_and_the_baseline_are_taken(team: Client, lm: dict[str, str]) -> None:

@@ -148,3 +148,13 @@ def test_describe_names_every_pair_with_shapes_and_projection() -> None:
         "hidden mse: student layer 0 (B, 4) -> teacher layer 1 (B, 6) "
         "through a learned projection 4 -> 6"
     ]
+
+
+def test_half_precision_states_from_autocast_go_through_the_projection_in_float32() -> None:
+    student = Features(torch.zeros(2, 3), [torch.randn(2, 5, 4).bfloat16()])
+    teacher = Features(torch.zeros(2, 3), [torch.randn(2, 5, 8)])
+    matching = LayerMatching([_spec("hidden")], student, teacher)
+
+    term = matching(student, teacher)["hidden"]
+
+    assert term.dtype == torch.float32 and torch.isfinite(term)

@@ -35,6 +35,7 @@ LOSS_NAMES = {
     "reverse_kl": "reverse KL, KL(student ‖ teacher), as MiniLLM",
     "jsd": "generalised Jensen-Shannon divergence, as GKD",
 }
+HIDDEN_METRICS = {"mse": "mean squared error", "cosine": "1 - cosine similarity"}
 CACHE_WORDS = {
     "hit": "hit: read from the store that an earlier job filled; this job ran no teacher pass",
     "miss": "miss: this job ran the teacher once over the data and stored its signal for later "
@@ -113,6 +114,8 @@ def _context(f: LMCardFacts) -> dict[str, Any]:
         "kind": kind,
         "loss_name": LOSS_NAMES.get(kind, kind),
         "cache_words": CACHE_WORDS.get(str(m["teacher_cache"]), md.text(m["teacher_cache"])),
+        "hidden_pairs": _pairs(f.metrics.get("layer_pairs", {}).get("hidden")),
+        "hidden_metric": HIDDEN_METRICS,
         "columns": columns,
         "generations": [[_generation_cell(getattr(g, c)) for c in columns] for g in f.generations],
         "curves": _curves_table(f),
@@ -150,6 +153,13 @@ def _student_line(f: LMCardFacts) -> str:
     keys = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads")
     shown = ", ".join(f"{k} {md.text(config[k])}" for k in keys if k in config)
     return f"a new model of its own config ({shown or 'as given'})"
+
+
+def _pairs(pairs: list[list[int]] | None) -> str | None:
+    """``[[0, 0], [1, 3]]`` as "0 → 0, 1 → 3" (student layer → teacher layer)."""
+    if not pairs:
+        return None
+    return ", ".join(f"{int(s)} → {int(t)}" for s, t in pairs)
 
 
 def _file(name: str | None, file_id: str | None) -> str:

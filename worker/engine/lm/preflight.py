@@ -21,9 +21,15 @@ The estimate is the sum of what one training step holds at its peak, in bytes:
   ``LOSS_CHUNK_COPIES`` times (the logits, their float32 copy, the log-softmax, and its gradient
   in the backward pass; lm/losses.py keeps no more than one chunk), the student's logits being
   computed from its last hidden states chunk by chunk (``loss_from_hidden``), never whole;
-- with the teacher online (``teacher_params > 0``, ``teacher_top_k: 0``): its float32 weights
-  and its dense float32 logits of the whole batch (batch x length x vocab), which the loss
-  reads chunk by chunk. A stored signal's batch (k ids and log-probs a token) is negligible.
+- with the teacher online (``teacher_params > 0``: ``teacher_top_k: 0``, or layer matching):
+  its float32 weights and, at ``teacher_top_k: 0`` (``teacher_logits``), its dense float32
+  logits of the whole batch (batch x length x vocab), which the loss reads chunk by chunk. A
+  stored signal's batch (k ids and log-probs a token) is negligible;
+- layer matching (``losses.hidden``): per matched pair, ``MATCHING_COPIES`` float32 tensors of
+  the batch's tokens at the teacher's width (the teacher layer's states, kept from its forward
+  pass, and the student's projected onto them, kept for the backward pass). The student's own
+  layer outputs are activations already counted, and the projections' weights are trainable
+  parameters the caller counts in ``trainable_params``.
 
 plus ``HEADROOM`` for the allocator's fragmentation and the library's workspaces. It leans high:
 a job refused here could sometimes have run, a job let through should not run out.
@@ -42,6 +48,7 @@ FLOAT32 = 4
 HALF = 2
 ACTIVATIONS_PER_LAYER = 34  # values of hidden_size per token per layer
 LOSS_CHUNK_COPIES = 4
+MATCHING_COPIES = 2  # per matched pair: the teacher's states and the student's, projected
 OPTIMIZER_STATES = {"adamw": 2, "sgd": 1}  # float32 tensors per trainable parameter
 HEADROOM = 1.1
 GIB = 2**30
@@ -60,6 +67,9 @@ def estimate_peak_bytes(
     optimizer: str,
     chunk_size: int,
     teacher_params: int = 0,
+    teacher_logits: bool = True,
+    matched_layers: int = 0,
+    teacher_hidden_size: int = 0,
 ) -> int:
     """The peak memory of one training step, in bytes (module docstring: what is counted)."""
     return int(
@@ -77,6 +87,9 @@ def estimate_peak_bytes(
                 optimizer=optimizer,
                 chunk_size=chunk_size,
                 teacher_params=teacher_params,
+                teacher_logits=teacher_logits,
+                matched_layers=matched_layers,
+                teacher_hidden_size=teacher_hidden_size,
             ).values()
         )
     )
@@ -95,14 +108,19 @@ def peak_components(
     optimizer: str,
     chunk_size: int,
     teacher_params: int = 0,
+    teacher_logits: bool = True,
+    matched_layers: int = 0,
+    teacher_hidden_size: int = 0,
 ) -> dict[str, int]:
     """The estimate's parts, before the headroom: weights, gradients, optimizer, activations,
-    loss and teacher (0 when the teacher is not in training memory)."""
+    loss, teacher (0 when the teacher is not in training memory) and matching (0 without layer
+    matching)."""
     if optimizer not in OPTIMIZER_STATES:
         raise ValueError(f"unknown optimizer {optimizer!r}")
     mixed = precision in ("bf16", "fp16")
     tokens = batch_size * max_length
     activation_bytes = HALF if mixed else FLOAT32
+    teacher = teacher_params + (tokens * vocab_size if teacher_logits else 0)
     return {
         "weights": student_params * (FLOAT32 + (HALF if mixed else 0)),
         "gradients": trainable_params * FLOAT32,
@@ -111,7 +129,8 @@ def peak_components(
             tokens * hidden_size * ACTIVATIONS_PER_LAYER * (num_layers + 1) * activation_bytes
         ),
         "loss": LOSS_CHUNK_COPIES * min(chunk_size, tokens) * vocab_size * FLOAT32,
-        "teacher": (teacher_params + tokens * vocab_size) * FLOAT32 if teacher_params else 0,
+        "teacher": teacher * FLOAT32 if teacher_params else 0,
+        "matching": matched_layers * tokens * teacher_hidden_size * FLOAT32 * MATCHING_COPIES,
     }
 
 
@@ -129,8 +148,9 @@ def check_fits(
         f"This job needs about {estimate / GIB:.2f} GiB of memory at its peak (estimated from "
         f"the models' and the batch's shapes), and {device.type} has {free / GIB:.2f} GiB free. "
         "Lower hyperparameters.batch_size or data.max_length (activations grow with both), use "
-        "a smaller student, or precision bf16 on a GPU; with teacher_top_k 0 the teacher is in "
-        "memory too, which a stored signal (teacher_top_k > 0) avoids."
+        "a smaller student, or precision bf16 on a GPU; with teacher_top_k 0 or losses.hidden the "
+        "teacher is in memory too, which a stored signal (teacher_top_k > 0) without layer "
+        "matching avoids."
     )
 
 

@@ -12,6 +12,9 @@ classifier recipe's own (``worker.engine.recipe``); this recipe changes what the
   full distribution on every batch.
 - a step's loss is ``lm.losses.loss_from_hidden`` on the student's last hidden states, so no
   (batch x length x vocabulary) float32 tensor exists beyond one chunk.
+- layer matching (``losses.hidden``) keeps the teacher online as well, for its paired layers'
+  states on every batch (``lm.layers``); the logits loss still reads the stored signal, so a job
+  with and one without it learn from the same teacher distribution.
 - validation measures perplexity, agreement and KL on the validation tokens (``lm.evaluation``);
   ``finish`` adds speed, generations, the exported student and the card (``lm.results``).
 """
@@ -25,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,9 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jobspec import FromTeacherArch
 from jobspec import warnings as job_warnings
 from worker.engine.errors import EngineError, ShapeMismatch, UnsupportedInput
+from worker.engine.features import Features
 from worker.engine.job import Callbacks, EngineJob, EngineResult
+from worker.engine.layer_losses import LayerMatching
 from worker.engine.lm import preflight as lm_preflight
 from worker.engine.lm.data import (
     LMBatch,
@@ -53,7 +59,14 @@ from worker.engine.lm.data import (
 )
 from worker.engine.lm.evaluation import Scores, evaluate
 from worker.engine.lm.folders import lm_folder
-from worker.engine.lm.losses import DEFAULT_CHUNK_SIZE, loss_from_hidden
+from worker.engine.lm.layers import (
+    SAMPLE_TOKENS,
+    base_model,
+    default_pairs,
+    recording,
+    sample_features,
+)
+from worker.engine.lm.losses import DEFAULT_CHUNK_SIZE, Teacher, loss_from_hidden
 from worker.engine.lm.models import (
     CausalLM,
     check_vocabularies,
@@ -126,11 +139,6 @@ class LanguageModelRecipe(DistillationRecipe):
 
     def setup(self) -> None:
         job, spec, hp = self.job, self.spec, self.hp
-        if self.layer_specs:  # the API refuses it first; a spec from elsewhere may not have been
-            raise UnsupportedInput(
-                "Layer matching (losses.hidden) is not served for causal_lm jobs yet.",
-                code="invalid_request",
-            )
         self.device = torch_device(job.device)
         self.autocast_dtype = autocast_dtype(hp.precision, self.device)
         self.work_dir = Path(tempfile.mkdtemp(prefix="distill-lm-"))
@@ -152,16 +160,19 @@ class LanguageModelRecipe(DistillationRecipe):
             for warning in job_warnings.at_setup(self.teacher_params, student_params, split):
                 self.log(warning.message, warning.data, level="warning")
         self._check_memory(student_params)
+        # Before the teacher pass, so that a pair that cannot be matched fails in seconds.
+        self.sample_features = self._match_layers() if self.layer_specs else None
         if self.top_k > 0:
             self._store_signal()
-            self.let_go_of_teacher()
-        else:
+        if self.teacher_online:
             self.load_teacher().model.to(self.device)
+        else:
+            self.let_go_of_teacher()
+        if self.top_k == 0:
             self.teacher_stats = self._teacher_scores()
         self.train_size = len(self.train_rows)
         self.batches_per_epoch = math.ceil(self.train_size / hp.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / hp.grad_accumulation_steps)
-        self.sample_features = None
         self.clock = ProgressClock(
             self.callbacks,
             job.progress_interval,
@@ -198,6 +209,12 @@ class LanguageModelRecipe(DistillationRecipe):
             if self.spec.data.packing:
                 check_packing(self.teacher_lm.model, self.spec.data.max_length)
         return self.teacher_lm
+
+    @property
+    def teacher_online(self) -> bool:
+        """Whether the teacher stays in memory through training: for its full distribution
+        (``teacher_top_k: 0``) or its layers (``losses.hidden``)."""
+        return self.top_k == 0 or bool(self.layer_specs)
 
     def let_go_of_teacher(self) -> None:
         self.teacher_lm = None
@@ -356,22 +373,63 @@ class LanguageModelRecipe(DistillationRecipe):
         return sum(p.numel() for p in model.parameters())
 
     def _check_memory(self, student_params: int) -> None:
+        from worker.engine.hf import read_config
+
         plan: StudentPlan = self.plan  # type: ignore[assignment]
         config = plan.config
+        width, teacher_width = _width(config), _width(read_config(self.teacher_dir))
+        pairs = len(self._pairs()) if self.layer_specs else 0
+        # A learned projection per pair, student width onto the teacher's, where they differ.
+        projections = pairs * (width + 1) * teacher_width if width != teacher_width else 0
         estimate = lm_preflight.estimate_peak_bytes(
             student_params=student_params,
-            trainable_params=student_params,
+            trainable_params=student_params + projections,
             batch_size=self.hp.batch_size,
             max_length=self.spec.data.max_length,
             vocab_size=self.vocab,
-            hidden_size=int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0)),
+            hidden_size=width,
             num_layers=int(config.num_hidden_layers),
             precision=self.hp.precision,
             optimizer=self.hp.optimizer,
             chunk_size=DEFAULT_CHUNK_SIZE,
-            teacher_params=self.teacher_params if self.top_k == 0 else 0,
+            teacher_params=self.teacher_params if self.teacher_online else 0,
+            teacher_logits=self.top_k == 0,
+            matched_layers=pairs,
+            teacher_hidden_size=teacher_width,
         )
         lm_preflight.check_fits(estimate, self.device)
+
+    # -- layer matching -------------------------------------------------------------------------
+
+    def _pairs(self) -> list[tuple[int, int]]:
+        """The spec's pairs, or by default a from_teacher student's layers each with the teacher
+        layer it was copied from (``lm.layers.default_pairs``)."""
+        from worker.engine.hf import read_config
+
+        given = self.layer_specs[0].layers
+        if given is not None:
+            return given
+        plan: StudentPlan = self.plan  # type: ignore[assignment]
+        arch = self.spec.student
+        copied_from = list(arch.layers) if isinstance(arch, FromTeacherArch) else None
+        teacher_layers = int(read_config(self.teacher_dir).num_hidden_layers)
+        return default_pairs(copied_from, int(plan.config.num_hidden_layers), teacher_layers)
+
+    def _match_layers(self) -> tuple[Features, Features]:
+        """Resolve the pairs, and check them on one short row through both models: each paired
+        layer exists and their shapes agree but for the width. The student's runs build their
+        ``LayerMatching`` (with its projections) from the features returned."""
+        self.layer_specs = [replace(spec, layers=self._pairs()) for spec in self.layer_specs]
+        plan: StudentPlan = self.plan  # type: ignore[assignment]
+        student = plan.build().to(self.device).eval()
+        row = self.train_rows.input_ids[0][:SAMPLE_TOKENS]
+        sample = LMRows([row], [torch.ones(len(row), dtype=torch.bool)])
+        inputs = model_inputs(collate(sample, [0], self.pad_id, self.device))
+        teacher = self.load_teacher().model.to(self.device)  # where it stays through training
+        features = sample_features(student, inputs), sample_features(teacher, inputs)
+        described = LayerMatching(self.layer_specs, *features).describe(*features)
+        self.log("Layer matching: " + "; ".join(described) + ".")
+        return features
 
     # -- the teacher's signal -------------------------------------------------------------------
 
@@ -519,9 +577,32 @@ class LanguageModelRecipe(DistillationRecipe):
     def _loss(self, run: TrainingRun, index: torch.Tensor) -> LossTerms:
         indices = index.tolist()
         batch = collate(self.train_rows, indices, self.pad_id, self.device)
+        if run.matching is not None:
+            return self._loss_with_layers(run, run.matching, indices, batch)
         teacher = self._teacher_of("train")(indices, batch) if run.alpha > 0 else None
         with self._autocast():
             hidden = self._hidden(run.model, batch)
+        return self._logits_loss(run, batch, hidden, teacher)
+
+    def _loss_with_layers(
+        self, run: TrainingRun, matching: LayerMatching, indices: list[int], batch: LMBatch
+    ) -> LossTerms:
+        """The logits loss plus the weighted hidden-state term, each model's paired layers
+        recorded during the forward pass it runs anyway."""
+        pairs = matching.pairs["hidden"]
+        teacher, teacher_states = self._teacher_with_layers(
+            [t for _, t in pairs], run.alpha > 0, indices, batch
+        )
+        with self._autocast(), recording(run.model, [s for s, _ in pairs]) as student_states:
+            hidden = self._hidden(run.model, batch)
+        terms = self._logits_loss(run, batch, hidden, teacher)
+        matched = matching.hidden(student_states, teacher_states, batch.token_mask)
+        total = terms.total + self.layer_specs[0].weight * matched
+        return terms._replace(total=total, hidden=matched)
+
+    def _logits_loss(
+        self, run: TrainingRun, batch: LMBatch, hidden: torch.Tensor, teacher: Teacher
+    ) -> LossTerms:
         weight, bias = self._head(run.model)
         return loss_from_hidden(
             hidden,
@@ -535,6 +616,25 @@ class LanguageModelRecipe(DistillationRecipe):
             temperature=run.temperature,
             alpha=run.alpha,
         )
+
+    @torch.no_grad()
+    def _teacher_with_layers(
+        self, layers: list[int], signal: bool, indices: list[int], batch: LMBatch
+    ) -> tuple[Teacher, dict[int, torch.Tensor]]:
+        """The states of the teacher's ``layers`` and, with ``signal``, what the logits loss
+        reads: its dense logits from the same forward pass at ``teacher_top_k: 0`` (else the
+        pass stops before the LM head), the stored signal otherwise, as without matching."""
+        teacher = self.load_teacher().model
+        dense = signal and self.top_k == 0
+        with recording(teacher, layers) as states:
+            if dense:
+                logits = teacher(**model_inputs(batch)).logits[..., : self.vocab]
+            else:
+                base_model(teacher)(**model_inputs(batch))
+        if dense:
+            return logits, states
+        stored = self.signals["train"].batch(indices, self.device) if signal else None
+        return stored, states
 
     def _teacher_of(self, role: str) -> Callable[[list[int], LMBatch], TopKSignal | torch.Tensor]:
         if role in self.signals:
@@ -551,8 +651,7 @@ class LanguageModelRecipe(DistillationRecipe):
     def _hidden(self, model: nn.Module, batch: LMBatch) -> torch.Tensor:
         """The model's last hidden states (after its final norm): the LM head is applied by the
         loss, a chunk at a time."""
-        base = getattr(model, str(model.base_model_prefix))
-        return base(**model_inputs(batch)).last_hidden_state
+        return base_model(model)(**model_inputs(batch)).last_hidden_state
 
     def _head(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The LM head's weight (and bias) over the tokenizer's tokens: padding rows past it
@@ -603,7 +702,16 @@ class LanguageModelRecipe(DistillationRecipe):
         return write_lm_results(self)
 
     def cleanup(self) -> None:
-        for name in ("teacher_lm", "signals", "train_rows", "val_rows", "runs", "plan"):
+        names = (
+            "teacher_lm",
+            "signals",
+            "train_rows",
+            "val_rows",
+            "runs",
+            "plan",
+            "sample_features",
+        )
+        for name in names:
             self.__dict__.pop(name, None)
         super().cleanup()
 
@@ -616,6 +724,10 @@ class _EmbeddingRows:
 
     def get_input_embeddings(self) -> Any:
         return nn.Embedding(self.rows, 1, device="meta")
+
+
+def _width(config: Any) -> int:
+    return int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
 
 
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:

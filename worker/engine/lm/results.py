@@ -81,6 +81,11 @@ def _metrics(recipe: "LanguageModelRecipe") -> dict[str, Any]:
         "teacher_cache": recipe.teacher_status,
         "teacher_top_k": recipe.top_k,
     }
+    matching = student_run.matching
+    if matching is not None:
+        metrics["layer_pairs"] = {
+            k: [list(p) for p in pairs] for k, pairs in matching.pairs.items()
+        }
     if recipe.top_k > 0:
         signal = recipe.signals["train"]
         metrics["teacher_signal_bytes_per_token"] = signal.bytes_per_token

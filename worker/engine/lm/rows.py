@@ -83,6 +83,7 @@ class LMBatch:
     position_ids: torch.Tensor | None  # packed only
     target_mask: torch.Tensor  # (B, L) bool
     labels: torch.Tensor  # (B, L) int64: at t the token t + 1, 0 where t is not a target
+    token_mask: torch.Tensor  # (B, L) bool: a token of the row, not padding
 
 
 def collate(
@@ -103,13 +104,12 @@ def collate(
     labels = torch.zeros_like(input_ids)
     labels[:, :-1] = input_ids[:, 1:]
     labels.masked_fill_(~target_mask, 0)
+    lengths = torch.tensor([len(rows.input_ids[i]) for i in indices], device=device)
+    token_mask = torch.arange(length, device=device) < lengths[:, None]
     documents = pad(rows.documents, -1)  # padding: a document of its own
-    if documents is None:
-        lengths = torch.tensor([len(rows.input_ids[i]) for i in indices], device=device)
-        attention_mask = (torch.arange(length, device=device) < lengths[:, None]).long()
-    else:
-        attention_mask = _block_causal(documents)
-    return LMBatch(input_ids, attention_mask, pad(rows.position_ids, 0), target_mask, labels)
+    attention_mask = token_mask.long() if documents is None else _block_causal(documents)
+    position_ids = pad(rows.position_ids, 0)
+    return LMBatch(input_ids, attention_mask, position_ids, target_mask, labels, token_mask)
 
 
 def _block_causal(documents: torch.Tensor) -> torch.Tensor:

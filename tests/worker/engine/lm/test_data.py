@@ -309,6 +309,7 @@ def test_collate_pads_and_aligns_labels_with_the_next_token(tmp_path: Path) -> N
         assert batch.input_ids[b, :length].tolist() == examples[i].input_ids
         assert (batch.input_ids[b, length:] == 3).all()
         assert batch.attention_mask[b].tolist() == [1] * length + [0] * (max(lengths) - length)
+        assert batch.token_mask[b].tolist() == batch.attention_mask[b].bool().tolist()
         assert batch.target_mask[b, :length].tolist() == examples[i].target_mask
         assert not batch.target_mask[b, length:].any()
     where = batch.target_mask.nonzero().tolist()
@@ -320,6 +321,8 @@ def test_the_stored_signal_has_one_row_per_target_token(tmp_path: Path) -> None:
     """The teacher's signal is written row by row in target-mask order and read back the same."""
     rows = to_rows(documents(tmp_path), ROW, packing=True)
     batch = collate(rows, range(len(rows)), pad_id=3)
+    # Packed rows' padding (past their documents) is not a token, as in unpacked ones.
+    assert batch.token_mask.sum(1).tolist() == [len(r) for r in rows.input_ids]
     logits = torch.randn(*batch.input_ids.shape, 32)
     assert top_k_signal(logits, batch.target_mask, k=4).tokens == rows.target_tokens
     assert rows.target_tokens == sum(int(m.sum()) for m in rows.target_mask)

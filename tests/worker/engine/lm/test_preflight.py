@@ -43,6 +43,7 @@ def test_the_parts_of_a_small_case() -> None:
         "activations": tokens * 64 * preflight.ACTIVATIONS_PER_LAYER * 7 * 4,
         "loss": preflight.LOSS_CHUNK_COPIES * 128 * 1000 * 4,
         "teacher": 0,
+        "matching": 0,
     }
     estimate = preflight.estimate_peak_bytes(**SHAPES)  # type: ignore[arg-type]
     assert estimate == int(preflight.HEADROOM * sum(parts().values()))
@@ -62,6 +63,16 @@ def test_the_parts_scale_with_the_shapes() -> None:
     online = parts(teacher_params=5_000_000)["teacher"]
     assert online == (5_000_000 + 4 * 128 * 1000) * 4  # its weights and its dense logits
     assert parts(teacher_params=5_000_000, batch_size=8)["teacher"] - online == 4 * 128 * 1000 * 4
+
+
+def test_layer_matching_counts_the_teacher_and_the_matched_states() -> None:
+    # The teacher online for its layers beside a stored signal: its weights, no dense logits.
+    matched = parts(
+        teacher_params=5_000_000, teacher_logits=False, matched_layers=3, teacher_hidden_size=128
+    )
+    assert matched["teacher"] == 5_000_000 * 4
+    assert matched["matching"] == 3 * 4 * 128 * 128 * 4 * preflight.MATCHING_COPIES
+    assert parts(matched_layers=6, teacher_hidden_size=128)["matching"] == 2 * matched["matching"]
 
 
 # One training step of a Llama, as the recipe takes it (hidden states, then the chunked loss

@@ -27,6 +27,18 @@ from worker.engine.lm.card import LOSS_NAMES
 from worker.engine.lm.results import CARD_PROMPTS
 
 STUDENT = {"arch": "from_teacher", "layers": [0, 3]}
+NARROW = {  # an hf student half the teacher's width (64): layer matching needs projections
+    "arch": "hf",
+    "config": {
+        "model_type": "llama",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -252,21 +264,9 @@ def test_a_sweep_over_the_loss_trains_each_run_with_its_loss(
 def test_an_hf_config_student_starts_from_its_seed(
     teacher_zip: Path, texts: Path, tmp_path: Path
 ) -> None:
-    student = {
-        "arch": "hf",
-        "config": {
-            "model_type": "llama",
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 2,
-            "intermediate_size": 64,
-            "max_position_embeddings": 64,
-        },
-    }
     result = run_job(
         engine_job(
-            tmp_path, teacher_zip, texts, spec(student=student, hyperparameters={"epochs": 1})
+            tmp_path, teacher_zip, texts, spec(student=NARROW, hyperparameters={"epochs": 1})
         )
     )
     config = json.loads((tmp_path / "out" / "student.json").read_text())["config"]
@@ -362,3 +362,139 @@ def test_packing_is_refused_for_a_student_whose_attention_cannot_keep_documents_
         run_job(engine_job(tmp_path, teacher_zip, texts, job_spec))
     assert failure.value.code == "packing_unsupported"
     assert not (tmp_path / "cache" / "signals").exists()  # refused before the teacher pass
+
+
+# --- layer matching (losses.hidden) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def matched(
+    teacher_zip: Path, texts: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[EngineResult, Recorder, Path]:
+    """The ``distilled`` job with hidden-state matching on the default pairs."""
+    tmp = tmp_path_factory.mktemp("matched")
+    recorder = Recorder()
+    job_spec = spec(baseline=True, losses={"hidden": {}})
+    result = run_job(engine_job(tmp, teacher_zip, texts, job_spec), recorder)
+    return result, recorder, tmp
+
+
+def test_a_cut_student_matches_the_layers_it_was_copied_from(matched) -> None:
+    result, recorder, tmp = matched
+    assert result.metrics["layer_pairs"] == {"hidden": [[0, 0], [1, 3]]}  # STUDENT's layers
+    assert math.isfinite(result.metrics["student_perplexity"])
+    [line] = [m for m in recorder.messages("info") if m.startswith("Layer matching")]
+    assert "student layer 1 (B, 8, 64) -> teacher layer 3 (B, 8, 64)" in line
+    assert "projection" not in line  # one width
+    hidden = [p["hidden_loss"] for p in recorder.points if p["hidden_loss"] is not None]
+    assert hidden and all(math.isfinite(h) and h >= 0 for h in hidden)
+    card = (tmp / "out" / "model_card.md").read_text()
+    assert "student layer → teacher layer: 0 → 0, 1 → 3" in card
+
+
+def test_the_baseline_matches_no_layers(matched, distilled) -> None:
+    with_layers, without = matched[0].metrics, distilled[0].metrics
+    # Same start, data and budget on the target tokens alone: the very same baseline.
+    assert with_layers["baseline_perplexity"] == without["baseline_perplexity"]
+    assert with_layers["student_perplexity"] != without["student_perplexity"]
+    assert "layer_pairs" not in without
+
+
+def _layer_distance(out: Path, layer: int) -> float:
+    """The mean squared distance between the student's and the teacher's outputs of ``layer``
+    (an inner one: transformers' ``hidden_states[layer + 1]``) on texts neither trained on."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with zipfile.ZipFile(out / "student_hf.zip") as zf:
+        zf.extractall(out / "student")
+    student = AutoModelForCausalLM.from_pretrained(out / "student", local_files_only=True)
+    teacher, tokenizer = trained_lm_teacher(), lm_tokenizer()
+    distances = []
+    with torch.no_grad():
+        for text in lm_corpus(40, seed=9):
+            ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :48]
+            a, b = (
+                model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
+                for model in (student.eval(), teacher)
+            )
+            distances.append(float((a - b).pow(2).mean()))
+    return sum(distances) / len(distances)
+
+
+def test_matching_brings_the_students_layer_to_the_teachers(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    # Student layer 0 starts as teacher layer 1; paired with teacher layer 0, it moves to it.
+    student = {"arch": "from_teacher", "layers": [1, 3]}
+    hidden = {"hidden": {"layers": [[0, 0], [1, 3]]}}
+    distances = {}
+    for name, losses in (("without", {}), ("with", hidden)):
+        job_spec = spec(student=student, losses=losses)
+        run_job(engine_job(tmp_path / name, teacher_zip, texts, job_spec, tmp_path / "cache"))
+        distances[name] = _layer_distance(tmp_path / name / "out", 0)
+    assert distances["with"] < 0.5 * distances["without"], distances
+
+
+def test_a_narrower_student_matches_through_projections_and_resumes_to_the_same_student(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    job_spec = spec(student=NARROW, losses={"hidden": {"metric": "cosine"}})
+    recorder = Recorder()
+    whole = run_job(engine_job(tmp_path / "whole", teacher_zip, texts, job_spec), recorder)
+    assert whole.metrics["layer_pairs"] == {"hidden": [[0, 1], [1, 3]]}  # spread over 4 layers
+    [line] = [m for m in recorder.messages("info") if m.startswith("Layer matching")]
+    assert line.count("through a learned projection 32 -> 64") == 2
+
+    job = engine_job(tmp_path / "stopped", teacher_zip, texts, job_spec, progress_interval=0.0)
+    with pytest.raises(JobCancelled):
+        run_job(job, Recorder(stop_at_step=3))
+    saved = torch.load(job.checkpoint_path, map_location="cpu", weights_only=True)["matching"]
+    assert saved["projections.0.weight"].shape == (64, 32)
+    resumed = run_job(job)
+
+    weights = "student.safetensors"
+    assert (job.output_dir / weights).read_bytes() == (
+        tmp_path / "whole" / "out" / weights
+    ).read_bytes()
+    assert resumed.metrics["student_perplexity"] == whole.metrics["student_perplexity"]
+
+
+def test_matching_with_the_teacher_online(teacher_zip: Path, texts: Path, tmp_path: Path) -> None:
+    job_spec = spec(losses={"hidden": {}}, hyperparameters={"epochs": 1, "teacher_top_k": 0})
+    result = run_job(engine_job(tmp_path, teacher_zip, texts, job_spec))
+    assert result.metrics["teacher_cache"] == "off"
+    assert result.metrics["layer_pairs"] == {"hidden": [[0, 0], [1, 3]]}
+    assert math.isfinite(result.metrics["student_perplexity"])
+
+
+def test_a_pair_past_the_students_layers_fails_before_the_teacher_pass(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    job_spec = spec(losses={"hidden": {"layers": [[0, 0], [2, 3]]}})
+    with pytest.raises(EngineError, match="student layer 2, but the student has 2") as failure:
+        run_job(engine_job(tmp_path, teacher_zip, texts, job_spec))
+    assert failure.value.code == "shape_mismatch"
+    assert not (tmp_path / "cache" / "signals").exists()
+
+
+def test_the_memory_preflight_counts_the_teacher_kept_for_matching(
+    teacher_zip: Path, texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.engine.errors import OutOfMemory
+    from worker.engine.lm import preflight
+
+    estimates = []
+
+    def refuse(estimate: int, device: object) -> None:
+        estimates.append(estimate)
+        raise OutOfMemory("refused here, to read the estimate")
+
+    monkeypatch.setattr(preflight, "check_fits", refuse)
+    for name, losses in (("without", {}), ("with", {"hidden": {}})):
+        with pytest.raises(OutOfMemory):
+            run_job(engine_job(tmp_path / name, teacher_zip, texts, spec(losses=losses)))
+    teacher_bytes = 4 * sum(p.numel() for p in trained_lm_teacher().parameters())
+    assert estimates[1] - estimates[0] > teacher_bytes
