@@ -5,6 +5,8 @@ depth-pruned students, against the same students trained on the text alone.
     ... benchmarks/quality_lm.py --quick         # 1 seed, half depth, prints only
     ... benchmarks/quality_lm.py --table top_k   # k = 8, 32, 64, 128 and dense
     ... benchmarks/quality_lm.py --table losses  # forward KL, reverse KL, JSD
+    ... benchmarks/quality_lm.py --table prompts # {"prompt"}-only data against logit KD
+    ... benchmarks/quality_lm.py --table alpha   # alpha 0.9 and 1.0
 
 Everything goes through the HTTP API of a throwaway service (``benchmarks/_service.py``: the API
 and one worker as real processes on PostgreSQL and Redis). The corpus is real and offline: the
@@ -39,11 +41,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from benchmarks._service import distillery
 from benchmarks.quality import check, follow, machine, revision, upload
 from tests.helpers.gguf import smollm2_gguf
-from tests.helpers.lm import lm_corpus, text_rows, write_jsonl
+from tests.helpers.lm import (
+    lm_corpus,
+    prompt_completion_rows,
+    prompt_rows,
+    text_rows,
+    write_jsonl,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "quality.md"
-START, END = "<!-- lm:start -->", "<!-- lm:end -->"
 DEPTHS = {  # name: the teacher layers a student keeps (the teacher has 30)
     "15 layers": [0, 1, 2, 3, 4, 5, 6, 7, 23, 24, 25, 26, 27, 28, 29],
     "6 layers": [0, 1, 2, 27, 28, 29],
@@ -61,7 +68,15 @@ class Knobs:
     logits: str = "forward_kl"
     max_length: int = 64
     batch_size: int = 8
+    # "text": whole documents; "completions": each cut into a prompt and its real completion;
+    # "prompts": the prompts alone, the teacher writing the completions (sequence-level KD).
+    data: str = "text"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+ROWS = {"text": text_rows, "completions": prompt_completion_rows, "prompts": prompt_rows}
+TEST_ROWS = ROWS | {"prompts": prompt_completion_rows}  # scored on the real completions
+GENERATION = {"max_new_tokens": 48, "temperature": 0.0}
 
 
 def split(train: int, validation: int, test: int) -> dict[str, list[str]]:
@@ -74,13 +89,14 @@ def split(train: int, validation: int, test: int) -> dict[str, list[str]]:
 
 
 def spec(files: dict[str, str], layers: list[int], seed: int, k: Knobs, alpha: float) -> dict:
+    generation = {"generation": GENERATION} if k.data == "prompts" else {}
     return {
         "name": f"lm {len(layers)} layers seed {seed} alpha {alpha}",
         "teacher": {"file_id": files["teacher"]},
         "student": {"arch": "from_teacher", "layers": layers},
         "data": {
-            "train_file_id": files["train"],
-            "validation_file_id": files["validation"],
+            "train_file_id": files[f"{k.data}/train"],
+            "validation_file_id": files[f"{k.data}/validation"],
             "max_length": k.max_length,
             "packing": True,
         },
@@ -96,7 +112,7 @@ def spec(files: dict[str, str], layers: list[int], seed: int, k: Knobs, alpha: f
         }
         | k.extra,
         "losses": {"logits": k.logits},
-    }
+    } | generation
 
 
 def test_perplexity(model: Any, tokenizer: Any, test_file: Path, max_length: int) -> float:
@@ -176,11 +192,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 seed, half depth, print only")
-    parser.add_argument("--table", choices=["depth", "top_k", "losses", "alpha"], default="depth")
+    parser.add_argument(
+        "--table",
+        choices=["depth", "top_k", "losses", "alpha", "prompts", "knobs"],
+        default="depth",
+    )
     parser.add_argument("--train", type=int, default=400, help="training documents")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--depth", choices=list(DEPTHS), action="append", help="default: all")
     parser.add_argument("--knobs", default="{}", help="JSON overriding Knobs fields")
+    parser.add_argument(
+        "--variants",
+        help="with --table knobs: a JSON list of Knobs overrides, one distilled job each",
+    )
     args = parser.parse_args()
     knobs = Knobs(**json.loads(args.knobs))
     seeds = [0] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
@@ -188,39 +212,42 @@ def main() -> int:
     depths = {name: DEPTHS[name] for name in chosen}
     torch.set_num_threads(os.cpu_count() or 1)
     data = split(args.train, 150, 300)
+    variants = _variants(args.table, knobs, json.loads(args.variants or "[]"))
+    reference = _reference(args.table, knobs)  # the CE-only job's knobs (alpha 0)
+    kinds = sorted({reference.data, *(v.data for _, v in variants)})
     settings = {"DISTILL_MAX_UPLOAD_BYTES": str(256 * 2**20), "DISTILL_TORCH_THREADS": "2"}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, distillery(settings=settings) as (base, admin, _):
         work = Path(tmp)
-        files_on_disk = {
-            name: write_jsonl(work / f"{name}.jsonl", text_rows(texts))
-            for name, texts in data.items()
+        on_disk = {
+            f"{kind}/{part}": write_jsonl(
+                work / f"{kind}-{part}.jsonl",
+                (TEST_ROWS if part == "test" else ROWS)[kind](texts),
+            )
+            for kind in kinds
+            for part, texts in data.items()
         }
-        teacher_test = teacher_test_perplexity(files_on_disk["test"], knobs.max_length)
+        # Every student of a table is scored on the reference's test file (the real text).
+        test_file = on_disk[f"{reference.data}/test"]
+        teacher_test = teacher_test_perplexity(test_file, knobs.max_length)
         print(f"teacher test perplexity {teacher_test:.2f}")
         headers = {"Authorization": f"Bearer {admin}"}
         with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
-            files = {
-                "teacher": upload(client, smollm2_gguf(), "teacher"),
-                "train": upload(client, files_on_disk["train"], "dataset"),
-                "validation": upload(client, files_on_disk["validation"], "dataset"),
+            files = {"teacher": upload(client, smollm2_gguf(), "teacher")} | {
+                name: upload(client, path, "dataset")
+                for name, path in on_disk.items()
+                if not name.endswith("/test")
             }
-            variants = _variants(args.table, knobs)
             for depth, layers in depths.items():
                 for seed in seeds:
-                    ce = run_job(
-                        client,
-                        spec(files, layers, seed, knobs, 0.0),
-                        work,
-                        files_on_disk["test"],
-                        knobs,
-                    )
+                    ce_spec = spec(files, layers, seed, reference, 0.0)
+                    ce = run_job(client, ce_spec, work, test_file, reference)
                     for name, variant in variants:
                         kd = run_job(
                             client,
                             spec(files, layers, seed, variant, variant.alpha),
                             work,
-                            files_on_disk["test"],
+                            test_file,
                             variant,
                         )
                         gap = 100 * (1 - kd["test_perplexity"] / ce["test_perplexity"])
@@ -237,20 +264,34 @@ def main() -> int:
     block = report(rows, teacher_test, knobs, args)
     print(block)
     if not args.quick:
-        write_doc(block)
+        write_doc(block, args.table)
     return 0
 
 
-def _variants(table: str, knobs: Knobs) -> list[tuple[str, Knobs]]:
+def _variants(table: str, knobs: Knobs, overrides: list[dict]) -> list[tuple[str, Knobs]]:
     from dataclasses import replace
 
+    if table == "knobs":
+        return [(json.dumps(o), replace(knobs, **o)) for o in overrides]
     if table == "top_k":
         return [(f"k={k}" if k else "dense", replace(knobs, top_k=k)) for k in (8, 32, 64, 128, 0)]
+    if table == "prompts":
+        return [
+            ("logit KD on the real completions", replace(knobs, data="completions")),
+            ("teacher-written completions, CE only", replace(knobs, data="prompts", alpha=0.0)),
+            ("teacher-written completions + logit KD", replace(knobs, data="prompts")),
+        ]
     if table == "alpha":
         return [(f"alpha {a}", replace(knobs, alpha=a)) for a in (0.9, 1.0)]
     if table == "losses":
         return [(kind, replace(knobs, logits=kind)) for kind in ("forward_kl", "reverse_kl", "jsd")]
     return [("distilled", knobs)]
+
+
+def _reference(table: str, knobs: Knobs) -> Knobs:
+    from dataclasses import replace
+
+    return replace(knobs, data="completions") if table == "prompts" else knobs
 
 
 def report(rows: list[dict], teacher_test: float, knobs: Knobs, args: argparse.Namespace) -> str:
@@ -284,12 +325,16 @@ def report(rows: list[dict], teacher_test: float, knobs: Knobs, args: argparse.N
     return "\n".join(lines)
 
 
-def write_doc(block: str) -> None:
+def write_doc(block: str, table: str) -> None:
+    """Replace the table's block in docs/quality.md (the depth table's markers are lm:start and
+    lm:end, the others lm-<table>:start and lm-<table>:end), adding it at the end if absent."""
+    name = "lm" if table == "depth" else f"lm-{table}"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     doc = DOC.read_text()
-    if START not in doc or END not in doc:
-        doc = f"{doc.rstrip()}\n\n## Language models\n\n{START}\n{END}\n"
-    head, rest = doc.split(START, 1)
-    DOC.write_text(f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}")
+    if start not in doc or end not in doc:
+        doc = f"{doc.rstrip()}\n\n{start}\n{end}\n"
+    head, rest = doc.split(start, 1)
+    DOC.write_text(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":
