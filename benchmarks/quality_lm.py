@@ -5,6 +5,7 @@ depth-pruned students, against the same students trained on the text alone.
     ... benchmarks/quality_lm.py --quick         # 1 seed, half depth, prints only
     ... benchmarks/quality_lm.py --table top_k   # k = 8, 32, 64, 128 and dense
     ... benchmarks/quality_lm.py --table losses  # forward KL, reverse KL, JSD
+    ... benchmarks/quality_lm.py --table signal  # both tables above, one CE-only job
     ... benchmarks/quality_lm.py --table prompts # {"prompt"}-only data against logit KD
     ... benchmarks/quality_lm.py --table alpha   # alpha 0.9 and 1.0
 
@@ -214,7 +215,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, half depth, print only")
     parser.add_argument(
         "--table",
-        choices=["depth", "top_k", "losses", "alpha", "prompts", "knobs"],
+        choices=["depth", "top_k", "losses", "signal", "alpha", "prompts", "knobs"],
         default="depth",
     )
     parser.add_argument("--train", type=int, default=400, help="training documents")
@@ -305,6 +306,13 @@ def _variants(table: str, knobs: Knobs, overrides: list[dict]) -> list[tuple[str
         return [(f"alpha {a}", replace(knobs, alpha=a)) for a in (0.9, 1.0)]
     if table == "losses":
         return [(kind, replace(knobs, logits=kind)) for kind in ("forward_kl", "reverse_kl", "jsd")]
+    if table == "signal":  # the top_k and losses tables in one run, sharing the CE-only job
+        by_k = [
+            (f"forward_kl, {f'k={k}' if k else 'dense'}", replace(knobs, top_k=k))
+            for k in (8, 32, 64, 128, 0)
+        ]
+        others = [(f"{kind}, k=64", replace(knobs, logits=kind)) for kind in ("reverse_kl", "jsd")]
+        return by_k + others
     return [("distilled", knobs)]
 
 
