@@ -154,7 +154,9 @@ def test_sweep_job_reports_its_table_and_keeps_the_best(team: Client, digits: Di
     job = flow.run_to_end(team, flow.submit(team, spec)["id"])
 
     assert job["status"] == "succeeded", job["error"]
-    assert job["spec"]["sweep"] == {"temperature": None, "alpha": [0.0, 0.9], "learning_rate": None}
+    assert job["spec"]["sweep"] == {
+        "temperature": None, "alpha": [0.0, 0.9], "learning_rate": None, "logits": None,
+    }  # fmt: skip
     rows = job["metrics"]["sweep"]
     assert [row["alpha"] for row in rows] == [0.0, 0.9]
     chosen = next(row for row in rows if row["chosen"])
