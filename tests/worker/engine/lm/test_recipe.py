@@ -86,6 +86,16 @@ def engine_job(
     )
 
 
+def assert_same_student(
+    job: EngineJob, resumed: EngineResult, whole_out: Path, whole: EngineResult
+) -> None:
+    """A job stopped and resumed ends as the uninterrupted one: the same weights, byte for
+    byte, and the same perplexity."""
+    weights = "student.safetensors"
+    assert (job.output_dir / weights).read_bytes() == (whole_out / weights).read_bytes()
+    assert resumed.metrics["student_perplexity"] == whole.metrics["student_perplexity"]
+
+
 @pytest.fixture(scope="module")
 def distilled(
     teacher_zip: Path, texts: Path, tmp_path_factory: pytest.TempPathFactory
@@ -217,11 +227,7 @@ def test_a_cancelled_job_resumes_to_the_same_student(
         run_job(job, Recorder(stop_at_step=3))
     resumed = run_job(job)
 
-    weights = "student.safetensors"
-    assert (job.output_dir / weights).read_bytes() == (
-        tmp_path / "whole" / "out" / weights
-    ).read_bytes()
-    assert resumed.metrics["student_perplexity"] == whole.metrics["student_perplexity"]
+    assert_same_student(job, resumed, tmp_path / "whole" / "out", whole)
 
 
 def test_a_sweep_reads_one_signal(teacher_zip: Path, texts: Path, tmp_path: Path) -> None:
@@ -455,11 +461,7 @@ def test_a_narrower_student_matches_through_projections_and_resumes_to_the_same_
     assert saved["projections.0.weight"].shape == (64, 32)
     resumed = run_job(job)
 
-    weights = "student.safetensors"
-    assert (job.output_dir / weights).read_bytes() == (
-        tmp_path / "whole" / "out" / weights
-    ).read_bytes()
-    assert resumed.metrics["student_perplexity"] == whole.metrics["student_perplexity"]
+    assert_same_student(job, resumed, tmp_path / "whole" / "out", whole)
 
 
 def test_matching_with_the_teacher_online(teacher_zip: Path, texts: Path, tmp_path: Path) -> None:
