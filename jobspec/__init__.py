@@ -327,7 +327,7 @@ def _language_model_defaults(spec: JobSpec) -> None:
     losses, hp = spec.losses, spec.hyperparameters
     if "logits" not in losses.model_fields_set:
         losses.logits = "forward_kl"
-    swept = spec.sweep.logits or [] if spec.sweep is not None else []
+    swept = (spec.sweep.logits or []) if spec.sweep is not None else []
     for where, kind in [("losses.logits", losses.logits)] + [
         (f"sweep.logits.{i}", kind) for i, kind in enumerate(swept)
     ]:
