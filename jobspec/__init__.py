@@ -30,6 +30,8 @@ LearningRate = Annotated[Float, Field(gt=0.0, le=10.0)]
 Temperature = Annotated[Float, Field(gt=0.0, le=100.0)]
 Alpha = Annotated[Float, Field(ge=0.0, le=1.0)]
 MAX_SWEEP_RUNS = 16
+# The most devices one job may ask for: one host's (a GPU host has at most a few dozen GPUs).
+MAX_DEVICES = 64
 
 
 class _Strict(BaseModel):
@@ -285,6 +287,21 @@ class Sweep(_Strict):
         return self
 
 
+class Resources(_Strict):
+    """What a job takes from one worker host: ``devices`` GPUs on a GPU host, or process slots
+    of a CPU worker (``distill worker --processes N``), all handed to it at once."""
+
+    devices: Int = Field(default=1, ge=1, le=MAX_DEVICES)
+
+
+class Distributed(_Strict):
+    """How a job of several devices spreads its training over them (torch.distributed):
+    ``ddp`` replicates the student on each device, ``fsdp`` shards its parameters, gradients and
+    optimizer state (and an online teacher's parameters) across them."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+
+
 class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
     # classification: the teacher gives class logits; regression: K real outputs (MSE losses);
@@ -305,6 +322,8 @@ class JobSpec(_Strict):
     webhook_url: HttpUrl | None = None
     # causal_lm with {"prompt"}-only data: how the teacher writes the completions.
     generation: Generation | None = None
+    resources: Resources = Field(default_factory=Resources)
+    distributed: Distributed = Field(default_factory=Distributed)
 
     @model_validator(mode="after")
     def _task_defaults(self) -> "JobSpec":
