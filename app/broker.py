@@ -62,8 +62,16 @@ def producer() -> Celery:
     return celery
 
 
-def send_run_job(job_id: str) -> None:
-    producer().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue_name)
+def worker_queue(nodename: str) -> str:
+    """The queue only the Celery worker ``nodename`` consumes: the scheduler sends each job to
+    its placement's leader there (``app.queue.scheduler``)."""
+    return f"{get_settings().queue_name}.{nodename}"
+
+
+def send_run_job(job_id: str, queue: str | None = None) -> None:
+    """Hand the job to the worker consuming ``queue`` (by default the shared queue, which every
+    worker also consumes)."""
+    producer().send_task(RUN_JOB_TASK, args=[job_id], queue=queue or get_settings().queue_name)
 
 
 def ping() -> None:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # GPU-seconds ahead of its real use, so a team's next job waits behind others' first ones.
     fair_share_half_life_seconds: float = Field(default=2 * 3600.0, gt=0)
     fair_share_job_seconds: float = Field(default=300.0, gt=0)
+    # The most devices (GPUs, or CPU worker processes) any worker host of this fleet has, when
+    # the operator knows it: a job asking for more is refused at submit (422). Unset: the fleet
+    # may grow, so such a job waits, with a warning event naming the shortfall.
+    fleet_devices_per_host: int | None = Field(default=None, ge=1)
     # A worker without a heartbeat for this long is offline and gives no slot.
     worker_offline_seconds: float = Field(default=30.0, gt=0)
     # Each job trains in a process of its own (worker/sandbox/). On a CPU device its address

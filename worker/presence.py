@@ -6,8 +6,9 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown
 
 from app.config import get_settings
 from app.db import session_scope
@@ -16,6 +17,9 @@ from app.models.base import utcnow
 
 _stop = threading.Event()
 log = logging.getLogger(__name__)
+# The queue only this worker consumes (set in the Celery main process, inherited by its pool
+# process); None outside a Celery worker.
+_own_queue: str | None = None
 
 
 def heartbeat_seconds() -> float:
@@ -68,6 +72,17 @@ def _beat() -> None:
             continue
 
 
+@celeryd_after_setup.connect
+def consume_own_queue(sender: str, instance: Any, **_: object) -> None:
+    """Besides the shared queue, consume one named after this worker's node, where the scheduler
+    sends the jobs it places on this worker (the way Celery's docs route to one worker)."""
+    global _own_queue
+    from app.broker import worker_queue
+
+    _own_queue = worker_queue(sender)
+    instance.app.amqp.queues.select_add(_own_queue)
+
+
 @worker_process_init.connect
 def register(**_: object) -> None:
     from app.db import get_engine
@@ -87,6 +102,7 @@ def register(**_: object) -> None:
                 device_name=info.device_name,
                 memory_bytes=info.memory_bytes,
                 version=info.version[:40],
+                queue=_own_queue,
                 job_id=None,
                 started_at=utcnow(),
                 last_heartbeat=utcnow(),

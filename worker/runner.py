@@ -177,6 +177,12 @@ class JobRunner:
                 session.get(File, job.validation_file_id) if job.validation_file_id else None
             )
             spec = JobSpec.model_validate(job.spec)
+            if spec.resources.devices > 1:  # placed as a gang; the engine trains on one device
+                raise EngineError(
+                    f"This job holds {spec.resources.devices} devices, and this worker's engine "
+                    "trains on one device only: distributed training is not served yet.",
+                    code="unsupported_input",
+                )
             student_id = getattr(spec.student, "file_id", None)  # a pretrained student's file
             student = session.get(File, student_id) if student_id else None
             if teacher is None or train is None or (student_id and student is None):

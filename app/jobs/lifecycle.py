@@ -45,16 +45,21 @@ def enqueue(session: Session, **columns: Any) -> Job | None:
 def start(session: Session, job_id: str, worker_id: str, now: datetime, until: datetime) -> bool:
     """Claim the job for ``worker_id`` until ``until``; False when it is not ours to start.
 
-    Only a queued job that the scheduler handed out and nobody is cancelling starts. One
-    conditional UPDATE, so two workers handed the same message cannot both win, and a message
-    the scheduler did not send (or has since taken back) starts nothing.
+    Only a queued job that the scheduler handed out to this worker (its placement's leader) and
+    nobody is cancelling starts. One conditional UPDATE, so two workers handed the same message
+    cannot both win, and a message the scheduler did not send (or has since taken back, or sent
+    to another worker since) starts nothing.
     """
+    job = session.get(Job, job_id)
+    if job is None or (job.placement and job.placement[0] != worker_id):
+        return False
     result = session.execute(
         update(Job)
         .where(
             Job.id == job_id,
             Job.status == JobStatus.queued,
             Job.dispatched_at.is_not(None),
+            Job.dispatched_at == job.dispatched_at,  # handed out as read above, not since
             Job.cancel_requested.is_(False),
         )
         .values(
@@ -91,6 +96,7 @@ def requeue(session: Session, job: Job, *, max_attempts: int) -> None:
     job.worker_id = None
     job.lease_expires_at = None
     job.dispatched_at = None
+    job.placement = None
     _status_event(
         session,
         job.id,

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app import logs
+from app.config import get_settings
 from app.db import after_commit
 from app.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from app.files import repository as files
@@ -72,6 +73,7 @@ def check_inputs(
     """Everything a submit checks of the spec against its files' recorded facts (raising the
     error a submit answers). Returns the spec as the job runs it, its task resolved (``_task``)
     with that task's defaults, and the warnings the files' facts foresee."""
+    _check_devices(spec)
     teacher = _file(session, team_id, spec.teacher.file_id, "teacher", "teacher.file_id")
     spec = _for_task(spec, _task(spec, teacher))
     datasets = _datasets(session, team_id, spec)
@@ -254,6 +256,20 @@ def _has_class_names(data: File) -> bool:
     return meta.get("classes") is not None or meta.get("num_classes") is None
 
 
+def _check_devices(spec: JobSpec) -> None:
+    """Where the operator declared the fleet, a job no host can ever take is refused now rather
+    than left waiting."""
+    largest = get_settings().fleet_devices_per_host
+    if largest is not None and spec.resources.devices > largest:
+        raise Unprocessable(
+            f"resources.devices is {spec.resources.devices}, and the largest worker host of "
+            f"this server has {largest} devices (DISTILL_FLEET_DEVICES_PER_HOST): a job runs on "
+            "the devices of one host.",
+            param="resources.devices",
+            code="invalid_request",
+        )
+
+
 def request_hash(spec: JobSpec) -> str:
     """What the client sent, not the defaulted spec: a field that a later version adds with a
     default must not turn a replay across the upgrade into an ``idempotency_conflict``."""
@@ -284,6 +300,7 @@ def submit(
         train_file_id=spec.data.train_file_id,
         validation_file_id=spec.data.validation_file_id,
         student_file_id=spec.student.file_id if isinstance(spec.student, PretrainedArch) else None,
+        devices=spec.resources.devices,
         idempotency_key=idempotency_key,
         request_hash=digest,
     )

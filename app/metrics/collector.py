@@ -110,18 +110,19 @@ class DatabaseCollector(Collector):
         )
         used = GaugeMetricFamily(
             "distill_team_gpu_seconds_24h",
-            "GPU-seconds each team's jobs used in the last 24 h (undecayed).",
+            "Device-seconds (GPU-seconds on GPU workers) each team's jobs used in the last 24 h "
+            "(undecayed; a job on N devices counts N a second).",
             labels=["team_id", "team"],
         )
         waits: dict[str, list[float]] = {t: [] for t in names}
         durations: dict[tuple[str, str], list[float]] = {(t, s): [] for t in names for s in FINAL}
-        for team_id, status, created_at, started_at, finished_at in runs:
+        for team_id, status, created_at, started_at, finished_at, _ in runs:
             if started_at is None or team_id not in names:
                 continue  # cancelled before it ever started
             waits[team_id].append((started_at - created_at).total_seconds())
             if status in FINAL and finished_at is not None:
                 durations[(team_id, status)].append((finished_at - started_at).total_seconds())
-        spans = [(r.team_id, r.started_at, r.finished_at) for r in runs if r.started_at]
+        spans = [(r.team_id, r.started_at, r.finished_at, r.devices) for r in runs if r.started_at]
         usage = gpu_seconds(spans, now, half_life=None)
         for team_id, name in names.items():
             wait.add_metric([team_id, name], *histogram(waits[team_id]))

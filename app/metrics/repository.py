@@ -28,9 +28,12 @@ def oldest_queued(session: Session) -> Sequence[Any]:
 
 
 def runs_since(session: Session, since: datetime) -> Sequence[Any]:
-    """(team_id, status, created_at, started_at, finished_at) of the running jobs and of those
-    that ended since ``since``: two index scans, as ``app.queue.repository.run_spans_since``."""
-    columns = (Job.team_id, Job.status, Job.created_at, Job.started_at, Job.finished_at)
+    """(team_id, status, created_at, started_at, finished_at, devices) of the running jobs and
+    of those that ended since ``since``: two index scans, as
+    ``app.queue.repository.run_spans_since``."""
+    columns = (
+        Job.team_id, Job.status, Job.created_at, Job.started_at, Job.finished_at, Job.devices
+    )  # fmt: skip
     running = select(*columns).where(Job.status == JobStatus.running)
     ended = select(*columns).where(Job.finished_at >= since)
     return session.execute(running.union_all(ended)).all()

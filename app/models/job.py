@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.models.base import Base, utcnow
+from app.models.base import Base, JSONType, utcnow
 
 
 class JobStatus(StrEnum):
@@ -64,3 +64,7 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None]
     # When the scheduler handed the queued job to the broker; cleared if the message is lost.
     dispatched_at: Mapped[datetime | None]
+    # The devices it takes from one host (spec.resources.devices), and the workers holding them
+    # from its dispatch on: the first, the leader, runs it; the others stand idle meanwhile.
+    devices: Mapped[int] = mapped_column(default=1)
+    placement: Mapped[list[str] | None] = mapped_column(JSONType)

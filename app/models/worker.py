@@ -16,5 +16,8 @@ class Worker(Base):
     job_id: Mapped[str | None] = mapped_column(String(40))
     memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
     version: Mapped[str | None] = mapped_column(String(40))
+    # The queue only this worker consumes: the scheduler hands it its jobs there. None: a
+    # worker from before, which takes jobs from the shared queue alone.
+    queue: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(default=utcnow)

@@ -5,11 +5,13 @@ The k-th of them (from 0) gets the fair-share key
 
     (usage + (running + k) * job_cost) / weight
 
-where ``usage`` is the team's recent GPU time (decayed, see ``decayed_usage``), ``running`` the
-jobs it runs or has been handed, and ``job_cost`` a nominal charge per started job, so that a
-team's later jobs wait behind other teams' earlier ones until its usage says otherwise. Jobs
-whose team is under its ``max_running_jobs`` can start now ("startable") and come first, in key
-order (ties: team id); the jobs waiting for their own team's quota follow, in the same order.
+where ``usage`` is the team's recent device time (decayed, see ``decayed_usage``: a job on N
+devices is charged N device-seconds a second), ``running`` the jobs it runs or has been handed,
+and ``job_cost`` a nominal charge per started job, so that a team's later jobs wait behind other
+teams' earlier ones until its usage says otherwise. Jobs whose team is under its quotas
+(``max_running_jobs``, and ``max_running_devices`` counting each job's devices in the team's
+order) can start now ("startable") and come first, in key order (ties: team id); the jobs
+waiting for their own team's quota follow, in the same order.
 
 The scheduler dispatches the head of that order whenever a worker slot is free. Starting a job
 moves it from ``queued`` to ``running`` of its team, which leaves every other job's key as it
@@ -33,10 +35,24 @@ class TeamState:
     weight: float
     usage: float  # decayed GPU-seconds
     dispatched: int = 0  # of ``running``, those handed to the broker and not yet taken
+    running_devices: int = 0  # the devices ``running`` hold
+    max_running_devices: int | None = None  # None: no device quota
+    # With a device quota: the devices of the team's first queued jobs, in its order (as many as
+    # its job quota would let start).
+    head_devices: tuple[int, ...] = ()
 
     @property
     def startable(self) -> int:
-        return max(0, min(self.queued, self.max_running_jobs - self.running))
+        """How many of the team's first queued jobs its quotas let start now."""
+        n = max(0, min(self.queued, self.max_running_jobs - self.running))
+        if self.max_running_devices is None:
+            return n
+        room, fits = self.max_running_devices - self.running_devices, 0
+        for devices in self.head_devices[:n]:
+            if devices > room:
+                break
+            room, fits = room - devices, fits + 1
+        return fits
 
 
 @dataclass(frozen=True)
@@ -100,8 +116,14 @@ def dispatch_order(teams: Mapping[str, TeamState], job_cost: float) -> Iterator[
         best = min(candidates, key=Place.sort_key)
         yield best.team_id
         team = state[best.team_id]
+        devices = team.head_devices[0] if team.head_devices else 1
         state[best.team_id] = replace(
-            team, queued=team.queued - 1, running=team.running + 1, dispatched=team.dispatched + 1
+            team,
+            queued=team.queued - 1,
+            running=team.running + 1,
+            dispatched=team.dispatched + 1,
+            running_devices=team.running_devices + devices,
+            head_devices=team.head_devices[1:],
         )
 
 

@@ -1,14 +1,14 @@
 """Every query the shared queue and its scheduler make. A job's status is written by
 ``app.jobs.lifecycle`` alone."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobStatus, SchedulerLock, Team, Worker
+from app.models import Job, JobEvent, JobStatus, SchedulerLock, Team, Worker
 from app.models.scheduler import SCHEDULER_ROW
 
 QUEUED = Job.status == JobStatus.queued
@@ -35,8 +35,10 @@ def workers(session: Session) -> Sequence[Worker]:
     return session.scalars(select(Worker).order_by(Worker.id)).all()
 
 
-def live_workers(session: Session, since: datetime) -> int:
-    return int(session.scalar(select(func.count()).where(Worker.last_heartbeat >= since)) or 0)
+def live_workers(session: Session, since: datetime) -> Sequence[Any]:
+    """(id, hostname, queue) of the workers heard from since ``since``, by host then id."""
+    stmt = select(Worker.id, Worker.hostname, Worker.queue).where(Worker.last_heartbeat >= since)
+    return session.execute(stmt.order_by(Worker.hostname, Worker.id)).all()
 
 
 def remove_workers_silent_since(session: Session, since: datetime) -> None:
@@ -47,16 +49,15 @@ def remove_workers_silent_since(session: Session, since: datetime) -> None:
     )
 
 
-def busy_slots(session: Session, now: datetime) -> int:
-    """Jobs that hold a worker or are on their way to one: running under a live lease, or handed
-    to the broker and not yet taken."""
+def holding(session: Session, now: datetime) -> Sequence[Any]:
+    """(id, placement, worker_id) of the jobs that hold workers: running under a live lease, or
+    handed to the broker and not yet taken. A placement lists every worker a job holds; a job
+    from before placements has none, and holds its ``worker_id`` (None while on its way)."""
     running = Job.status == JobStatus.running
-    return int(
-        session.scalar(
-            select(func.count()).where(or_(running & (Job.lease_expires_at >= now), DISPATCHED))
-        )
-        or 0
+    stmt = select(Job.id, Job.placement, Job.worker_id).where(
+        or_(running & (Job.lease_expires_at >= now), DISPATCHED)
     )
+    return session.execute(stmt).all()
 
 
 def expired_leases(session: Session, now: datetime) -> Sequence[Job]:
@@ -80,9 +81,11 @@ class TeamRow(NamedTuple):
     name: str
     max_running_jobs: int
     weight: float
+    max_running_devices: int | None
     queued: int  # not yet handed to the broker
     dispatched: int  # queued and handed to the broker
     running: int
+    running_devices: int  # held by the dispatched and running jobs
 
 
 def team_rows(session: Session) -> list[TeamRow]:
@@ -90,12 +93,13 @@ def team_rows(session: Session) -> list[TeamRow]:
     the queued and running jobs (from ``ix_jobs_dispatch`` alone), then the teams."""
     handed_out = Job.dispatched_at.is_not(None).label("handed_out")
     counts = session.execute(
-        select(Job.team_id, Job.status, handed_out, func.count())
+        select(Job.team_id, Job.status, handed_out, func.count(), func.sum(Job.devices))
         .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
         .group_by(Job.team_id, Job.status, handed_out)
     ).all()
+    empty = {"queued": 0, "dispatched": 0, "running": 0, "running_devices": 0}
     by_team: dict[str, dict[str, int]] = {}
-    for team_id, status, was_handed_out, n in counts:
+    for team_id, status, was_handed_out, n, devices in counts:
         kind = (
             "running"
             if status == JobStatus.running
@@ -103,38 +107,59 @@ def team_rows(session: Session) -> list[TeamRow]:
             if was_handed_out
             else "queued"
         )
-        team = by_team.setdefault(team_id, {"queued": 0, "dispatched": 0, "running": 0})
+        team = by_team.setdefault(team_id, dict(empty))
         team[kind] += n
+        if kind != "queued":
+            team["running_devices"] += int(devices or 0)
     teams = session.execute(
-        select(Team.id, Team.name, Team.max_running_jobs, Team.weight).order_by(Team.name)
+        select(
+            Team.id, Team.name, Team.max_running_jobs, Team.weight, Team.max_running_devices
+        ).order_by(Team.name)
     ).all()
-    empty = {"queued": 0, "dispatched": 0, "running": 0}
     return [
         TeamRow(
-            team.id, team.name, team.max_running_jobs, team.weight, **by_team.get(team.id, empty)
+            id=team.id,
+            name=team.name,
+            max_running_jobs=team.max_running_jobs,
+            weight=team.weight,
+            max_running_devices=team.max_running_devices,
+            **by_team.get(team.id, empty),
         )
         for team in teams
     ]
 
 
 def run_spans_since(session: Session, since: datetime) -> Sequence[Any]:
-    """(team_id, started_at, finished_at) of every job that ran at some point after ``since``:
-    the running ones and those that ended since (two index scans, never the whole table)."""
-    columns = (Job.team_id, Job.started_at, Job.finished_at)
+    """(team_id, started_at, finished_at, devices) of every job that ran at some point after
+    ``since``: the running ones and those that ended since (two index scans, never the whole
+    table)."""
+    columns = (Job.team_id, Job.started_at, Job.finished_at, Job.devices)
     started = Job.started_at.is_not(None)
     running = select(*columns).where(Job.status == JobStatus.running, started)
     ended = select(*columns).where(Job.finished_at >= since, started)
     return session.execute(running.union_all(ended)).all()
 
 
-def next_in_team(session: Session, team_id: str) -> Job | None:
-    return session.scalar(
-        select(Job)
-        .where(UNDISPATCHED, Job.team_id == team_id)
-        .order_by(*TEAM_ORDER)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+def next_in_team(session: Session, team_id: str, passed: Collection[str] = ()) -> Job | None:
+    """The team's first job not yet handed out, but for ``passed`` (gangs left waiting)."""
+    stmt = select(Job).where(UNDISPATCHED, Job.team_id == team_id)
+    if passed:
+        stmt = stmt.where(Job.id.not_in(list(passed)))
+    return session.scalar(stmt.order_by(*TEAM_ORDER).limit(1).with_for_update(skip_locked=True))
+
+
+def head_devices(session: Session, team_id: str, n: int) -> tuple[int, ...]:
+    """The devices of the team's first ``n`` queued jobs not yet handed out, in its order."""
+    stmt = select(Job.devices).where(UNDISPATCHED, Job.team_id == team_id)
+    return tuple(session.scalars(stmt.order_by(*TEAM_ORDER).limit(n)))
+
+
+def has_event_code(session: Session, job_id: str, code: str) -> bool:
+    """Whether the job already has an event whose data carries ``code``."""
+    stmt = select(JobEvent.id).where(
+        JobEvent.job_id == job_id, JobEvent.data["code"].as_string() == code
     )
+    return session.scalar(stmt.limit(1)) is not None
 
 
 def rank_in_team(session: Session, job: Job) -> int:

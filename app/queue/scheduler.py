@@ -4,8 +4,20 @@ A pass, serialised across every process by ``repository.lock``:
 1. requeues the jobs whose worker was lost (their lease ran out), to resume from their last
    checkpoint, or fails them with ``worker_lost`` after ``max_attempts`` starts;
 2. forgets dispatches the broker lost (Redis restarted or flushed), so they are handed out again;
-3. counts the free worker slots (live workers minus running and dispatched jobs) and hands that
-   many jobs to the broker, in the fair-share order of ``app.queue.fair_share``.
+3. finds each host's free workers (live, and held by no running or dispatched job) and places
+   jobs on them in the fair-share order of ``app.queue.fair_share``: a job of N devices
+   (``resources.devices``) goes to one host with N free workers, all N at once (its
+   ``placement``), or waits; nothing is held for a job while it waits.
+
+Gangs and backfill. A job of N devices that no host can take now keeps the host nearest to N
+free workers for itself: nothing else starts there in the pass, so that host only frees up and
+the gang starts there at the latest when enough of its jobs end. Jobs behind it in the order
+fill free workers on other hosts meanwhile (backfill), which never delays it. A job asking for
+more devices than any live host has waits, with one ``warning`` event naming the shortfall (the
+API refuses it at submit where the operator declared the fleet, ``DISTILL_FLEET_DEVICES_PER_HOST``).
+
+Each worker consumes a queue of its own (``worker.presence``): the job's message goes to its
+placement's first worker, the leader, which runs it on the placement's devices.
 
 Passes run after a submit, after a job ends (in the worker), when a worker arrives, and every few
 seconds in each API process (``SchedulerThread``). Messages go out after the pass commits, so a
@@ -16,10 +28,10 @@ import heapq
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -37,20 +49,87 @@ log = logging.getLogger(__name__)
 
 USAGE_WINDOW = timedelta(hours=24)
 FORGET_WORKERS_AFTER = timedelta(hours=1)
+# Gangs a pass leaves waiting before it stops looking further down the order.
+MAX_WAITING_PER_PASS = 32
+SHORTFALL = "devices_unavailable"
 
 
 def gpu_seconds(
     spans: Sequence[Any], now: datetime, half_life: timedelta | None
 ) -> dict[str, float]:
-    """Each team's GPU-seconds of ``spans`` (``repository.run_spans_since``) within the usage
-    window, decayed when ``half_life`` is given."""
-    by_team: dict[str, list[tuple[datetime, datetime | None]]] = {}
-    for team_id, started, finished in spans:
-        by_team.setdefault(team_id, []).append((started, finished))
+    """Each team's device-seconds (GPU-seconds on GPU workers) of ``spans``
+    (``repository.run_spans_since``: team, start, end, devices) within the usage window, decayed
+    when ``half_life`` is given: a job on N devices counts N seconds a second."""
+    by_team: dict[str, list[tuple[datetime, datetime | None, int]]] = {}
+    for team_id, started, finished, devices in spans:
+        by_team.setdefault(team_id, []).append((started, finished, devices or 1))
     return {
-        team_id: fair_share.decayed_usage(team_spans, now, half_life, USAGE_WINDOW)
+        team_id: sum(
+            devices * fair_share.decayed_usage([(started, finished)], now, half_life, USAGE_WINDOW)
+            for started, finished, devices in team_spans
+        )
         for team_id, team_spans in by_team.items()
     }
+
+
+class Dispatch(NamedTuple):
+    job_id: str
+    queue: str | None  # the leader's own queue; None: the shared one (a worker from before)
+
+
+@dataclass
+class Host:
+    name: str
+    live: int  # workers heard from
+    free: list[Any] = field(default_factory=list)  # (id, hostname, queue) rows, by id
+    kept: bool = False  # for a waiting gang: nothing else starts here in this pass
+
+
+class Hosts:
+    """The pass's view of the fleet: each host's free workers, taken as jobs are placed."""
+
+    def __init__(self, live: Sequence[Any], held: set[str], unplaced: int):
+        self.by_name: dict[str, Host] = {}
+        for worker in live:
+            host = self.by_name.setdefault(worker.hostname, Host(worker.hostname, 0))
+            host.live += 1
+            if worker.id not in held:
+                host.free.append(worker)
+        # Jobs handed out before placements hold a worker somewhere: count it off the freest.
+        for _ in range(unplaced):
+            freest = max(self.by_name.values(), key=lambda h: len(h.free), default=None)
+            if freest is None or not freest.free:
+                break
+            freest.free.pop()
+
+    @property
+    def open(self) -> list[Host]:
+        return [h for h in self.by_name.values() if not h.kept]
+
+    def any_free(self) -> bool:
+        return any(h.free for h in self.open)
+
+    def largest(self) -> int:
+        return max((h.live for h in self.by_name.values()), default=0)
+
+    def take(self, devices: int) -> list[Any] | None:
+        """``devices`` free workers of one host, the one they fit best (fewest free left over,
+        so that larger holes stay for larger jobs); None when no open host has as many."""
+        fits = [h for h in self.open if len(h.free) >= devices]
+        if not fits:
+            return None
+        host = min(fits, key=lambda h: (len(h.free), h.name))
+        taken, host.free = host.free[:devices], host.free[devices:]
+        return taken
+
+    def keep_for(self, devices: int) -> bool:
+        """Keep the open host nearest to ``devices`` free workers for a gang that waits; False
+        when no open host has that many workers at all."""
+        able = [h for h in self.open if h.live >= devices]
+        if not able:
+            return False
+        max(able, key=lambda h: (len(h.free), h.name)).kept = True
+        return True
 
 
 class QueueView:
@@ -81,9 +160,20 @@ class QueueView:
                 weight=row.weight,
                 usage=usage.get(row.id, 0.0),
                 dispatched=int(row.dispatched),
+                running_devices=int(row.running_devices),
+                max_running_devices=row.max_running_devices,
+                head_devices=self._head_devices(row),
             )
             for row in self.team_rows
         }
+
+    def _head_devices(self, row: Any) -> tuple[int, ...]:
+        """With a device quota, the devices of the team's jobs its job quota would let start
+        (a few rows of one index range); without, nothing is read."""
+        n = min(int(row.queued), row.max_running_jobs - int(row.running) - int(row.dispatched))
+        if row.max_running_devices is None or n <= 0:
+            return ()
+        return repository.head_devices(self.session, row.id, n)
 
     def position(self, job: Job) -> int:
         """The job's exact place in the dispatch order: the jobs already handed to the broker
@@ -129,14 +219,14 @@ def run_pass() -> list[str]:
     settings = get_settings()
     with session_scope() as session:
         picked = _pass(session, settings, utcnow())
-    for job_id in picked:
+    for job_id, queue in picked:
         try:
-            broker.send_run_job(job_id)
+            broker.send_run_job(job_id, queue)
         except Exception:  # the dispatch times out and the job is handed out again
             log.warning(
                 "could not hand %s to the broker; it will be retried", job_id, exc_info=True
             )
-    return picked
+    return [job_id for job_id, _ in picked]
 
 
 def try_pass() -> None:
@@ -148,27 +238,66 @@ def try_pass() -> None:
         log.warning("scheduling pass failed", exc_info=True)
 
 
-def _pass(session: Session, settings: Settings, now: datetime) -> list[str]:
+def _pass(session: Session, settings: Settings, now: datetime) -> list[Dispatch]:
     repository.lock(session)
     _requeue_lost(session, settings, now)
     _forget_lost_dispatches(session, now - timedelta(seconds=settings.dispatch_timeout_seconds))
     repository.remove_workers_silent_since(session, now - FORGET_WORKERS_AFTER)
+    hosts = _hosts(session, settings, now)
+    if not hosts.any_free():
+        return []
+    states = QueueView(session, now).states
+    picked: list[Dispatch] = []
+    waiting: dict[str, list[str]] = {}  # each team's gangs this pass leaves waiting
+    for team_id in fair_share.dispatch_order(states, settings.fair_share_job_seconds):
+        job = repository.next_in_team(session, team_id, waiting.get(team_id, ()))
+        if job is None:  # only gangs left in this team, or another pass holds its job
+            continue
+        workers = hosts.take(job.devices)
+        if workers is None:
+            waiting.setdefault(team_id, []).append(job.id)
+            if not hosts.keep_for(job.devices):
+                _say_shortfall(session, job, hosts.largest())
+            if sum(map(len, waiting.values())) >= MAX_WAITING_PER_PASS:
+                break
+        else:
+            job.dispatched_at = now
+            job.placement = [worker.id for worker in workers]
+            session.flush()
+            picked.append(Dispatch(job.id, workers[0].queue))
+        if not hosts.any_free():
+            break
+    return picked
+
+
+def _hosts(session: Session, settings: Settings, now: datetime) -> Hosts:
     live = repository.live_workers(
         session, now - timedelta(seconds=settings.worker_offline_seconds)
     )
-    free = live - repository.busy_slots(session, now)
-    if free <= 0:
-        return []
-    states = QueueView(session, now).states
-    picked: list[str] = []
-    for team_id in islice(fair_share.dispatch_order(states, settings.fair_share_job_seconds), free):
-        job = repository.next_in_team(session, team_id)
-        if job is None:  # another pass holds it (cannot happen under the lock, but be safe)
-            continue
-        job.dispatched_at = now
-        session.flush()
-        picked.append(job.id)
-    return picked
+    held: set[str] = set()
+    unplaced = 0
+    for _, placement, worker_id in repository.holding(session, now):
+        if placement:
+            held.update(placement)
+        elif worker_id:
+            held.add(worker_id)
+        else:
+            unplaced += 1
+    return Hosts(live, held, unplaced)
+
+
+def _say_shortfall(session: Session, job: Job, largest: int) -> None:
+    """Once per job: it asks for more devices than any live host has, so it waits."""
+    if repository.has_event_code(session, job.id, SHORTFALL):
+        return
+    job_repository.add_event(
+        session, job.id, "log",
+        f"This job asks for {job.devices} devices of one host, and the largest live worker "
+        f"host has {largest}: it waits until a host with {job.devices} joins "
+        f"(`distill worker --processes {job.devices}` on a CPU host, or {job.devices} GPUs).",
+        level="warning",
+        data={"code": SHORTFALL, "devices": job.devices, "largest_host": largest},
+    )  # fmt: skip
 
 
 def _requeue_lost(session: Session, settings: Settings, now: datetime) -> None:
@@ -196,6 +325,7 @@ def _forget_lost_dispatches(session: Session, before: datetime) -> None:
     restarted or flushed), so they are handed out again."""
     for job in repository.lost_dispatches(session, before):
         job.dispatched_at = None
+        job.placement = None
         job_repository.add_event(
             session, job.id, "log", "The broker lost this job's message; handing it out again.",
             level="warning",

@@ -35,9 +35,11 @@ class TeamUsage(BaseModel):
     running: int
     queued: int
     max_running_jobs: int
+    running_devices: int  # the devices its running (and dispatched) jobs hold
+    max_running_devices: int | None
     weight: float
-    gpu_seconds_24h: float
-    fair_share_usage: float  # GPU-seconds, decayed: what the scheduler compares
+    gpu_seconds_24h: float  # device-seconds: a job on N devices counts N a second
+    fair_share_usage: float  # device-seconds, decayed: what the scheduler compares
 
 
 class QueueOut(BaseModel):

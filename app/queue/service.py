@@ -11,11 +11,13 @@ from app.queue.scheduler import QueueView, gpu_seconds
 from app.queue.schemas import QueuedJob, QueueOut, TeamUsage, WorkerOut
 
 
-def _worker(worker: Worker, offline_after: timedelta) -> WorkerOut:
+def _worker(worker: Worker, offline_after: timedelta, held: dict[str, str]) -> WorkerOut:
+    """``held``: the job each worker of a running or dispatched job's placement holds."""
+    job_id = held.get(worker.id, worker.job_id)
     if utcnow() - worker.last_heartbeat > offline_after:
         status = "offline"
     else:
-        status = "busy" if worker.job_id else "idle"
+        status = "busy" if job_id else "idle"
     return WorkerOut(
         id=worker.id,
         hostname=worker.hostname,
@@ -24,7 +26,7 @@ def _worker(worker: Worker, offline_after: timedelta) -> WorkerOut:
         memory_bytes=worker.memory_bytes,
         version=worker.version,
         status=status,
-        job_id=worker.job_id,
+        job_id=job_id,
         last_heartbeat=worker.last_heartbeat,
     )
 
@@ -54,8 +56,13 @@ def snapshot(session: Session, team_id: str, limit: int, *, all_names: bool) -> 
     mine = repository.jobs_by_id(session, [job_id for job_id, team in first if team == team_id])
     used = gpu_seconds(view.spans, view.now, half_life=None)
     offline_after = timedelta(seconds=settings.worker_offline_seconds)
+    held = {
+        worker_id: job_id
+        for job_id, placement, _ in repository.holding(session, view.now)
+        for worker_id in placement or ()
+    }
     return QueueOut(
-        workers=[_worker(w, offline_after) for w in repository.workers(session)],
+        workers=[_worker(w, offline_after, held) for w in repository.workers(session)],
         running=[_entry(view, job, team_id, None) for job in repository.running_jobs(session)],
         queued=[
             _entry(view, mine[job_id], team_id, i) if team == team_id else _other(team, "queued", i)
@@ -68,6 +75,8 @@ def snapshot(session: Session, team_id: str, limit: int, *, all_names: bool) -> 
                 running=int(row.running),
                 queued=int(row.queued) + int(row.dispatched),
                 max_running_jobs=row.max_running_jobs,
+                running_devices=int(row.running_devices),
+                max_running_devices=row.max_running_devices,
                 weight=row.weight,
                 gpu_seconds_24h=round(used.get(row.id, 0.0), 3),
                 fair_share_usage=round(view.states[row.id].usage, 3),

@@ -15,17 +15,26 @@ class TeamCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     max_running_jobs: Int = Field(default=1, ge=0, le=1000, description="0 pauses the team.")
+    max_running_devices: Int | None = Field(
+        default=None,
+        ge=0,
+        le=100000,
+        description="Devices its running jobs may hold together; null: no limit beyond "
+        "max_running_jobs.",
+    )
     weight: Float = Field(
         default=1.0, ge=MIN_WEIGHT, le=MAX_WEIGHT, description="Fair-share weight."
     )
 
 
 class TeamUpdate(BaseModel):
-    """What the admin may change: the quota and the fair-share weight."""
+    """What the admin may change: the quotas and the fair-share weight. A field left out stays
+    as it is; ``max_running_devices: null`` lifts the device quota."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_running_jobs: Int | None = Field(default=None, ge=0, le=1000)
+    max_running_devices: Int | None = Field(default=None, ge=0, le=100000)
     weight: Float | None = Field(default=None, ge=MIN_WEIGHT, le=MAX_WEIGHT)
 
 
@@ -36,6 +45,7 @@ class TeamOut(BaseModel):
     object: Literal["team"] = "team"
     name: str
     max_running_jobs: int
+    max_running_devices: int | None
     weight: float
     created_at: datetime
 

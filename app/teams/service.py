@@ -20,6 +20,7 @@ def create_team(session: Session, body: TeamCreate) -> Team:
         id=new_id("team"),
         name=body.name,
         max_running_jobs=body.max_running_jobs,
+        max_running_devices=body.max_running_devices,
         weight=body.weight,
     )
     session.add(team)
@@ -33,6 +34,8 @@ def update_team(session: Session, team_id: str, body: TeamUpdate) -> Team:
         raise NotFound(f"No team {team_id}.", param="team_id")
     if body.max_running_jobs is not None:
         team.max_running_jobs = body.max_running_jobs
+    if "max_running_devices" in body.model_fields_set:
+        team.max_running_devices = body.max_running_devices
     if body.weight is not None:
         team.weight = body.weight
     session.flush()

@@ -86,6 +86,8 @@ def test_a_nul_in_an_id_is_a_422_not_a_500(admin: Client, team: Client) -> None:
         ({"max_running_jobs": False}, "max_running_jobs"),
         ({"max_running_jobs": "3"}, "max_running_jobs"),
         ({"max_running_jobs": 2.0}, "max_running_jobs"),
+        ({"max_running_devices": -1}, "max_running_devices"),
+        ({"max_running_devices": "4"}, "max_running_devices"),
         ({"weight": 5e-324}, "weight"),
         ({"weight": 0.0009}, "weight"),
         ({"weight": 1000.5}, "weight"),
@@ -109,3 +111,16 @@ def test_team_weight_bounds_are_inclusive_and_integers_are_numbers(admin: Client
         response = admin.patch(f"/v1/teams/{team_id}", json={"weight": weight})
         assert response.status_code == 200, response.text
         assert response.json()["weight"] == weight
+
+
+def test_a_device_quota_is_set_kept_and_lifted(admin: Client) -> None:
+    name = f"devices-{secrets.token_hex(4)}"
+    created = admin.post("/v1/teams", json={"name": name, "max_running_devices": 4}).json()
+    assert created["max_running_devices"] == 4
+    team_id = created["id"]
+    kept = admin.patch(f"/v1/teams/{team_id}", json={"max_running_jobs": 3}).json()
+    assert (kept["max_running_jobs"], kept["max_running_devices"]) == (3, 4)  # left out: kept
+    lifted = admin.patch(f"/v1/teams/{team_id}", json={"max_running_devices": None}).json()
+    assert lifted["max_running_devices"] is None
+    default = admin.post("/v1/teams", json={"name": f"{name}-b"}).json()
+    assert default["max_running_devices"] is None  # no device limit beyond max_running_jobs

@@ -106,3 +106,24 @@ def test_another_teams_file_is_not_found(
 ) -> None:
     error = error_of(admin.post("/v1/jobs/validate", json=spec(files)), 404)
     assert error["param"] == "teacher.file_id"
+
+
+def test_devices_beyond_the_declared_fleet_are_refused_and_within_it_echoed(
+    team: Client, files: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.config import get_settings
+
+    monkeypatch.setenv("DISTILL_FLEET_DEVICES_PER_HOST", "4")
+    get_settings.cache_clear()
+    try:
+        refused = team.post("/v1/jobs/validate", json=spec(files, resources={"devices": 8}))
+        error = error_of(refused, 422)
+        assert (error["code"], error["param"]) == ("invalid_request", "resources.devices")
+        assert "largest worker host of this server has 4 devices" in error["message"]
+        fits = team.post("/v1/jobs/validate", json=spec(files, resources={"devices": 4}))
+        assert fits.status_code == 200, fits.text
+        assert fits.json()["spec"]["resources"] == {"devices": 4}
+        assert fits.json()["spec"]["distributed"] == {"strategy": "ddp"}
+    finally:
+        monkeypatch.delenv("DISTILL_FLEET_DEVICES_PER_HOST")
+        get_settings.cache_clear()

@@ -14,7 +14,7 @@ from app.config import get_settings
 from app.db import make_engine
 from app.ids import new_id
 from app.jobs import lifecycle
-from app.models import Job, JobStatus, Team, Worker
+from app.models import Job, JobEvent, JobStatus, Team, Worker
 from app.models.base import utcnow
 from app.queue import scheduler
 from app.queue.service import snapshot
@@ -49,34 +49,58 @@ def db(sessions: sessionmaker[Session]) -> Iterator[sessionmaker[Session]]:
             session.execute(table.__table__.delete())
 
 
-def add_team(db: sessionmaker[Session], quota: int = 10, weight: float = 1.0) -> str:
+def add_team(
+    db: sessionmaker[Session], quota: int = 10, weight: float = 1.0, devices: int | None = None
+) -> str:
     team_id = new_id("team")
     with db.begin() as session:
-        session.add(Team(id=team_id, name=team_id, max_running_jobs=quota, weight=weight))
+        session.add(Team(id=team_id, name=team_id, max_running_jobs=quota, weight=weight,
+                         max_running_devices=devices))  # fmt: skip
     return team_id
 
 
-def add_jobs(db: sessionmaker[Session], team_id: str, n: int = 1, priority: int = 0) -> list[str]:
+def add_jobs(
+    db: sessionmaker[Session], team_id: str, n: int = 1, priority: int = 0, devices: int = 1
+) -> list[str]:
     ids = [new_id("job") for _ in range(n)]
     with db.begin() as session:
         for job_id in ids:
             session.add(
                 Job(id=job_id, team_id=team_id, spec={}, teacher_file_id="file_t",
-                    train_file_id="file_d", priority=priority)
+                    train_file_id="file_d", priority=priority, devices=devices)
             )  # fmt: skip
             session.flush()  # distinct created_at, in order
     return ids
 
 
-def add_workers(db: sessionmaker[Session], n: int) -> None:
+def add_workers(db: sessionmaker[Session], n: int, host: str = "h") -> list[str]:
+    ids = [f"{host}:{new_id('w')}" for _ in range(n)]
     with db.begin() as session:
-        for _ in range(n):
-            session.add(Worker(id=new_id("w"), hostname="h", device="cpu", device_name="cpu"))
+        for worker_id in ids:
+            session.add(Worker(id=worker_id, hostname=host, device="cpu", device_name="cpu",
+                               queue=f"distill.{worker_id}"))  # fmt: skip
+    return ids
 
 
 def run_pass(db: sessionmaker[Session]) -> list[str]:
     with db.begin() as session:
-        return scheduler._pass(session, get_settings(), utcnow())
+        return [job_id for job_id, _ in scheduler._pass(session, get_settings(), utcnow())]
+
+
+def placement(db: sessionmaker[Session], job_id: str) -> list[str] | None:
+    with db.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job.placement
+
+
+def end(db: sessionmaker[Session], job_id: str, seconds: float = 60) -> None:
+    """The running job ends, having run ``seconds``."""
+    with db.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.status, job.finished_at = JobStatus.succeeded, utcnow()
+        job.started_at = job.finished_at - timedelta(seconds=seconds)
 
 
 def used_gpu(db: sessionmaker[Session], team_id: str, seconds: float) -> None:
@@ -90,10 +114,13 @@ def used_gpu(db: sessionmaker[Session], team_id: str, seconds: float) -> None:
         )  # fmt: skip
 
 
-def start(db: sessionmaker[Session], job_id: str, worker: str = "w") -> None:
+def start(db: sessionmaker[Session], job_id: str) -> None:
+    """The job's leader (the first worker of its placement) claims it."""
     now = utcnow()
     with db.begin() as session:
-        assert lifecycle.start(session, job_id, worker, now, now + HOUR)
+        job = session.get(Job, job_id)
+        assert job is not None and job.placement
+        assert lifecycle.start(session, job_id, job.placement[0], now, now + HOUR)
 
 
 def positions(db: sessionmaker[Session]) -> dict[str, int]:
@@ -189,11 +216,7 @@ def test_the_next_job_out_is_always_the_one_at_position_zero(db: sessionmaker[Se
         picked = run_pass(db)
         assert picked == head
         start(db, picked[0])
-        with db.begin() as session:
-            job = session.get(Job, picked[0])
-            assert job is not None
-            job.status, job.finished_at = JobStatus.succeeded, utcnow()
-            job.started_at = job.finished_at - timedelta(seconds=120)
+        end(db, picked[0], seconds=120)
 
 
 def test_the_queue_listing_is_in_dispatch_order(db: sessionmaker[Session]) -> None:
@@ -265,3 +288,152 @@ def test_silent_workers_give_no_slot(db: sessionmaker[Session]) -> None:
         session.add(Worker(id="gone", hostname="h", device="cpu", device_name="cpu",
                            last_heartbeat=silent))  # fmt: skip
     assert run_pass(db) == []
+
+
+# Jobs of several devices (resources.devices): gangs on one host, all at once or not at all.
+
+
+def test_a_gang_takes_all_its_devices_on_one_host_or_waits(db: sessionmaker[Session]) -> None:
+    team = add_team(db)
+    big = add_workers(db, 2, host="big")
+    add_workers(db, 1, host="small")
+    first, second = add_jobs(db, team, 2, devices=2)
+    assert run_pass(db) == [first]
+    assert sorted(placement(db, first) or []) == sorted(big)  # both of one host's devices
+    with db.begin() as session:
+        listed = snapshot(session, team, limit=10, all_names=False)
+    busy = {w.id: (w.status, w.job_id) for w in listed.workers if w.id in big}
+    assert busy == dict.fromkeys(big, ("busy", first))  # the idle member shows its gang's job
+    (mine,) = [t for t in listed.teams if t.team_id == team]
+    assert (mine.queued, mine.running_devices) == (2, 2)  # handed out still counts as queued
+    assert run_pass(db) == []  # "small" has one free device of the two the next gang needs
+    assert placement(db, second) is None  # nothing is held for it while it waits
+    start(db, first)
+    end(db, first)
+    assert run_pass(db) == [second]
+
+
+def test_the_message_goes_to_the_leader_and_only_it_may_start_the_job(
+    db: sessionmaker[Session],
+) -> None:
+    team = add_team(db)
+    add_workers(db, 2)
+    (job_id,) = add_jobs(db, team, 1, devices=2)
+    with db.begin() as session:
+        ((picked, queue),) = scheduler._pass(session, get_settings(), utcnow())
+    leader, other = placement(db, job_id) or []
+    assert picked == job_id and queue == f"distill.{leader}"
+    now = utcnow()
+    with db.begin() as session:
+        assert not lifecycle.start(session, job_id, other, now, now + HOUR)
+    with db.begin() as session:
+        assert lifecycle.start(session, job_id, leader, now, now + HOUR)
+
+
+def host_of(db: sessionmaker[Session], job_id: str) -> str:
+    leader = (placement(db, job_id) or ["?:"])[0]
+    return leader.split(":")[0]
+
+
+def test_a_waiting_gang_keeps_its_host_and_small_jobs_fill_the_others(
+    db: sessionmaker[Session],
+) -> None:
+    early, gangs, late = add_team(db), add_team(db), add_team(db)
+    used_gpu(db, late, 60)  # the gang comes first in the order
+    add_workers(db, 2, host="a")
+    add_workers(db, 3, host="b")
+    busy = add_jobs(db, early, 4)  # best fit: both of a's devices, then two of b's
+    assert run_pass(db) == busy
+    for job_id in busy:
+        start(db, job_id)
+    assert [host_of(db, job_id) for job_id in busy] == ["a", "a", "b", "b"]
+    (gang,) = add_jobs(db, gangs, 1, devices=2)
+    singles = add_jobs(db, late, 2)
+    # b's one free device is kept for the gang, which b will fit first: no single job takes it.
+    assert run_pass(db) == []
+    # A job on a ends: a single job fills that device (backfill), and the gang still waits.
+    end(db, busy[0])
+    assert run_pass(db) == [singles[0]]
+    assert host_of(db, singles[0]) == "a"
+    start(db, singles[0])
+    # A job on b ends: the gang starts there, ahead of the single job behind it.
+    end(db, busy[2])
+    assert run_pass(db) == [gang]
+    assert host_of(db, gang) == "b"
+
+
+def test_two_waiting_gangs_never_hold_each_other_up(db: sessionmaker[Session]) -> None:
+    early, gangs = add_team(db), add_team(db, quota=2)
+    add_workers(db, 2, host="a")
+    add_workers(db, 2, host="b")
+    busy = add_jobs(db, early, 2)
+    assert run_pass(db) == busy  # best fit: both on a
+    for job_id in busy:
+        start(db, job_id)
+    first, second = add_jobs(db, gangs, 2, devices=2)
+    assert run_pass(db) == [first]  # b is free whole: the first gang; the second waits for a
+    assert host_of(db, first) == "b"
+    end(db, busy[0])
+    assert run_pass(db) == []  # half of a is free: nothing is given out in halves
+    end(db, busy[1])
+    assert run_pass(db) == [second]
+    assert host_of(db, second) == "a"
+
+
+def test_a_job_larger_than_any_host_waits_with_one_warning_and_blocks_nobody(
+    db: sessionmaker[Session],
+) -> None:
+    team = add_team(db)
+    add_workers(db, 2, host="a")
+    add_workers(db, 1, host="b")
+    (huge,) = add_jobs(db, team, 1, devices=3)
+    small = add_jobs(db, team, 2)
+    assert run_pass(db) == small  # nothing can be kept for the huge job: the others go ahead
+    assert run_pass(db) == []
+    with db.begin() as session:
+        events = session.scalars(
+            select(JobEvent).where(JobEvent.job_id == huge, JobEvent.level == "warning")
+        ).all()
+        assert [e.data for e in events] == [
+            {"code": "devices_unavailable", "devices": 3, "largest_host": 2}
+        ]
+        assert "asks for 3 devices of one host" in events[0].message
+
+
+def test_a_device_quota_counts_each_jobs_devices(db: sessionmaker[Session]) -> None:
+    capped, other = add_team(db, devices=3), add_team(db)
+    used_gpu(db, other, 60)  # the capped team first in the order
+    add_workers(db, 8)
+    (gang,) = add_jobs(db, capped, 1, devices=2)
+    too_big, one = add_jobs(db, capped, 1, devices=2) + add_jobs(db, capped, 1)
+    (theirs,) = add_jobs(db, other, 1)
+    before = positions(db)
+    # 2 devices in use leave 1 of the 3: the team's next job (2 devices) waits, and so does
+    # the 1-device job behind it in the team's own order.
+    assert run_pass(db) == [gang, theirs]
+    assert [before[gang], before[theirs]] == [0, 1]
+    after = positions(db)  # the two handed out first, then the capped team's
+    assert [after[gang], after[theirs], after[too_big], after[one]] == [0, 1, 2, 3]
+    start(db, gang)
+    end(db, gang)
+    assert run_pass(db) == [too_big, one]
+
+
+def test_usage_counts_device_seconds(db: sessionmaker[Session]) -> None:
+    wide, narrow = add_team(db), add_team(db)
+    with db.begin() as session:
+        now = utcnow()
+        for team_id, devices, seconds in [(wide, 4, 600), (narrow, 1, 1800)]:
+            session.add(
+                Job(id=new_id("job"), team_id=team_id, spec={}, teacher_file_id="f",
+                    train_file_id="f", status=JobStatus.succeeded, devices=devices,
+                    started_at=now - timedelta(seconds=seconds), finished_at=now)
+            )  # fmt: skip
+    with db.begin() as session:
+        usage = {t: s.usage for t, s in scheduler.QueueView(session).states.items()}
+    assert usage[wide] == pytest.approx(4 * 600, rel=0.05)  # 4 devices x 600 s, a little decayed
+    assert usage[narrow] < usage[wide]
+    (narrow_job,) = add_jobs(db, narrow, 1)
+    add_jobs(db, wide, 1)
+    add_workers(db, 1)
+    assert run_pass(db) == [narrow_job]
