@@ -17,6 +17,11 @@ import torch
 from jobspec import JobSpec
 from tests.helpers.teachers import Digits, job_spec
 from tests.worker.engine.conftest import Recorder
+from tests.worker.engine.test_regression import (  # noqa: F401 (a fixture)
+    Diabetes,
+    diabetes,
+    regression_spec,
+)
 from worker.engine import EngineError, EngineJob, EngineResult, JobCancelled, run_job
 from worker.engine import sharded_checkpoint as sharded
 from worker.engine.distributed import RANK_LOST
@@ -329,3 +334,22 @@ def test_metadata_naming_anything_but_tensors_is_refused(tmp_path: Path) -> None
     (tmp_path / sharded.METADATA).write_text(json.dumps(plain))
     with pytest.raises(sharded.UnsafeCheckpoint):
         sharded._JsonReader(tmp_path).read_metadata()
+
+
+def test_regression_with_a_baseline_and_early_stopping_on_two_ranks(
+    diabetes: Diabetes,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
+    """fsdp's sharded weights through early stopping's best epoch and the baseline."""
+    hp = {"epochs": 3, "early_stopping": {"metric": "val_loss", "patience": 1}}
+    spec = regression_spec(baseline=True, **hp).model_dump()
+    results = {}
+    for world_size in (1, 2):
+        ranks = spec | {"resources": {"devices": world_size}, "distributed": {"strategy": "fsdp"}}
+        job = diabetes.job(tmp_path / str(world_size), JobSpec.model_validate(ranks), device="cpu")
+        results[world_size] = run_job(dataclasses.replace(job, world_size=world_size)).metrics
+
+    assert results[2]["world_size"] == 2
+    for name in ("student_r2", "baseline_r2", "agreement_mse"):
+        assert results[2][name] == pytest.approx(results[1][name], abs=0.05)
+    assert results[2]["best_epoch"] == results[1]["best_epoch"]
