@@ -22,6 +22,12 @@ class EngineJob:
     output_dir: Path
     checkpoint_path: Path  # resumed from when it exists at start
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Several devices (worker/engine/distributed.py): the job trains on ``world_size`` ranks,
+    # processes that ``run_job`` starts itself, rank r on ``devices[r]`` ("cuda:0", "cuda:1",
+    # ...; one per rank), or, with ``devices`` empty, on ``device`` (a CPU job: every rank on
+    # the CPU; a GPU job: rank r on cuda:r). ``spec.distributed.strategy`` says ddp or fsdp.
+    world_size: int = 1
+    devices: list[str] = field(default_factory=list)
     # A language model's pretrained starting point (the spec's ``{"file_id": ...}`` student).
     student_path: Path | None = None
     student_format: str | None = None  # hf_archive | gguf

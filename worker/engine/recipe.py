@@ -9,8 +9,9 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 from pydantic import BaseModel
@@ -18,7 +19,7 @@ from torch import nn
 
 from jobspec import Hyperparameters, JobSpec
 from jobspec import warnings as job_warnings
-from worker.engine import onnx_export, preflight
+from worker.engine import onnx_export, preflight, sharded_checkpoint
 from worker.engine.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from worker.engine.data import Dataset, load_dataset, same_length, split_validation
 from worker.engine.early_stopping import EarlyStopping
@@ -45,10 +46,17 @@ from worker.engine.tasks import task_of
 from worker.engine.teacher import Teacher, load_teacher, load_text_teacher
 from worker.engine.teacher_cache import TeacherOutputs, file_sha256, teacher_outputs
 
+if TYPE_CHECKING:
+    from worker.engine.distributed import Gang
+
 
 class DistillationRecipe:
-    def __init__(self, job: EngineJob, callbacks: Callbacks):
+    def __init__(self, job: EngineJob, callbacks: Callbacks, gang: "Gang | None" = None):
         self.job = job
+        # On several ranks (distributed.py): this process's place among them. Each rank trains
+        # its share of every batch; rank 0 alone reports and finishes (the others are given
+        # NullCallbacks).
+        self.gang = gang
         self.spec = job.spec
         self.callbacks = callbacks
         self.hp = job.spec.hyperparameters
@@ -70,7 +78,7 @@ class DistillationRecipe:
     def setup(self) -> None:
         hp = self.hp
         onnx_export.check_available(self.exports)  # before anything slow
-        self.device = torch_device(self.job.device)
+        self.device = self.gang.device if self.gang else torch_device(self.job.device)
         self.autocast_dtype = autocast_dtype(hp.precision, self.device)
         text = self.job.teacher_format == "hf_archive"
         if text:  # its data is read with its tokenizer, so it comes first
@@ -113,8 +121,10 @@ class DistillationRecipe:
             self.sample_features = (features[0], features[1])
             self.log("Layer matching: " + "; ".join(pairing) + ".")
         # The teacher is frozen, so its validation logits never change: compute them once.
-        self.val_teacher_logits = predict(self.teacher, self.val_data.x, hp.batch_size)
-        self.teacher_outputs = self._teacher_outputs()
+        self.val_teacher_logits = self._once(
+            lambda: predict(self.teacher, self.val_data.x, hp.batch_size)
+        )
+        self.teacher_outputs = self._shared_teacher_outputs()
         self.train_size = len(self.train_data)
         self.batches_per_epoch = math.ceil(self.train_size / hp.batch_size)
         # A step is an optimizer step; an epoch's last one may take fewer batches.
@@ -140,6 +150,24 @@ class DistillationRecipe:
         return load_text_teacher(
             self.job.teacher_path, self.work_dir, self.device, self.job.max_unpacked_bytes
         )
+
+    def _once(self, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()``; on several ranks, rank 0's, computed there once."""
+        if self.gang is None:
+            return compute()
+        result = self.gang.from_leader(compute() if self.gang.leader else None)
+        assert result is not None
+        return result
+
+    def _shared_teacher_outputs(self) -> TeacherOutputs:
+        """The teacher's outputs; on several ranks, rank 0's table (computed or read from the
+        cache there), which every rank looks its batches' rows up in."""
+        if self.gang is None or self.gang.leader:
+            outputs = self._teacher_outputs()
+            if self.gang is not None:
+                self.gang.from_leader(outputs.table)
+            return outputs
+        return TeacherOutputs(self.teacher, self.gang.from_leader(None), "off")
 
     def _teacher_outputs(self) -> TeacherOutputs:
         """The teacher's logits on the training rows, once for the whole job, when that is sound:
@@ -222,16 +250,14 @@ class DistillationRecipe:
             order = epoch_order(self.train_size, hp.seed, run.epoch).to(self.device)
             for i in range(run.step - run.epoch * self.steps_per_epoch, self.steps_per_epoch):
                 self._optimizer_step(run, order, i)
-                if i < last_step and self.clock.due():
-                    losses = run.meter.flush()
-                    _check_finite(losses)
+                if i < last_step and self._agree(self.clock.due()):
+                    losses = self._flush(run)
                     self._report(run, losses)
-                    if self.callbacks.should_stop():
+                    if self._agree(self.callbacks.should_stop()):
                         self._save_checkpoint(run)
                         self._cancel(run)
             run.epoch += 1
-            losses = run.meter.flush()
-            _check_finite(losses)  # before a broken state is saved
+            losses = self._flush(run)  # checked before a broken state is saved
             val = self.validate(run)
             self._record_epoch(run, run.meter.epoch_mean(), val)
             if run.stopper is not None:
@@ -240,10 +266,22 @@ class DistillationRecipe:
             done = {"phase": run.phase, "epoch": run.epoch, "epochs": hp.epochs}
             self.log(f"{run.phase.capitalize()} epoch {run.epoch}/{hp.epochs} done.", done | val)
             self._report(run, losses, val)
-            if self.callbacks.should_stop():
+            if self._agree(self.callbacks.should_stop()):
                 self._cancel(run)
         run.restore_best()
         run.seconds, run.started = run.train_seconds(), None
+
+    def _agree(self, decision: bool) -> bool:
+        """``decision``; on several ranks, rank 0's (its clock, its stop request) on every rank."""
+        return decision if self.gang is None else self.gang.agree(decision)
+
+    def _flush(self, run: TrainingRun) -> dict[str, float | None]:
+        """The mean losses since the last flush (over every rank's batches), checked."""
+        if self.gang is not None:
+            run.meter.combine(self.gang.sum)
+        losses = run.meter.flush()
+        _check_finite(losses)
+        return losses
 
     def _optimizer_step(self, run: TrainingRun, order: torch.Tensor, i: int) -> None:
         """Step ``i`` of the epoch: the gradients of its batches (up to grad_accumulation_steps;
@@ -255,10 +293,16 @@ class DistillationRecipe:
         batches = range(first, min(first + hp.grad_accumulation_steps, self.batches_per_epoch))
         run.optimizer.zero_grad(set_to_none=True)
         for b in batches:
-            loss = self._loss(run, order[b * hp.batch_size : (b + 1) * hp.batch_size])
+            index, share = order[b * hp.batch_size : (b + 1) * hp.batch_size], 1.0
+            if self.gang is not None:
+                index, share = self.gang.share(index)
+            loss = self._loss(run, index)
             total = loss.total if len(batches) == 1 else loss.total / len(batches)
+            if share != 1.0:
+                total = total * share
             (total if run.scaler is None else run.scaler.scale(total)).backward()
-            run.meter.add(loss)
+            if share > 0:
+                run.meter.add(loss)
         if run.scaler is not None:
             run.scaler.unscale_(run.optimizer)  # so clipping sees the true gradients
         if hp.grad_clip_norm is not None:
@@ -277,11 +321,12 @@ class DistillationRecipe:
         if run.matching is not None:
             return self._matching_loss(run, run.matching, x, y)
         teacher_logits = self.teacher_outputs(index, x) if run.alpha > 0 else None
+        student = run.model if run.wrapper is None else run.wrapper
         if self.autocast_dtype is None:
-            student_logits = run.model(x)
+            student_logits = student(x)
         else:  # the loss casts the logits to float32 before its softmax
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                student_logits = run.model(x)
+                student_logits = student(x)
         return self.task.loss(student_logits, teacher_logits, y, run.temperature, run.alpha)
 
     def _matching_loss(
@@ -324,6 +369,8 @@ class DistillationRecipe:
 
     def validate(self, run: TrainingRun) -> dict:
         outputs = predict(run.model, self.val_data.x, self.hp.batch_size)
+        if self.gang is not None:
+            self.gang.resharded(run.model)
         return self.task.validate(
             outputs, self.val_teacher_logits, self.val_data.y, run.temperature, run.alpha
         )
@@ -360,12 +407,13 @@ class DistillationRecipe:
         hp = settings.hp if settings is not None else self.hp
         torch.manual_seed(hp.seed)  # the student and the baseline start from the same weights
         model = self.plan.build().to(self.device)
+        wrapper = self.gang.wrap(model) if self.gang is not None else None  # before the optimizer
         matching = None
         if phase == "student" and self.sample_features is not None:
             matching = LayerMatching(self.layer_specs, *self.sample_features).to(self.device)
         trained = model if matching is None else nn.ModuleList([model, matching])
         run = TrainingRun(phase, model, make_optimizer(trained, hp), self._schedules(phase, hp))
-        run.matching = matching
+        run.matching, run.wrapper = matching, wrapper
         run.logits = settings.logits if settings is not None else None
         if hp.early_stopping is not None:
             rule = hp.early_stopping
@@ -381,7 +429,10 @@ class DistillationRecipe:
         if run.stopper is not None:
             run.stopper.load_state_dict(checkpoint.early_stopping[phase])
         if checkpoint.phase == phase:  # this training was under way
-            run.optimizer.load_state_dict(checkpoint.optimizer)
+            if self.gang is None:
+                run.optimizer.load_state_dict(checkpoint.optimizer)
+            else:
+                sharded_checkpoint.load_optimizer(run, checkpoint.optimizer)
             run.epoch, run.step = checkpoint.epoch, checkpoint.step
             if run.scaler is not None and checkpoint.scaler is not None:
                 run.scaler.load_state_dict(checkpoint.scaler)
@@ -416,7 +467,7 @@ class DistillationRecipe:
             phase=run.phase,
             epoch=run.epoch,
             step=run.step,
-            optimizer=run.optimizer.state_dict(),
+            optimizer=self._optimizer_state(run),
             rng=torch.get_rng_state(),
             models={p: r.model.state_dict() for p, r in self.runs.items()},
             train_seconds={p: r.train_seconds() for p, r in self.runs.items()},
@@ -432,12 +483,35 @@ class DistillationRecipe:
         if self.sweep_state is not None:
             state.sweep = self.sweep_state.state_dict()
             state.sweep_run = self.clock.run if run.phase == "student" else None
-        save_checkpoint(self.job.checkpoint_path, state)
-        self.callbacks.on_checkpoint(self.job.checkpoint_path)
+        if self.gang is None:
+            save_checkpoint(self.job.checkpoint_path, state)
+        else:
+            sharded_checkpoint.save(self.job.checkpoint_path, state, self.gang)
+        if self.gang is None or self.gang.leader:
+            self.callbacks.on_checkpoint(self.job.checkpoint_path)
+
+    def _fresh_student(self) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """A student and its optimizer, sharded as a run's are: what a sharded checkpoint's
+        tensors are read into."""
+        assert self.gang is not None
+        model = self.gang.shard(self.plan.build().to(self.device))
+        return model, make_optimizer(model, self.hp)
+
+    def _optimizer_state(self, run: TrainingRun) -> dict:
+        if self.gang is None:
+            return run.optimizer.state_dict()
+        return sharded_checkpoint.optimizer_state(run)
 
     def _load_checkpoint(self) -> TrainingState | None:
+        world_size = self.gang.world_size if self.gang is not None else 1
+        sharded_checkpoint.check_world_size(self.job.checkpoint_path, world_size)
         try:
-            checkpoint = load_checkpoint(self.job.checkpoint_path)
+            if self.gang is None:
+                checkpoint = load_checkpoint(self.job.checkpoint_path)
+            else:
+                checkpoint = sharded_checkpoint.load(
+                    self.job.checkpoint_path, self.gang, self._fresh_student
+                )
         except Exception as e:  # a checkpoint is a cache: losing it costs time, not the job
             self.log(f"Ignoring an unreadable checkpoint: {e}", level="warning")
             return None
@@ -449,6 +523,13 @@ class DistillationRecipe:
         return checkpoint
 
     # -- finish ---------------------------------------------------------------------------------
+
+    def unshard(self) -> None:
+        """On several ranks, after training: every run's model whole and plain on every rank,
+        so that rank 0 finishes the job alone (collective)."""
+        assert self.gang is not None
+        for run in self.runs.values():
+            run.model, run.wrapper = self.gang.whole(run.model, self.plan.build), None
 
     def finish(self) -> EngineResult:
         return write_results(self)

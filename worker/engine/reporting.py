@@ -31,6 +31,20 @@ class LossMeter:
                 self.sums[name] = value.detach() if previous is None else previous + value.detach()
         self.count += 1
 
+    def combine(self, total: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Take in the other ranks' batches since the last flush: ``total`` sums a vector over
+        the ranks. Every rank has the same terms on, though one may have no batch to add."""
+        zero = torch.zeros(())
+        sums = [self.sums.get(name, zero).detach().cpu().double() for name in LOSS_NAMES]
+        present = [float(name in self.sums) for name in LOSS_NAMES]
+        vector = torch.cat([torch.stack(sums), torch.tensor([*present, self.count])])
+        summed = total(vector).tolist()
+        n = len(LOSS_NAMES)
+        self.sums = {
+            name: torch.tensor(summed[i]) for i, name in enumerate(LOSS_NAMES) if summed[n + i] > 0
+        }
+        self.count = int(summed[2 * n])
+
     def flush(self) -> dict[str, float | None]:
         """Mean of each term since the last flush (None for a term switched off)."""
         names = list(self.sums)

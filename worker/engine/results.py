@@ -119,6 +119,7 @@ def _metrics(recipe: "DistillationRecipe", student: nn.Module) -> dict:
         "speedup": teacher_ms / student_ms,
         "train_seconds": recipe.runs["student"].train_seconds(),
         "device": str(recipe.device),
+        "world_size": recipe.job.world_size,  # the ranks it trained on (rank 0's device above)
         "teacher_cache": recipe.teacher_outputs.status,
     }
     matching = recipe.runs["student"].matching

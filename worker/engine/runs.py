@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from jobspec import Hyperparameters
 from worker.engine.checkpoint import Weights
@@ -29,6 +30,10 @@ class TrainingRun:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     matching: LayerMatching | None = None  # the layer-matching losses' projections, if any
     logits: str | None = None  # a sweep run's logit loss, in place of the spec's (language models)
+    # On several ranks with ddp: the DistributedDataParallel wrapper the training forward pass
+    # goes through (so that backward averages the gradients over the ranks); ``model`` is the
+    # plain module inside it.
+    wrapper: nn.Module | None = None
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken (grad_accumulation_steps batches each)
     seconds: float = 0.0  # training time in earlier sessions of this job
@@ -55,9 +60,7 @@ class TrainingRun:
         return self.stopper is not None and self.stopper.stopped_early
 
     def keep_best(self) -> None:
-        self.best_weights = {
-            k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()
-        }
+        self.best_weights = {k: _copy(v) for k, v in self.model.state_dict().items()}
 
     def restore_best(self) -> None:
         """End the run on its best epoch's weights; from here the model holds them."""
@@ -68,6 +71,14 @@ class TrainingRun:
     def train_seconds(self) -> float:
         running = 0.0 if self.started is None else time.monotonic() - self.started
         return self.seconds + running
+
+
+def _copy(weight: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of ``weight``; a shard (fsdp's DTensor) is copied where it is, as its mesh
+    says where its shards live."""
+    if isinstance(weight, DTensor):
+        return weight.detach().clone()
+    return weight.detach().to("cpu", copy=True)
 
 
 def torch_device(name: str) -> torch.device:

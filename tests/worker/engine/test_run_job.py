@@ -55,6 +55,7 @@ METRICS = {
     "speedup",
     "train_seconds",
     "device",
+    "world_size",
     "teacher_cache",
 }
 STUDENT = {"arch": "mlp", "hidden_sizes": [64], "activation": "relu", "dropout": 0.0}

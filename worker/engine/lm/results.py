@@ -78,6 +78,7 @@ def _metrics(recipe: "LanguageModelRecipe") -> dict[str, Any]:
         "train_tokens": recipe.train_rows.target_tokens * student_run.epoch,
         "validation_tokens": recipe.val_rows.target_tokens,
         "device": str(recipe.device),
+        "world_size": recipe.job.world_size,  # 1: language models train on one device (so far)
         "teacher_cache": recipe.teacher_status,
         "teacher_top_k": recipe.top_k,
     }
