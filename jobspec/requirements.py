@@ -129,3 +129,28 @@ def check_layer_pairs(
                     param=f"losses.hidden.layers.{n}",
                     code="invalid_request",
                 )
+
+
+def check_distributed(spec: JobSpec, teacher_format: str) -> None:
+    """What a job on several devices cannot do yet, refused at submit by the API and again by
+    the engine before any rank starts."""
+    if spec.resources.devices <= 1:
+        return
+    problems = []
+    if spec.task == "causal_lm":
+        problems.append("language-model (causal_lm) jobs")
+    if spec.sweep is not None:
+        problems.append("sweeps")
+    if spec.losses.hidden is not None or spec.losses.attention is not None:
+        problems.append("layer matching (losses.hidden, losses.attention)")
+    if spec.hyperparameters.precision == "fp16":
+        problems.append("precision fp16")
+    if teacher_format == "hf_archive":
+        problems.append("text (Hugging Face) teachers")
+    if problems:
+        raise SpecConflict(
+            f"Training on several devices does not support {', '.join(problems)} yet; set "
+            "resources.devices to 1.",
+            param="resources.devices",
+            code="unsupported_distributed",
+        )

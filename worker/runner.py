@@ -5,18 +5,22 @@ go through it, so nothing depends on broker broadcast.
 """
 
 import contextvars
+import dataclasses
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from app import storage
 from app.config import get_settings
 from app.db import read_scope, session_scope
 from app.jobs import lifecycle, repository
-from app.models import Artifact, File, Job, JobStatus
+from app.models import Artifact, File, Job, JobStatus, Worker
 from app.models.base import utcnow
 from app.queue import scheduler
 from jobspec import JobSpec
@@ -29,6 +33,7 @@ from worker.engine import (
     JobCancelled,
     Progress,
 )
+from worker.engine.errors import RANK_LOST
 from worker.sandbox.process import SandboxSettings, run_in_sandbox
 from worker.staging import Staging, cache_inputs
 
@@ -119,10 +124,45 @@ class _Reporter:
             self.on_log("warning", f"The teacher cache entry could not be stored: {exc}")
 
 
+@dataclass(frozen=True)
+class GangDevices:
+    """The devices a job's placement gives it, as its training process sees them."""
+
+    world_size: int = 1
+    devices: list[str] = field(
+        default_factory=list
+    )  # one per rank; empty: every rank on ``device``
+    visible: str | None = None  # the training process's CUDA_VISIBLE_DEVICES; None: the worker's
+
+
+def _gang(session: Session, job: Job, device: str) -> GangDevices:
+    """A job of several devices runs its ranks on its placement's workers' devices: on the CPU
+    every rank on the CPU; on GPUs rank r on the r-th worker's GPU (the training process sees
+    those GPUs alone, renumbered from 0)."""
+    if job.devices <= 1:
+        return GangDevices()
+    members = [session.get(Worker, worker_id) for worker_id in job.placement or []]
+    if len(members) != job.devices or any(member is None for member in members):
+        raise EngineError(
+            f"This job needs {job.devices} devices and the workers the scheduler gave it are "
+            "not all registered any more; it is queued again.",
+            code=RANK_LOST,
+        )
+    if not device.startswith("cuda"):
+        return GangDevices(world_size=job.devices)
+    indices = [member.device.removeprefix("cuda:") for member in members if member is not None]
+    return GangDevices(
+        world_size=job.devices,
+        devices=[f"cuda:{rank}" for rank in range(job.devices)],
+        visible=",".join(indices),
+    )
+
+
 class JobRunner:
     def __init__(self, job_id: str, worker_id: str):
         self.job_id, self.worker_id = job_id, worker_id
         self.settings = get_settings()
+        self.gang = GangDevices()
 
     def run(self) -> str:
         if not self._claim():
@@ -140,15 +180,21 @@ class JobRunner:
         presence.set_current_job(self.job_id)
         try:
             # In a process of its own: whatever the teacher does costs this job, not the worker.
+            engine_job = self._engine_job()
+            sandbox = dataclasses.replace(
+                SandboxSettings.from_settings(self.settings), visible_devices=self.gang.visible
+            )
             result = run_in_sandbox(
-                self._engine_job(),
+                engine_job,
                 _Reporter(self.job_id, watcher),
-                SandboxSettings.from_settings(self.settings),
+                sandbox,
                 abort=watcher.lost,  # another worker holds the job now: kill, do not checkpoint
             )
         except JobCancelled:
             return self._finish(JobStatus.cancelled, "Job cancelled; the last checkpoint is kept.")
         except EngineError as exc:
+            if exc.code == RANK_LOST:
+                return self._requeue(exc.message)
             error = {"code": exc.code, "message": exc.message}
             return self._finish(JobStatus.failed, f"Job failed: {exc.message}", error=error)
         except Exception as exc:
@@ -177,12 +223,7 @@ class JobRunner:
                 session.get(File, job.validation_file_id) if job.validation_file_id else None
             )
             spec = JobSpec.model_validate(job.spec)
-            if spec.resources.devices > 1:  # placed as a gang; the engine trains on one device
-                raise EngineError(
-                    f"This job holds {spec.resources.devices} devices, and this worker's engine "
-                    "trains on one device only: distributed training is not served yet.",
-                    code="unsupported_input",
-                )
+            self.gang = _gang(session, job, device)
             student_id = getattr(spec.student, "file_id", None)  # a pretrained student's file
             student = session.get(File, student_id) if student_id else None
             if teacher is None or train is None or (student_id and student is None):
@@ -204,6 +245,8 @@ class JobRunner:
             output_dir=files.output_dir,
             checkpoint_path=files.fetch_checkpoint(),
             device=device,
+            world_size=self.gang.world_size,
+            devices=self.gang.devices,
             cache_dir=files.cache_dir(inputs),
             teacher_sha256=teacher.sha256,
             max_unpacked_bytes=self.settings.max_unpacked_bytes,
@@ -257,6 +300,27 @@ class JobRunner:
             assert job is not None
             lifecycle.finish(session, job, status, message=message, error=error)
         return status.value
+
+    def _requeue(self, message: str) -> str:
+        """A rank of the job died: the whole gang has stopped, and the job goes back to the queue
+        to resume from its last checkpoint, as a job whose worker was lost does (and, like it,
+        fails after ``max_attempts`` starts)."""
+        with session_scope() as session:
+            job = repository.get_job_for_update(session, self.job_id)
+            if not self._owns(job):
+                return LOST
+            assert job is not None
+            if job.attempts >= self.settings.max_attempts:
+                error = {
+                    "code": RANK_LOST,
+                    "message": f"{message} It happened {job.attempts} times in all; giving up.",
+                }
+                lifecycle.finish(
+                    session, job, JobStatus.failed, message=f"Job failed: {message}", error=error
+                )
+                return JobStatus.failed.value
+            lifecycle.requeue(session, job, max_attempts=self.settings.max_attempts, reason=message)
+        return "queued again: a rank was lost"
 
     def _owns(self, job: Job | None) -> bool:
         """Whether the job is still ours to finish: a worker whose lease ran out and was taken

@@ -90,8 +90,9 @@ def renew_lease(session: Session, job_id: str, worker_id: str, until: datetime) 
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def requeue(session: Session, job: Job, *, max_attempts: int) -> None:
-    """Queue a running job whose worker was lost again, to resume from its last checkpoint."""
+def requeue(session: Session, job: Job, *, max_attempts: int, reason: str | None = None) -> None:
+    """Queue a running job again, to resume from its last checkpoint: its worker was lost, or
+    (``reason``) a rank of its gang died."""
     job.status = JobStatus.queued
     job.worker_id = None
     job.lease_expires_at = None
@@ -101,8 +102,8 @@ def requeue(session: Session, job: Job, *, max_attempts: int) -> None:
         session,
         job.id,
         JobStatus.queued,
-        "The worker running this job was lost; queued again to resume from its last checkpoint "
-        f"(attempt {job.attempts + 1} of {max_attempts}).",
+        f"{reason or 'The worker running this job was lost.'} Queued again to resume from its "
+        f"last checkpoint (attempt {job.attempts + 1} of {max_attempts}).",
         level="warning",
         attempts=job.attempts,
     )

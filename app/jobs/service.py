@@ -76,6 +76,10 @@ def check_inputs(
     _check_devices(spec)
     teacher = _file(session, team_id, spec.teacher.file_id, "teacher", "teacher.file_id")
     spec = _for_task(spec, _task(spec, teacher))
+    try:  # the engine checks it again before any rank starts
+        requirements.check_distributed(spec, teacher.format)
+    except SpecConflict as conflict:
+        raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
     datasets = _datasets(session, team_id, spec)
     if spec.task == "causal_lm":
         student = None

@@ -150,12 +150,18 @@ class Cluster:
 
         wait_for(ready, "the API")
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, processes: int = 1) -> subprocess.Popen[bytes]:
+        """``distill worker`` (with ``processes`` worker processes: one host of that many
+        devices), once every one of them has registered."""
         node = f"{name}-{secrets.token_hex(3)}@%h"
-        proc = self._spawn(name, [sys.executable, "-m", "app.cli", "worker", "--name", node])
+        argv = [sys.executable, "-m", "app.cli", "worker", "--name", node]
         before = {w["id"] for w in self.queue()["workers"]}
+        proc = self._spawn(name, [*argv, "--processes", str(processes)])
         wait_for(
-            lambda: {w["id"] for w in self.queue()["workers"] if w["status"] != "offline"} - before,
+            lambda: (
+                len({w["id"] for w in self.queue()["workers"] if w["status"] != "offline"} - before)
+                >= processes
+            ),
             f"worker {name} to register",
         )
         self.workers[name] = proc

@@ -8,10 +8,10 @@ import pytest
 from app import storage
 from app.db import session_scope
 from app.ids import new_id
-from app.models import File, Job, Team
+from app.models import File, Job, Team, Worker
 from jobspec import JobSpec
 from worker.engine import EngineError
-from worker.runner import JobRunner
+from worker.runner import GangDevices, JobRunner, _gang
 
 TEACHER, STUDENT, TRAIN = b"teacher archive bytes", b"GGUF student bytes", b'{"text": "hi"}\n'
 
@@ -100,3 +100,31 @@ def test_a_student_from_the_teacher_has_no_student_file(service_env: dict[str, s
 
     assert job.student_path is None and job.student_format is None
     assert "student" not in job.file_names
+
+
+def gang_job(placement: list[tuple[str, str]]) -> Job:
+    """A 2-device job placed on workers of the given (id, device) rows, which exist."""
+    with session_scope() as session:
+        for worker_id, device in placement:
+            session.merge(Worker(id=worker_id, hostname="h", device=device, device_name="x"))
+    return Job(id=new_id("job"), devices=2, placement=[w for w, _ in placement])
+
+
+def test_a_gang_on_gpus_sees_its_placement_s_gpus_alone_one_per_rank(
+    service_env: dict[str, str],
+) -> None:
+    job = gang_job([(new_id("w"), "cuda:3"), (new_id("w"), "cuda:1")])
+    with session_scope() as session:
+        gang = _gang(session, job, "cuda")
+    assert gang == GangDevices(world_size=2, devices=["cuda:0", "cuda:1"], visible="3,1")
+    with session_scope() as session:
+        on_cpu = _gang(session, gang_job([(new_id("w"), "cpu"), (new_id("w"), "cpu")]), "cpu")
+    assert on_cpu == GangDevices(world_size=2)  # every rank on the CPU, CUDA left as it is
+
+
+def test_a_gang_whose_worker_is_gone_goes_back_to_the_queue(service_env: dict[str, str]) -> None:
+    job = gang_job([(new_id("w"), "cpu")])
+    job.placement = [*(job.placement or []), "gone:1"]
+    with session_scope() as session, pytest.raises(EngineError) as failed:
+        _gang(session, job, "cpu")
+    assert failed.value.code == "rank_lost"

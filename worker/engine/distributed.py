@@ -35,11 +35,17 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.fsdp import FSDPModule, fully_shard
 
-from worker.engine.errors import DeviceUnavailable, EngineError, JobCancelled, UnsupportedInput
+from jobspec import requirements
+from worker.engine.errors import (
+    RANK_LOST,
+    DeviceUnavailable,
+    EngineError,
+    JobCancelled,
+    UnsupportedInput,
+)
 from worker.engine.job import Callbacks, EngineJob, EngineResult, NullCallbacks
 from worker.engine.runs import torch_device
 
-RANK_LOST = "rank_lost"
 # How long the ranks may take to start (import torch, load the teacher) and meet, and how long a
 # collective waits on a rank that is alive but silent. A rank that dies is noticed at once.
 RENDEZVOUS = timedelta(minutes=10)
@@ -173,26 +179,12 @@ def _layers(model: nn.Module) -> list[nn.Module]:
 
 
 def check_supported(job: EngineJob) -> None:
-    """What a job on several ranks cannot do yet, refused before any rank starts."""
-    spec = job.spec
-    problems = []
-    if spec.task == "causal_lm":
-        problems.append("language-model (causal_lm) jobs")
-    if spec.sweep is not None:
-        problems.append("sweeps")
-    if spec.losses.hidden is not None or spec.losses.attention is not None:
-        problems.append("layer matching (losses.hidden, losses.attention)")
-    if spec.hyperparameters.precision == "fp16":
-        problems.append("precision fp16")
-    if job.teacher_format == "hf_archive":
-        problems.append("text (Hugging Face) teachers")
-    if problems:
-        raise UnsupportedInput(
-            "Training on several devices does not support "
-            + ", ".join(problems)
-            + " yet; set resources.devices to 1.",
-            code="unsupported_distributed",
-        )
+    """What a job on several ranks cannot do yet (``jobspec.requirements.check_distributed``,
+    which the API checks at submit too), refused before any rank starts."""
+    try:
+        requirements.check_distributed(job.spec, job.teacher_format)
+    except requirements.SpecConflict as e:
+        raise UnsupportedInput(e.message, code=e.code) from None
     if job.devices and len(job.devices) != job.world_size:
         raise DeviceUnavailable(
             f"The job has {job.world_size} ranks but {len(job.devices)} devices "

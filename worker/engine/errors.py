@@ -1,5 +1,8 @@
 """Errors as types. Each carries a contract error ``code`` and a ``message`` a person can act on."""
 
+# A rank of a job on several devices died: the gang stopped, and the worker queues the job again.
+RANK_LOST = "rank_lost"
+
 
 class EngineError(Exception):
     """A job failed for a reason worth telling the user; ``code`` goes into the job's ``error``."""

@@ -94,16 +94,19 @@ def sandbox_problem() -> str | None:
     return None
 
 
-def job_walls(job: EngineJob, scratch: Path, forbidden: Iterable[Path]) -> Walls:
-    """The paths ``job`` needs. Its writable directories are created here, as the sandbox can
-    only bind what exists."""
+def job_walls(
+    job: EngineJob, scratch: Path, forbidden: Iterable[Path], visible: str | None = None
+) -> Walls:
+    """The paths ``job`` needs (``visible``: the training process's CUDA_VISIBLE_DEVICES, whose
+    GPUs it may open). Its writable directories are created here, as the sandbox can only bind
+    what exists."""
     write = [scratch, job.output_dir, job.checkpoint_path.parent]
     if job.cache_dir is not None:
         write.append(job.cache_dir)
     for path in write:
         path.mkdir(parents=True, exist_ok=True)
     inputs = [job.teacher_path, job.student_path, job.train_path, job.validation_path]
-    devices = gpu_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), job.device)
+    devices = gpu_devices(visible, job.device)
     # The CUDA driver and NVML read the GPUs' PCI entries in /sys; a CPU job gets no /sys.
     system = [Path("/sys")] if devices else []
     return Walls(

@@ -58,6 +58,9 @@ class SandboxSettings:
     # refused unless ``allow_unconfined_code``.
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     allow_unconfined_code: bool = False
+    # The training process's CUDA_VISIBLE_DEVICES (a gang's GPUs, worker/runner.py); None: the
+    # worker's own.
+    visible_devices: str | None = None
     # Paths no sandbox may expose: the storage root and the database file.
     forbidden: tuple[Path, ...] = ()
 
@@ -161,9 +164,13 @@ class TrainingProcess:
 
     def _start(self, scratch: Path) -> None:
         env = child_environment(os.environ, scratch)
+        if self.settings.visible_devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.settings.visible_devices
         argv, info, info_w = self.command, None, -1
         if self.confined:
-            walls = confine.job_walls(self.job, scratch, self.settings.forbidden)
+            walls = confine.job_walls(
+                self.job, scratch, self.settings.forbidden, env.get("CUDA_VISIBLE_DEVICES")
+            )
             info, info_w = os.pipe()
         try:
             if info is not None:

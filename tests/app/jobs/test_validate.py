@@ -127,3 +127,22 @@ def test_devices_beyond_the_declared_fleet_are_refused_and_within_it_echoed(
     finally:
         monkeypatch.delenv("DISTILL_FLEET_DEVICES_PER_HOST")
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("more", "named"),
+    [
+        ({"sweep": {"alpha": [0.3, 0.7]}}, "sweeps"),
+        ({"losses": {"hidden": {"layers": [[0, 0]]}}}, "layer matching"),
+        ({"hyperparameters": {"precision": "fp16"}}, "precision fp16"),
+    ],
+)
+def test_what_several_devices_cannot_do_yet_is_refused_at_submit(
+    team: Client, files: dict[str, str], more: dict, named: str
+) -> None:
+    body = spec(files, resources={"devices": 2}, **more)
+    error = error_of(team.post("/v1/jobs/validate", json=body), 422)
+    assert (error["code"], error["param"]) == ("unsupported_distributed", "resources.devices")
+    assert named in error["message"]
+    alone = spec(files, resources={"devices": 1}, **more)
+    assert team.post("/v1/jobs/validate", json=alone).status_code == 200
