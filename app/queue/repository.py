@@ -93,13 +93,13 @@ def team_rows(session: Session) -> list[TeamRow]:
     the queued and running jobs (from ``ix_jobs_dispatch`` alone), then the teams."""
     handed_out = Job.dispatched_at.is_not(None).label("handed_out")
     counts = session.execute(
-        select(Job.team_id, Job.status, handed_out, func.count(), func.sum(Job.devices))
+        select(Job.team_id, Job.status, handed_out, func.count())
         .where(Job.status.in_([JobStatus.queued, JobStatus.running]))
         .group_by(Job.team_id, Job.status, handed_out)
     ).all()
     empty = {"queued": 0, "dispatched": 0, "running": 0, "running_devices": 0}
     by_team: dict[str, dict[str, int]] = {}
-    for team_id, status, was_handed_out, n, devices in counts:
+    for team_id, status, was_handed_out, n in counts:
         kind = (
             "running"
             if status == JobStatus.running
@@ -109,8 +109,15 @@ def team_rows(session: Session) -> list[TeamRow]:
         )
         team = by_team.setdefault(team_id, dict(empty))
         team[kind] += n
-        if kind != "queued":
-            team["running_devices"] += int(devices or 0)
+    # The devices held: a sum over the running and handed-out jobs alone (a few rows), so the
+    # count above stays an index-only scan however long the queue.
+    held = session.execute(
+        select(Job.team_id, func.sum(Job.devices))
+        .where(or_(Job.status == JobStatus.running, DISPATCHED))
+        .group_by(Job.team_id)
+    ).all()
+    for team_id, devices in held:
+        by_team.setdefault(team_id, dict(empty))["running_devices"] = int(devices or 0)
     teams = session.execute(
         select(
             Team.id, Team.name, Team.max_running_jobs, Team.weight, Team.max_running_devices
@@ -146,12 +153,6 @@ def next_in_team(session: Session, team_id: str, passed: Collection[str] = ()) -
     if passed:
         stmt = stmt.where(Job.id.not_in(list(passed)))
     return session.scalar(stmt.order_by(*TEAM_ORDER).limit(1).with_for_update(skip_locked=True))
-
-
-def head_devices(session: Session, team_id: str, n: int) -> tuple[int, ...]:
-    """The devices of the team's first ``n`` queued jobs not yet handed out, in its order."""
-    stmt = select(Job.devices).where(UNDISPATCHED, Job.team_id == team_id)
-    return tuple(session.scalars(stmt.order_by(*TEAM_ORDER).limit(n)))
 
 
 def has_event_code(session: Session, job_id: str, code: str) -> bool:
@@ -196,9 +197,9 @@ def dispatched(session: Session, limit: int) -> Sequence[Any]:
 # One plan for every team's walk (PostgreSQL plans a UNION of 20 such parts in ~15 ms, and runs
 # it in ~1): each team's first n ids by the scheduler's index, in the team's order.
 HEADS_SQL = text(
-    "SELECT t.team_id, j.id FROM unnest(CAST(:teams AS text[]), CAST(:counts AS int[]))"
+    "SELECT t.team_id, j.id, j.devices FROM unnest(CAST(:teams AS text[]), CAST(:counts AS int[]))"
     " WITH ORDINALITY AS t(team_id, n, ord)"
-    " CROSS JOIN LATERAL (SELECT id, priority, created_at FROM jobs"
+    " CROSS JOIN LATERAL (SELECT id, priority, created_at, devices FROM jobs"
     "  WHERE status = 'queued' AND dispatched_at IS NULL AND team_id = t.team_id"
     "  ORDER BY priority DESC, created_at, id LIMIT t.n) AS j"
     " ORDER BY t.ord, j.priority DESC, j.created_at, j.id"
@@ -208,27 +209,41 @@ HEADS_SQL = text(
 def head_ids(session: Session, counts: dict[str, int]) -> dict[str, list[str]]:
     """The ids of each team's first ``counts[team]`` undispatched queued jobs, in the team's
     order, each team an index range scan."""
-    wanted = {team_id: n for team_id, n in counts.items() if n > 0}
     heads: dict[str, list[str]] = {team_id: [] for team_id in counts}
-    if not wanted:
-        return heads
-    if session.get_bind().dialect.name == "postgresql":
-        params = {"teams": list(wanted), "counts": list(wanted.values())}
-        rows: Iterable[Any] = session.execute(HEADS_SQL, params)
-    else:  # SQLite plans each small query in microseconds
-        rows = [
-            (team_id, job_id)
-            for team_id, n in wanted.items()
-            for job_id in session.scalars(
-                select(Job.id)
-                .where(UNDISPATCHED, Job.team_id == team_id)
-                .order_by(*TEAM_ORDER)
-                .limit(n)
-            )
-        ]
-    for team_id, job_id in rows:
+    for team_id, job_id, _ in _heads(session, counts):
         heads[team_id].append(job_id)
     return heads
+
+
+def head_devices(session: Session, counts: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """The devices of each team's first ``counts[team]`` undispatched queued jobs, in the
+    team's order (one statement for every team, as ``head_ids``)."""
+    heads: dict[str, list[int]] = {team_id: [] for team_id in counts}
+    for team_id, _, devices in _heads(session, counts):
+        heads[team_id].append(devices)
+    return {team_id: tuple(devices) for team_id, devices in heads.items()}
+
+
+def _heads(session: Session, counts: dict[str, int]) -> Iterable[Any]:
+    """(team id, job id, devices) of each team's first ``counts[team]`` undispatched queued
+    jobs, team by team in the team's order."""
+    wanted = {team_id: n for team_id, n in counts.items() if n > 0}
+    if not wanted:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"teams": list(wanted), "counts": list(wanted.values())}
+        return session.execute(HEADS_SQL, params).all()
+    # SQLite plans each small query in microseconds
+    return [
+        (team_id, job_id, devices)
+        for team_id, n in wanted.items()
+        for job_id, devices in session.execute(
+            select(Job.id, Job.devices)
+            .where(UNDISPATCHED, Job.team_id == team_id)
+            .order_by(*TEAM_ORDER)
+            .limit(n)
+        )
+    ]
 
 
 def jobs_by_id(session: Session, ids: Sequence[str]) -> dict[str, Job]:

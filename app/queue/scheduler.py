@@ -132,6 +132,12 @@ class Hosts:
         return True
 
 
+def _startable_by_jobs(row: Any) -> int:
+    """How many of the team's queued jobs its job quota alone would let start: with a device
+    quota, the scheduler reads that many of its head jobs' devices."""
+    return min(int(row.queued), row.max_running_jobs - int(row.running) - int(row.dispatched))
+
+
 class QueueView:
     """The queue as one session reads it: each team's numbers read once, then any number of
     exact positions from them."""
@@ -151,6 +157,10 @@ class QueueView:
     def states(self) -> dict[str, TeamState]:
         half_life = timedelta(seconds=get_settings().fair_share_half_life_seconds)
         usage = gpu_seconds(self.spans, self.now, half_life)
+        heads = repository.head_devices(
+            self.session, {row.id: _startable_by_jobs(row) for row in self.team_rows
+                           if row.max_running_devices is not None}
+        )  # fmt: skip
         return {
             row.id: TeamState(
                 team_id=row.id,
@@ -162,18 +172,10 @@ class QueueView:
                 dispatched=int(row.dispatched),
                 running_devices=int(row.running_devices),
                 max_running_devices=row.max_running_devices,
-                head_devices=self._head_devices(row),
+                head_devices=heads.get(row.id, ()),
             )
             for row in self.team_rows
         }
-
-    def _head_devices(self, row: Any) -> tuple[int, ...]:
-        """With a device quota, the devices of the team's jobs its job quota would let start
-        (a few rows of one index range); without, nothing is read."""
-        n = min(int(row.queued), row.max_running_jobs - int(row.running) - int(row.dispatched))
-        if row.max_running_devices is None or n <= 0:
-            return ()
-        return repository.head_devices(self.session, row.id, n)
 
     def position(self, job: Job) -> int:
         """The job's exact place in the dispatch order: the jobs already handed to the broker
