@@ -122,14 +122,12 @@ class Hosts:
         taken, host.free = host.free[:devices], host.free[devices:]
         return taken
 
-    def keep_for(self, devices: int) -> bool:
-        """Keep the open host nearest to ``devices`` free workers for a gang that waits; False
-        when no open host has that many workers at all."""
+    def keep_for(self, devices: int) -> None:
+        """Keep the open host nearest to ``devices`` free workers for a gang that waits (none
+        when no open host has that many workers)."""
         able = [h for h in self.open if h.live >= devices]
-        if not able:
-            return False
-        max(able, key=lambda h: (len(h.free), h.name)).kept = True
-        return True
+        if able:
+            max(able, key=lambda h: (len(h.free), h.name)).kept = True
 
 
 def _startable_by_jobs(row: Any) -> int:
@@ -258,8 +256,10 @@ def _pass(session: Session, settings: Settings, now: datetime) -> list[Dispatch]
         workers = hosts.take(job.devices)
         if workers is None:
             waiting.setdefault(team_id, []).append(job.id)
-            if not hosts.keep_for(job.devices):
+            if hosts.largest() < job.devices:
                 _say_shortfall(session, job, hosts.largest())
+            else:  # none when every host that could take it is kept for an earlier gang
+                hosts.keep_for(job.devices)
             if sum(map(len, waiting.values())) >= MAX_WAITING_PER_PASS:
                 break
         else:

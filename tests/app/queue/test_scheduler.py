@@ -437,3 +437,21 @@ def test_usage_counts_device_seconds(db: sessionmaker[Session]) -> None:
     add_jobs(db, wide, 1)
     add_workers(db, 1)
     assert run_pass(db) == [narrow_job]
+
+
+def test_a_gang_behind_another_that_keeps_the_only_big_host_hears_of_no_shortfall(
+    db: sessionmaker[Session],
+) -> None:
+    early, gangs = add_team(db), add_team(db, quota=2)
+    add_workers(db, 2, host="a")
+    (busy,) = add_jobs(db, early, 1)
+    assert run_pass(db) == [busy]
+    add_workers(db, 1, host="b")  # free, but too small for a gang: the pass looks further
+    first, _ = add_jobs(db, gangs, 2, devices=2)
+    assert run_pass(db) == []  # the first keeps "a"; the second finds no host left to keep
+    with db.begin() as session:
+        warned = session.scalars(select(JobEvent).where(JobEvent.level == "warning")).all()
+    assert warned == []  # a host of 2 exists: both wait for it, neither is told otherwise
+    start(db, busy)
+    end(db, busy)
+    assert run_pass(db) == [first]
