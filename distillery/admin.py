@@ -9,10 +9,20 @@ from distillery.types import ApiKey, Team
 
 
 class Teams(Resource):
-    def create(self, name: str, max_running_jobs: int = 1, weight: float | None = None) -> Team:
+    def create(
+        self,
+        name: str,
+        max_running_jobs: int = 1,
+        weight: float | None = None,
+        max_running_devices: int | None = None,
+    ) -> Team:
+        """A new team; ``max_running_devices`` caps the devices its running jobs hold together
+        (None: no limit beyond ``max_running_jobs``)."""
         body: dict[str, object] = {"name": name, "max_running_jobs": max_running_jobs}
         if weight is not None:
             body["weight"] = weight
+        if max_running_devices is not None:
+            body["max_running_devices"] = max_running_devices
         response = self._transport.request("POST", "/v1/teams", json=body)
         return Team.model_validate(response.json())
 

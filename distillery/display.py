@@ -312,7 +312,8 @@ def queue_tables(snapshot: QueueSnapshot) -> list[Table | Text]:
             team(t.team_id),
             str(t.running),
             str(t.queued),
-            str(t.max_running_jobs),
+            str(t.max_running_jobs)
+            + ("" if t.max_running_devices is None else f" ({t.max_running_devices} devices)"),
             f"{t.gpu_seconds_24h:,.1f}",
         )
     empty = ("workers", "running jobs", "queued jobs", "teams")

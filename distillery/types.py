@@ -115,6 +115,7 @@ class Team(Model):
     object: str = "team"
     name: str
     max_running_jobs: int
+    max_running_devices: int | None = None
     weight: float | None = None
     created_at: datetime
 
@@ -154,6 +155,8 @@ class TeamUsage(Model):
     running: int
     queued: int
     max_running_jobs: int
+    running_devices: int | None = None  # None from a server before jobs of several devices
+    max_running_devices: int | None = None
     gpu_seconds_24h: float
 
 

@@ -32,6 +32,29 @@ def test_the_queue_shows_another_teams_row_by_its_id_when_its_name_is_hidden() -
     assert "vision" in shown and "team_other" in shown and "None" not in shown
 
 
+def test_a_team_s_device_quota_is_shown_beside_its_job_quota() -> None:
+    usage = {"running": 1, "queued": 0, "max_running_jobs": 2, "gpu_seconds_24h": 0.0}
+    snapshot = QueueSnapshot.model_validate(
+        {
+            "workers": [],
+            "running": [],
+            "queued": [],
+            "teams": [
+                {"team_id": "team_a", "name": "wide", **usage, "running_devices": 2,
+                 "max_running_devices": 4},
+                {"team_id": "team_b", "name": "plain", **usage},
+            ],
+        }
+    )  # fmt: skip
+    console = Console(width=200, record=True)
+    for table in queue_tables(snapshot):
+        console.print(table)
+    rows = {line.split()[1]: line for line in console.export_text().splitlines() if "│" in line
+            and line.split()[1] in {"wide", "plain"}}  # fmt: skip
+    assert "2 (4 devices)" in rows["wide"]
+    assert "devices" not in rows["plain"]
+
+
 def test_a_yaml_spec_reads_exponents_as_numbers(tmp_path: Path) -> None:
     # The API takes numbers only as JSON numbers; PyYAML alone reads 1e-3 as a string.
     path = tmp_path / "spec.yaml"

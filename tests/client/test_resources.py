@@ -155,6 +155,13 @@ def test_errors_carry_the_contract_body(team: Client, server: Server) -> None:
         list(team.teams.list())
 
 
+def test_a_team_may_be_given_a_device_quota(admin: Client, server: Server) -> None:
+    team = admin.teams.create("devices-" + server.url[-5:], max_running_devices=4)
+    assert (team.max_running_jobs, team.max_running_devices) == (1, 4)
+    plain = admin.teams.create("plain-" + server.url[-5:])
+    assert plain.max_running_devices is None
+
+
 def test_revoked_key_answers_401(admin: Client, server: Server) -> None:
     team = admin.teams.create("revoked-" + server.url[-5:], max_running_jobs=1)
     key = admin.keys.create(team.id, "short-lived")

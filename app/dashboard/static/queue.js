@@ -106,7 +106,8 @@ function teamsTable(teams) {
   return table(
     [
       ["team", (t) => t.name ?? h("span", { class: "mono", title: "another team" }, t.team_id)],
-      ["running", (t) => `${t.running} / ${t.max_running_jobs}`, "num"],
+      ["running", (t) => `${t.running} / ${t.max_running_jobs}` +
+        (t.max_running_devices == null ? "" : `, ${t.running_devices} / ${t.max_running_devices} devices`), "num"],
       ["queued", (t) => integer(t.queued), "num"],
       ["GPU time, 24 h", (t) => duration(t.gpu_seconds_24h), "num"],
     ],
