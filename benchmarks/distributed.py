@@ -158,9 +158,10 @@ class EpochEnds(NullCallbacks):
             self.cpu.append(time.process_time() + sum(cpu_seconds(pid) for pid in ranks))
             self.peaks = [high_water_mib()] + [high_water_mib(pid) for pid in ranks]
 
-    def per_epoch(self, clock: list[float]) -> float | None:
-        """Median seconds between consecutive epoch ends (epochs 2..E)."""
-        return float(np.median(np.diff(clock))) if len(clock) > 1 else None
+    @property
+    def cpu_per_epoch(self) -> float | None:
+        """Median CPU seconds of all ranks between consecutive epoch ends (epochs 2..E)."""
+        return float(np.median(np.diff(self.cpu))) if len(self.cpu) > 1 else None
 
 
 def run_variant(args: argparse.Namespace) -> None:
@@ -176,7 +177,7 @@ def run_variant(args: argparse.Namespace) -> None:
             {
                 "metrics": {k: result.metrics.get(k) for k in (*METRICS, "train_seconds")},
                 "epoch_end_peaks": clock.peaks,
-                "cpu_per_epoch": clock.per_epoch(clock.cpu),
+                "cpu_per_epoch": clock.cpu_per_epoch,
                 "job_peaks": [
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * kib,
                     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * kib,
