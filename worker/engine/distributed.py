@@ -173,9 +173,14 @@ _WIRE_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64, tor
 
 def _layers(model: nn.Module) -> list[nn.Module]:
     """The blocks FSDP shards one by one (so that one block's parameters are gathered at a
-    time): the entries of the model's largest ``ModuleList``, if it has one."""
+    time): the entries of the model's largest ``ModuleList`` (a transformer's layers), else each
+    module that holds parameters of its own (an MLP's or a CNN's layers)."""
     lists = [list(m) for m in model.modules() if isinstance(m, nn.ModuleList)]
-    return max(lists, key=len) if lists else []
+    if lists:
+        return max(lists, key=len)
+    return [
+        m for m in model.modules() if m is not model and next(m.parameters(False), None) is not None
+    ]
 
 
 def check_supported(job: EngineJob) -> None:
