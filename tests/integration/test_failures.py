@@ -12,7 +12,6 @@ from celery import Celery
 from app.broker import RUN_JOB_TASK
 from tests.integration import flow
 from tests.integration.cluster import Cluster, cluster, wait_for
-from tests.integration.conftest import Digits
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -29,15 +28,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         quota = deployment.admin.patch("/v1/teams/team_default", json={"max_running_jobs": 4})
         assert quota.status_code == 200 and quota.json()["max_running_jobs"] == 4
         yield deployment
-
-
-@pytest.fixture(scope="module")
-def files(deployment: Cluster, digits: Digits) -> dict[str, str]:
-    return {
-        "teacher": flow.upload(deployment.admin, digits.teacher, "teacher")["id"],
-        "train": flow.upload(deployment.admin, digits.train, "dataset")["id"],
-        "validation": flow.upload(deployment.admin, digits.validation, "dataset")["id"],
-    }
 
 
 def job_spec(files: dict[str, str], name: str, shape: dict[str, Any]) -> dict[str, Any]:

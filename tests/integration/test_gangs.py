@@ -14,8 +14,7 @@ import pytest
 
 from tests.integration import flow
 from tests.integration.cluster import Cluster, cluster, wait_for
-from tests.integration.conftest import Digits
-from tests.integration.test_failures import follow_until_epoch, student_sha256
+from tests.integration.test_failures import follow_until_epoch, job_spec, student_sha256
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,19 +33,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         assert quota.status_code == 200
         deployment.start_worker("pair", processes=2)
         yield deployment
-
-
-@pytest.fixture(scope="module")
-def files(deployment: Cluster, digits: Digits) -> dict[str, str]:
-    return {
-        "teacher": flow.upload(deployment.admin, digits.teacher, "teacher")["id"],
-        "train": flow.upload(deployment.admin, digits.train, "dataset")["id"],
-        "validation": flow.upload(deployment.admin, digits.validation, "dataset")["id"],
-    }
-
-
-def job_spec(files: dict[str, str], name: str, shape: dict[str, Any]) -> dict[str, Any]:
-    return flow.spec(files["teacher"], files["train"], files["validation"], name=name, **shape)
 
 
 def events(deployment: Cluster, job_id: str) -> list[dict[str, Any]]:
