@@ -129,10 +129,10 @@ class GangDevices:
     """The devices a job's placement gives it, as its training process sees them."""
 
     world_size: int = 1
-    devices: list[str] = field(
-        default_factory=list
-    )  # one per rank; empty: every rank on ``device``
-    visible: str | None = None  # the training process's CUDA_VISIBLE_DEVICES; None: the worker's
+    # One per rank; empty: every rank on the job's ``device``.
+    devices: list[str] = field(default_factory=list)
+    # The training process's CUDA_VISIBLE_DEVICES; None: the worker's.
+    visible: str | None = None
 
 
 def _gang(session: Session, job: Job, device: str) -> GangDevices:
