@@ -71,6 +71,7 @@ class Knobs:
     temperature: float = 1.0
     lr_schedule: str = "cosine"
     top_k: int = 64
+    signal: str = "top_k"  # hyperparameters.teacher_signal: top_k or sampled
     logits: str = "forward_kl"
     max_length: int = 64
     batch_size: int = 8
@@ -117,6 +118,7 @@ def spec(files: dict[str, str], layers: list[int], seed: int, k: Knobs, alpha: f
             "alpha": alpha,
             "temperature": k.temperature,
             "teacher_top_k": k.top_k,
+            "teacher_signal": k.signal,
             "seed": seed,
             "lr_schedule": k.lr_schedule,
         }

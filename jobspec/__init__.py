@@ -206,6 +206,9 @@ class Hyperparameters(_Strict):
     # causal_lm: the teacher's top-k log-probabilities per target token, stored once and read by
     # every run (default 64); 0 keeps the teacher online with its whole distribution.
     teacher_top_k: Int | None = Field(default=None, ge=0, le=1024)
+    # causal_lm: how the stored signal picks its k tokens per target token: the k most likely
+    # (top_k), or k draws from the teacher's distribution with their counts (sampled: unbiased).
+    teacher_signal: Literal["top_k", "sampled"] | None = None
 
     @field_validator("temperature_end", "alpha_end")
     @classmethod
@@ -366,6 +369,8 @@ def _language_model_defaults(spec: JobSpec) -> None:
         hp.temperature = 1.0
     if hp.teacher_top_k is None:
         hp.teacher_top_k = 64
+    if hp.teacher_signal is None:
+        hp.teacher_signal = "top_k"
     if hp.early_stopping is not None and "metric" not in hp.early_stopping.model_fields_set:
         hp.early_stopping.metric = "val_perplexity"
     if "student" not in spec.model_fields_set or spec.student.arch not in LM_STUDENTS:
@@ -385,6 +390,7 @@ def _not_for_this_task(spec: JobSpec) -> None:
         "losses.logits": losses.logits not in CLASSIFIER_LOGIT_LOSSES,
         "losses.beta": losses.beta is not None,
         "hyperparameters.teacher_top_k": hp.teacher_top_k is not None,
+        "hyperparameters.teacher_signal": hp.teacher_signal is not None,
         "data.packing": spec.data.packing,
         "generation": spec.generation is not None,
         "hyperparameters.early_stopping.metric": hp.early_stopping is not None

@@ -95,8 +95,12 @@ def evaluate(
             logps: tuple[torch.Tensor, torch.Tensor] | None = None  # teacher's, student's at T=1
             if isinstance(teacher, TopKSignal):
                 part = teacher.slice(a, a + CHUNK)
-                top1 = part.ids[:, 0]
-                logps = tempered_teacher_buckets(part, 1.0), student_buckets(logits, part.ids, 1.0)
+                # The teacher's most likely stored token (a sampled signal keeps id order).
+                top1 = part.ids.gather(-1, part.logprobs.argmax(-1, keepdim=True))[:, 0]
+                logps = (
+                    tempered_teacher_buckets(part, 1.0),
+                    student_buckets(logits, part.ids, 1.0, part.valid),
+                )
             elif dense is not None:
                 part = dense[a : a + CHUNK].float()
                 top1 = part.argmax(-1)

@@ -18,7 +18,18 @@ distributions: the teacher's k tokens plus one "rest" bucket holding the mass ou
 student's rest bucket is the mass it puts on every other token, exactly (a log-sum-exp over the
 vocabulary with the k ids masked out), so pushing mass off the teacher's tokens is penalised.
 
-Temperature on the stored signal is an approximation: the teacher's logits are gone, so we temper
+A sampled signal (``signal.sampled_signal``: k draws from the teacher, with their counts) is read
+differently by forward KL: the counts over k estimate the teacher's whole distribution without
+bias, so ``sum_j (c_j / k) (log p_j - log q_j)`` over the drawn tokens, with the student's
+log-probabilities q over the whole vocabulary, is an unbiased estimate of KL(p || q) and its
+gradient of the dense one, tail included ("Sparse Logit Sampling", Anshumann et al., ACL 2025).
+At T != 1 the draws (made at T = 1) are reweighted to the tempered teacher by self-normalised
+importance sampling, ``w_j ~ c_j * p_j^(1/T - 1)``, which is consistent but no longer unbiased
+for a finite k. Reverse KL and JSD need the teacher's probability of the student's tokens, which
+draws cannot give; they read a sampled signal as buckets, as a top-k one (the drawn tokens with
+their exact log-probabilities, and the rest).
+
+Temperature on a top-k signal is an approximation: the teacher's logits are gone, so we temper
 the k+1 buckets, ``softmax([log p_1 .. log p_k, log rest] / T)``. For the k tokens this is exact
 (the ratios between them are the logits' ratios); the rest bucket is treated as if it were one
 token of log-probability ``log rest``, whereas the true tempered rest mass is the sum of its many
@@ -103,19 +114,49 @@ def tempered_teacher_buckets(signal: TopKSignal, temperature: float) -> torch.Te
     return F.log_softmax(buckets / temperature, dim=-1)
 
 
-def student_buckets(logits: torch.Tensor, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def student_buckets(
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    temperature: float,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The student's (n, k+1) log-distribution at T over the teacher's k ids and the rest:
     the rest bucket is the log-sum-exp of every other token, not ``1 - sum``, so it keeps its
-    precision (and its gradient) when small."""
+    precision (and its gradient) when small. ``valid`` (n, k) marks the ids that name a token
+    (a sampled signal's padding repeats its row's first id); the others get no mass."""
     scaled = logits.float() / temperature
     log_norm = scaled.logsumexp(-1, keepdim=True)
     top = scaled.gather(-1, ids) - log_norm
+    if valid is not None:
+        top = torch.where(valid, top, _MASKED)
     # Masked with a finite floor, not -inf: with every token among the k (k = vocabulary) the
     # log-sum-exp of nothing but -inf has a nan gradient.
     rest = scaled.scatter(-1, ids, _MASKED).logsumexp(-1, keepdim=True) - log_norm
     # Floored as the teacher's tail is, so that a rest bucket empty on both sides costs ~0.
     rest = rest.clamp_min(_LOG_TINY)
     return torch.cat([top, rest], dim=-1)
+
+
+def sampled_forward_kl(
+    student_logits: torch.Tensor, signal: TopKSignal, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) per row at T, estimated from a sampled signal's draws (the
+    module's docstring says how): the student's log-probabilities are over the whole
+    vocabulary, the teacher's weights over its drawn tokens only."""
+    if signal.counts is None:
+        raise ValueError("a top-k signal has no draws; read it as buckets")
+    valid = signal.counts > 0
+    counts = signal.counts.float()
+    # Padding's -inf log-probs zeroed before any product: (1/T - 1) * -inf is nan at T = 1.
+    log_p = torch.where(valid, signal.logprobs.float(), 0.0)
+    log_weight = torch.where(valid, counts.log() + (1 / temperature - 1) * log_p, float("-inf"))
+    log_norm = log_weight.logsumexp(-1, keepdim=True)
+    weight = (log_weight - log_norm).exp()  # 0 on padding; counts / k at T = 1
+    # log Z_T, the tempered teacher's normaliser: the draws' mean of p^(1/T - 1) estimates it.
+    log_z = log_norm - counts.sum(-1, keepdim=True).log()
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, signal.ids)
+    terms = weight * (log_p / temperature - log_z - torch.where(valid, log_q, 0.0))
+    return terms.sum(-1)
 
 
 def lm_loss(
@@ -253,9 +294,12 @@ def _chunk_terms(
     """The summed KD divergence and CE of one chunk's target tokens (zero where unused)."""
     student = student_logits().float()
     kd = ce = torch.zeros((), dtype=torch.float32, device=student.device)
-    if isinstance(teacher, TopKSignal):
+    forward = kind == "forward_kl" or (kind == "jsd" and beta == 0)
+    if isinstance(teacher, TopKSignal) and teacher.counts is not None and forward:
+        kd = sampled_forward_kl(student, teacher, temperature).sum()
+    elif isinstance(teacher, TopKSignal):
         t_logp = tempered_teacher_buckets(teacher, temperature)
-        s_logp = student_buckets(student, teacher.ids, temperature)
+        s_logp = student_buckets(student, teacher.ids, temperature, teacher.valid)
         kd = divergence(t_logp, s_logp, kind, beta).sum()
     elif teacher is not None:
         t_logp = F.log_softmax(teacher.float() / temperature, -1)

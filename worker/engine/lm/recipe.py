@@ -79,6 +79,7 @@ from worker.engine.lm.signal import (
     SignalReader,
     SignalWriter,
     TopKSignal,
+    sampled_signal,
     signal_key,
     signal_kl,
     top_k_signal,
@@ -90,6 +91,7 @@ from worker.engine.runs import TrainingRun, autocast_dtype, torch_device
 from worker.engine.teacher_cache import file_sha256
 
 SIGNAL_KL_TOKENS = 2048  # validation tokens the store's accuracy is measured on
+SAMPLING_SEED = 0x5EED  # a sampled signal's draws: the store is a function of its key
 
 
 class LanguageModelling:
@@ -130,6 +132,7 @@ class LanguageModelRecipe(DistillationRecipe):
         self.kind = job.spec.losses.logits
         self.beta = job.spec.losses.beta if job.spec.losses.beta is not None else 0.5
         self.top_k = int(job.spec.hyperparameters.teacher_top_k or 0)
+        self.signal_method = job.spec.hyperparameters.teacher_signal or "top_k"
         self.teacher_lm: CausalLM | None = None  # only while needed (online: all along)
         self.signals: dict[str, SignalReader] = {}
         self.teacher_status = "off"
@@ -437,6 +440,12 @@ class LanguageModelRecipe(DistillationRecipe):
         assert self.work_dir is not None
         return self.job.cache_dir if self.job.cache_dir is not None else self.work_dir / "cache"
 
+    def _method(self, role: str) -> str:
+        """How the ``role`` rows' signal picks its tokens: the spec's way for the training rows;
+        always top-k for the validation rows, which only measure (agreement, KL, the validation
+        loss), so that those figures mean the same whichever way the student was taught."""
+        return self.signal_method if role == "train" else "top_k"
+
     def _signal_dir(self, role: str) -> Path:
         """Where the signal of the ``role`` rows (train, validation) is stored: its key covers
         everything the signal depends on."""
@@ -448,6 +457,7 @@ class LanguageModelRecipe(DistillationRecipe):
             self.spec.data.max_length,
             self.top_k,
             _sha(self.tokenizer.chat_template) if self.tokenizer.chat_template else None,
+            self._method(role),
         )
         return self._cache_root() / "signals" / key
 
@@ -499,7 +509,8 @@ class LanguageModelRecipe(DistillationRecipe):
             raise EngineError(
                 "The stored teacher signal does not match the training rows.", code="cache_stale"
             )
-        said = f"top-{self.top_k}, {train.bytes_per_token:.0f} bytes per token"
+        how = f"top-{self.top_k}" if self.signal_method == "top_k" else f"{self.top_k} draws"
+        said = f"{how}, {train.bytes_per_token:.0f} bytes per token"
         if hit:
             self.log(f"Teacher signal found in the store: {said}.", {"teacher_cache": "hit"})
             return
@@ -515,14 +526,17 @@ class LanguageModelRecipe(DistillationRecipe):
         teacher = self.load_teacher().model.to(self.device).eval()
         report = self._milestones(f"Teacher pass over the {role} rows", len(rows))
         nll, tokens, kl_tokens, kl_sum = 0.0, 0, 0, 0.0
-        with SignalWriter(directory, self.top_k) as writer:
+        method, trained = self._method(role), self.signal_method
+        # The draws are reproducible: the same store whenever it is rebuilt (a pass that died).
+        generator = torch.Generator(self.device).manual_seed(SAMPLING_SEED)
+        with SignalWriter(directory, self.top_k, method=method) as writer:
             for start in range(0, len(rows), self.hp.batch_size):
                 indices = list(range(start, min(start + self.hp.batch_size, len(rows))))
                 batch = collate(rows, indices, self.pad_id, self.device)
                 logits = teacher(**model_inputs(batch)).logits[..., : self.vocab]
                 for i in range(len(indices)):
                     mask = batch.target_mask[i : i + 1]
-                    stored = top_k_signal(logits[i : i + 1], mask, self.top_k)
+                    stored = self._signal_of(logits[i : i + 1], mask, method, generator)
                     writer.add(stored)
                     if not measure:
                         continue
@@ -532,6 +546,9 @@ class LanguageModelRecipe(DistillationRecipe):
                     )
                     tokens += stored.tokens
                     if kl_tokens < SIGNAL_KL_TOKENS:
+                        # The accuracy of the training rows' kind of store, measured here.
+                        if trained != method:
+                            stored = self._signal_of(logits[i : i + 1], mask, trained, generator)
                         as_stored = _as_stored(stored, writer.logprob_dtype)
                         kl_sum += signal_kl(selected, as_stored) * stored.tokens
                         kl_tokens += stored.tokens
@@ -543,6 +560,13 @@ class LanguageModelRecipe(DistillationRecipe):
                     "signal_kl": kl_sum / max(kl_tokens, 1),
                     "signal_kl_tokens": kl_tokens,
                 }
+
+    def _signal_of(
+        self, logits: torch.Tensor, mask: torch.Tensor, method: str, generator: torch.Generator
+    ) -> TopKSignal:
+        if method == "sampled":
+            return sampled_signal(logits, mask, self.top_k, generator)
+        return top_k_signal(logits, mask, self.top_k)
 
     def _teacher_scores(self) -> dict[str, float | int]:
         """The online teacher's own loss on the validation tokens."""
@@ -775,7 +799,7 @@ def _folder_params(folder: Path) -> int:
 def _as_stored(signal: TopKSignal, dtype: str) -> TopKSignal:
     """The signal as a reader will get it back: log-probs rounded to the stored dtype."""
     rounded = signal.logprobs.to(getattr(torch, dtype)).float()
-    return TopKSignal(signal.ids, rounded, signal.tail)
+    return TopKSignal(signal.ids, rounded, signal.tail, signal.counts)
 
 
 def _atomic_text(path: Path, text: str) -> None:

@@ -81,6 +81,7 @@ def _metrics(recipe: "LanguageModelRecipe") -> dict[str, Any]:
         "world_size": recipe.job.world_size,  # 1: language models train on one device (so far)
         "teacher_cache": recipe.teacher_status,
         "teacher_top_k": recipe.top_k,
+        "teacher_signal": recipe.signal_method if recipe.top_k > 0 else "dense",
     }
     matching = student_run.matching
     if matching is not None:

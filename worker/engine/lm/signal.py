@@ -1,6 +1,17 @@
-"""The teacher's signal, computed once and stored: for every target token, its top-k
-log-probabilities (at T = 1, float32 when computed) with their token ids, and the probability
-mass left outside them. Later jobs read it instead of loading the teacher.
+"""The teacher's signal, computed once and stored: for every target token, k of its tokens with
+their log-probabilities (at T = 1, float32 when computed) and the probability mass left outside
+them. Later jobs read it instead of loading the teacher. Two ways to choose the k tokens:
+
+- ``top_k``: the k most likely. The loss then sees the teacher's head exactly and its tail only as
+  one bucket of mass, which is biased: a flat teacher (much of its mass past the k-th token)
+  teaches the student nothing about how to spread that mass.
+- ``sampled``: k draws from the teacher's distribution, with replacement, kept as the distinct
+  tokens drawn and how often each was (``counts``). The counts over k are an unbiased estimate of
+  the teacher's whole distribution, so the forward-KL gradient computed from them is an unbiased
+  estimate of the dense teacher's ("Sparse Logit Sampling", Anshumann et al., ACL 2025): the
+  tail is taught too, on average. A row holds at most k tokens; fewer when draws repeat (a
+  peaked teacher), the rest of the row being padding: count 0, log-probability -inf and the
+  row's first token id repeated (so that no other token is named twice).
 
 On disk, under a content-addressed key (``signal_key``), a directory of shards, each the signal of
 ``shard_size`` sequences as one safetensors file, compressed:
@@ -8,6 +19,8 @@ On disk, under a content-addressed key (``signal_key``), a directory of shards, 
 - ``ids`` (tokens, k) int32, ``logprobs`` (tokens, k) bfloat16 (or float16), ``tail`` (tokens,)
   float32: the mass outside the k tokens, ``exp(logsumexp(other logits) - logsumexp(logits))``,
   which is ``1 - sum(exp(logprobs))`` computed without cancellation, so never negative;
+- ``counts`` (tokens, k) uint8 (int16 past k = 255), sampled stores only: how many of the k
+  draws each token had;
 - ``offsets`` (sequences + 1,) int64: sequence i's target tokens are rows
   ``offsets[i]:offsets[i+1]``, in the order of its target mask.
 
@@ -21,7 +34,6 @@ is never read. Every file is written atomically.
 import hashlib
 import json
 import lzma
-import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +52,7 @@ DEFAULT_SHARD_SIZE = 256  # sequences per shard
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOGPROB_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+METHODS = ("top_k", "sampled")
 # bfloat16 stores 135 bytes a token at k = 64 against float16's 164 and adds 0.00001 nats to the
 # store's KL from the dense teacher (docs/benchmarks.md, "Language-model loss memory").
 DEFAULT_LOGPROB_DTYPE = "bfloat16"
@@ -48,23 +61,37 @@ DEFAULT_LOGPROB_DTYPE = "bfloat16"
 @dataclass(frozen=True)
 class TopKSignal:
     """The signal of a run of target tokens: ``ids`` (n, k) int64, ``logprobs`` (n, k) and
-    ``tail`` (n,), no dense vocabulary anywhere."""
+    ``tail`` (n,), no dense vocabulary anywhere; a sampled signal has ``counts`` (n, k) too
+    (0 on a row's padding)."""
 
     ids: torch.Tensor
     logprobs: torch.Tensor
     tail: torch.Tensor
+    counts: torch.Tensor | None = None
 
     @property
     def tokens(self) -> int:
         return self.ids.shape[0]
 
+    @property
+    def valid(self) -> torch.Tensor | None:
+        """Which entries name a token (None: all of them, as in a top-k signal)."""
+        return None if self.counts is None else self.counts > 0
+
     def slice(self, start: int, end: int) -> "TopKSignal":
+        counts = None if self.counts is None else self.counts[start:end]
         return TopKSignal(
-            self.ids[start:end], self.logprobs[start:end].detach(), self.tail[start:end].detach()
+            self.ids[start:end],
+            self.logprobs[start:end].detach(),
+            self.tail[start:end].detach(),
+            counts,
         )
 
     def to(self, device: torch.device | str) -> "TopKSignal":
-        return TopKSignal(self.ids.to(device), self.logprobs.to(device), self.tail.to(device))
+        counts = None if self.counts is None else self.counts.to(device)
+        return TopKSignal(
+            self.ids.to(device), self.logprobs.to(device), self.tail.to(device), counts
+        )
 
 
 def top_k_signal(
@@ -90,6 +117,45 @@ def top_k_signal(
     )
 
 
+def sampled_signal(
+    logits: torch.Tensor,
+    target_mask: torch.Tensor,
+    k: int = DEFAULT_TOP_K,
+    generator: torch.Generator | None = None,
+    chunk_size: int = 256,
+) -> TopKSignal:
+    """As ``top_k_signal``, but the tokens are k draws from the teacher's distribution at T = 1,
+    with replacement (``generator`` makes them reproducible): each row holds the distinct tokens
+    drawn in increasing id order, their exact log-probabilities and ``counts``, then padding."""
+    vocab = logits.shape[-1]
+    selected = logits.reshape(-1, vocab)[target_mask.reshape(-1).bool()]
+    parts = []
+    for start in range(0, selected.shape[0], chunk_size):
+        log_probs = F.log_softmax(selected[start : start + chunk_size].detach().float(), dim=-1)
+        draws = torch.multinomial(log_probs.exp(), k, replacement=True, generator=generator)
+        histogram = torch.zeros_like(log_probs).scatter_add_(
+            -1, draws, torch.ones_like(draws, dtype=log_probs.dtype)
+        )
+        counts, ids = histogram.topk(min(k, vocab), dim=-1)
+        # Distinct tokens first, in id order (sorted ids compress better); padding after them.
+        ids, order = torch.where(counts > 0, ids, vocab).sort(dim=-1)
+        counts = counts.gather(-1, order)
+        valid = counts > 0
+        ids = torch.where(valid, ids, ids[:, :1])
+        logprobs = torch.where(valid, log_probs.gather(-1, ids), float("-inf"))
+        tail = log_probs.scatter(-1, ids, float("-inf")).logsumexp(-1).exp()
+        parts.append(TopKSignal(ids, logprobs, tail, counts.long()))
+    if not parts:
+        empty = logits.new_empty((0, min(k, vocab)), dtype=torch.float32)
+        return TopKSignal(empty.long(), empty, empty[:, 0], empty.long())
+    return TopKSignal(
+        *(
+            torch.cat(ts)
+            for ts in zip(*((p.ids, p.logprobs, p.tail, p.counts) for p in parts), strict=True)
+        )
+    )
+
+
 def signal_key(
     teacher_sha256: str,
     tokenizer_sha256: str,
@@ -97,9 +163,12 @@ def signal_key(
     max_length: int,
     k: int,
     template_sha256: str | None,
+    method: str = "top_k",
 ) -> str:
-    """The store's key: sha256 of a canonical JSON of everything the signal depends on."""
-    facts = {
+    """The store's key: sha256 of a canonical JSON of everything the signal depends on (the
+    method is named only when not ``top_k``, so that top-k stores written before it keep their
+    keys)."""
+    facts: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "teacher_sha256": teacher_sha256,
         "tokenizer_sha256": tokenizer_sha256,
@@ -108,6 +177,8 @@ def signal_key(
         "k": k,
         "template_sha256": template_sha256,
     }
+    if method != "top_k":
+        facts["method"] = method
     canonical = json.dumps(facts, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -129,10 +200,14 @@ class SignalWriter:
         k: int,
         shard_size: int = DEFAULT_SHARD_SIZE,
         logprob_dtype: str = DEFAULT_LOGPROB_DTYPE,
+        method: str = "top_k",
     ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown signal method {method!r}; expected one of {METHODS}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.k, self.shard_size, self.logprob_dtype = k, shard_size, logprob_dtype
+        self.method = method
         self._pending: list[TopKSignal] = []
         self.sequences = self.tokens = self.stored_bytes = 0
         self._shards = 0
@@ -144,6 +219,8 @@ class SignalWriter:
         """One sequence's signal (its target tokens, in order)."""
         if signal.ids.shape[1] != self.k:
             raise ValueError(f"the store keeps k={self.k}, this signal has {signal.ids.shape[1]}")
+        if (signal.counts is not None) != (self.method == "sampled"):
+            raise ValueError(f"a {self.method} store takes signals with counts only if sampled")
         self._pending.append(signal.to("cpu"))
         self.sequences += 1
         self.tokens += signal.tokens
@@ -156,6 +233,7 @@ class SignalWriter:
         manifest = {
             "format_version": FORMAT_VERSION,
             "k": self.k,
+            "method": self.method,
             "shard_size": self.shard_size,
             "shards": self._shards,
             "sequences": self.sequences,
@@ -185,6 +263,9 @@ class SignalWriter:
             "tail": torch.cat([s.tail for s in self._pending]).float(),
             "offsets": counts.cumsum(0).to(torch.int64),
         }
+        if self.method == "sampled":
+            stored = torch.cat([s.counts for s in self._pending if s.counts is not None])
+            tensors["counts"] = stored.to(torch.uint8 if self.k <= 255 else torch.int16)
         data = lzma.compress(save_safetensors({k: v.contiguous() for k, v in tensors.items()}))
         atomic_write(self.directory / _shard_name(self._shards), lambda p: _write(p, data))
         self.stored_bytes += len(data)
@@ -205,6 +286,7 @@ class SignalReader:
             raise FileNotFoundError(f"no complete teacher signal in {self.directory}")
         self.manifest = json.loads(manifest_path.read_text())
         self.k: int = self.manifest["k"]
+        self.method: str = self.manifest.get("method", "top_k")
         self.sequences: int = self.manifest["sequences"]
         self.stats: dict[str, float | int] = self.manifest.get("stats", {})
         self.cache_bytes = cache_bytes
@@ -217,20 +299,22 @@ class SignalReader:
 
     def batch(self, indices: Iterable[int], device: torch.device | str = "cpu") -> TopKSignal:
         parts = [self._sequence(i) for i in indices]
-        ids, logprobs, tail = (torch.cat(ts) for ts in zip(*parts, strict=True))
-        return TopKSignal(ids.long(), logprobs.float(), tail).to(device)
+        ids, logprobs, tail, *counts = (torch.cat(ts) for ts in zip(*parts, strict=True))
+        counted = counts[0].long() if counts else None
+        return TopKSignal(ids.long(), logprobs.float(), tail, counted).to(device)
 
     def __iter__(self) -> Iterator[TopKSignal]:
         for i in range(self.sequences):
             yield self.batch([i])
 
-    def _sequence(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _sequence(self, index: int) -> tuple[torch.Tensor, ...]:
         if not 0 <= index < self.sequences:
             raise IndexError(f"sequence {index} of {self.sequences}")
         shard, row = divmod(index, self.manifest["shard_size"])
         tensors = self._shard(shard)
         start, end = (int(x) for x in tensors["offsets"][row : row + 2])
-        return tensors["ids"][start:end], tensors["logprobs"][start:end], tensors["tail"][start:end]
+        names = ["ids", "logprobs", "tail"] + (["counts"] if "counts" in tensors else [])
+        return tuple(tensors[name][start:end] for name in names)
 
     def _shard(self, shard: int) -> dict[str, torch.Tensor]:
         if shard in self._cached:
@@ -276,10 +360,12 @@ def teacher_pass(
 def signal_kl(dense_logits: torch.Tensor, stored: TopKSignal) -> float:
     """Mean KL(dense teacher || stored signal) per token at T = 1, over the whole vocabulary:
     the store's accuracy. The stored signal, read as a distribution over the vocabulary, puts
-    its (renormalised) log-probs on its k tokens and spreads the tail mass evenly over the rest,
+    its (renormalised) log-probs on its tokens and spreads the tail mass evenly over the rest,
     the most it says about them; so the figure counts both the stored precision and what the
-    top-k cut loses (it falls as k grows, to the rounding alone at k = vocabulary).
-    ``dense_logits`` (n, vocab) are the teacher's logits of the stored tokens, in order."""
+    cut loses (it falls as k grows, to the rounding alone at k = vocabulary). A sampled signal
+    is read the same way (its counts are not a distribution over the vocabulary: they leave
+    most tokens at 0, which no finite KL allows). ``dense_logits`` (n, vocab) are the teacher's
+    logits of the stored tokens, in order."""
     if dense_logits.shape[0] != stored.tokens:
         raise ValueError(f"{dense_logits.shape[0]} dense rows for {stored.tokens} stored tokens")
     if stored.tokens == 0:
@@ -288,9 +374,13 @@ def signal_kl(dense_logits: torch.Tensor, stored: TopKSignal) -> float:
     vocab, k = log_p.shape[-1], stored.ids.shape[-1]
     buckets = torch.cat([stored.logprobs.float(), stored.tail.float().log().unsqueeze(-1)], -1)
     buckets = F.log_softmax(buckets.to(log_p.device), dim=-1)
-    others = max(vocab - k, 1)
-    log_q = (buckets[:, k:] - math.log(others)).expand_as(log_p).clone()
-    log_q.scatter_(-1, stored.ids.to(log_p.device), buckets[:, :k])
+    named = stored.valid
+    held = torch.full_like(stored.tail, k) if named is None else named.sum(-1)
+    others = (vocab - held.to(log_p.device)).clamp_min(1).float()
+    log_q = (buckets[:, k:] - others.log().unsqueeze(-1)).expand_as(log_p).clone()
+    # amax: a row's padding names its first token again with -inf, which must not win.
+    ids = stored.ids.to(log_p.device)
+    log_q.scatter_reduce_(-1, ids, buckets[:, :k], reduce="amax", include_self=False)
     p = log_p.exp()
     kl = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
     return float(kl.mean())
