@@ -32,6 +32,7 @@ def test_causal_lm_defaults_apply_to_what_the_spec_left_out() -> None:
     assert (spec.losses.logits, spec.losses.beta) == ("forward_kl", None)
     assert spec.hyperparameters.temperature == 1.0
     assert spec.hyperparameters.teacher_top_k == 64
+    assert spec.hyperparameters.teacher_signal == "top_k"
     assert spec.student.model_dump() == {"arch": "from_teacher", "layers": [0, 2]}
 
 
@@ -40,12 +41,18 @@ def test_what_the_spec_wrote_wins_over_the_defaults() -> None:
         written(
             student={"file_id": "file_s"},
             losses={"logits": "jsd"},
-            hyperparameters={"temperature": 2.0, "teacher_top_k": 0, "early_stopping": {}},
+            hyperparameters={
+                "temperature": 2.0,
+                "teacher_top_k": 0,
+                "teacher_signal": "sampled",
+                "early_stopping": {},
+            },
         )
     ).with_task("causal_lm")
     assert (spec.losses.logits, spec.losses.beta) == ("jsd", 0.5)
     assert spec.hyperparameters.temperature == 2.0
     assert spec.hyperparameters.teacher_top_k == 0
+    assert spec.hyperparameters.teacher_signal == "sampled"
     assert spec.hyperparameters.early_stopping is not None
     assert spec.hyperparameters.early_stopping.metric == "val_perplexity"
     assert spec.student.model_dump() == {"arch": "pretrained", "file_id": "file_s"}
@@ -67,6 +74,7 @@ def test_classification_keeps_todays_defaults() -> None:
     ("more", "param"),
     [
         ({"hyperparameters": {"teacher_top_k": 8}}, "hyperparameters.teacher_top_k"),
+        ({"hyperparameters": {"teacher_signal": "top_k"}}, "hyperparameters.teacher_signal"),
         ({"losses": {"logits": "reverse_kl"}}, "losses.logits"),
         ({"losses": {"beta": 0.3}}, "losses.beta"),
         ({"data": {"train_file_id": "file_d", "packing": True}}, "data.packing"),

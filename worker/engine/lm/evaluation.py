@@ -110,7 +110,9 @@ def evaluate(
                 scores.agree += int((logits.argmax(-1) == top1).sum())
             if not scores_loss:
                 continue
-            if temperature == 1.0 and (alpha == 0 or logps is not None):
+            # (a sampled signal's forward KL is not its buckets' but an estimate from its draws)
+            drawn = isinstance(part, TopKSignal) and part.counts is not None
+            if temperature == 1.0 and (alpha == 0 or (logps is not None and not drawn)):
                 # At T = 1 the loss is read off the metrics' own distributions: its CE is the
                 # NLL, its divergence is between the same buckets (a full-vocabulary pass saved).
                 kd = (

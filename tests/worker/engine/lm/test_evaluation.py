@@ -17,7 +17,7 @@ from worker.engine.lm.losses import (
     tempered_teacher_buckets,
 )
 from worker.engine.lm.rows import LMBatch, LMRows, collate, model_inputs
-from worker.engine.lm.signal import top_k_signal
+from worker.engine.lm.signal import sampled_signal, top_k_signal
 
 V, ROWS, BATCH = 96, 7, 3
 
@@ -73,9 +73,10 @@ def reference(model, rows: LMRows, teacher_of, alpha: float, kind, beta, tempera
                 top1 = dense.argmax(-1)
                 t_logp, s_logp = dense.log_softmax(-1), selected.log_softmax(-1)
             else:
-                top1 = teacher.ids[:, 0]
+                # the most likely stored token: a sampled signal keeps its tokens in id order
+                top1 = teacher.ids.gather(-1, teacher.logprobs.argmax(-1, keepdim=True))[:, 0]
                 t_logp = tempered_teacher_buckets(teacher, 1.0)
-                s_logp = student_buckets(selected, teacher.ids, 1.0)
+                s_logp = student_buckets(selected, teacher.ids, 1.0, teacher.valid)
             kl += float(divergence(t_logp, s_logp, "forward_kl").sum())
             agree += int((selected.argmax(-1) == top1).sum())
             tokens += n
@@ -87,7 +88,7 @@ def reference(model, rows: LMRows, teacher_of, alpha: float, kind, beta, tempera
     }
 
 
-@pytest.mark.parametrize("teacher_kind", ["signal", "dense"])
+@pytest.mark.parametrize("teacher_kind", ["signal", "sampled", "dense"])
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 @pytest.mark.parametrize("kind", ["forward_kl", "jsd"])
@@ -105,6 +106,9 @@ def test_chunked_scores_equal_the_whole_batchs(
 
     def teacher_of(indices: list[int], batch: LMBatch):
         logits = dense[indices, : batch.input_ids.shape[1]]
+        if teacher_kind == "sampled":  # the same draws for the same rows, on every call
+            generator = torch.Generator().manual_seed(indices[0])
+            return sampled_signal(logits, batch.target_mask, 8, generator)
         return logits if teacher_kind == "dense" else top_k_signal(logits, batch.target_mask, 8)
 
     options = {"kind": kind, "beta": 0.3, "temperature": temperature, "alpha": alpha}

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from worker.engine.lm.losses import DIVERGENCES, divergence, lm_loss, loss_from_hidden
-from worker.engine.lm.signal import top_k_signal
+from worker.engine.lm.signal import TopKSignal, sampled_signal, top_k_signal
 from worker.engine.losses import kd_loss
 
 B, L, V, H = 2, 13, 40, 6
@@ -240,3 +240,69 @@ def test_stored_temperature_is_exact_among_the_k_tokens() -> None:
     ratios = tempered[:, :6] - tempered[:, :1]
     torch.testing.assert_close(ratios, exact - exact[:, :1])
     torch.testing.assert_close(tempered.exp().sum(-1), torch.ones(4))
+
+
+def test_draws_in_the_teacher_proportions_give_the_dense_forward_kl_exactly() -> None:
+    """Counts exactly proportional to the teacher's probabilities are the teacher: the sampled
+    loss is then the dense one, value and gradient."""
+    teacher = torch.tensor([0.5, 0.25, 0.125, 0.125]).log()
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    signal = TopKSignal(
+        torch.tensor([[0, 1, 2, 3, 0]]),
+        torch.cat([teacher, torch.tensor([float("-inf")])])[None],
+        torch.zeros(1),
+        torch.tensor([[4, 2, 1, 1, 0]]),  # 8 draws; the last entry is padding
+    )
+    logits = torch.tensor([[[0.3, -1.0, 2.0, 0.1]]], requires_grad=True)
+    sampled = lm_loss(logits, mask, signal).total
+    dense = lm_loss(logits, mask, teacher[None, None]).total
+    torch.testing.assert_close(sampled, dense)
+    (sampled_grad,) = torch.autograd.grad(sampled, logits)
+    (dense_grad,) = torch.autograd.grad(dense, logits)
+    torch.testing.assert_close(sampled_grad, dense_grad)
+
+
+def test_the_sampled_forward_kl_is_unbiased_where_top_k_is_not(batch: dict) -> None:
+    """Averaged over many stores of k draws, the sampled loss and its gradient are the dense
+    teacher's; a top-k store of the same k stays off by far more (its tail is one bucket)."""
+    logits = student_logits(batch)
+    mask, teacher = batch["mask"], batch["teacher"] / 3  # a flat teacher: much mass in the tail
+    dense = lm_loss(logits, mask, teacher).total
+    (dense_grad,) = torch.autograd.grad(dense, logits)
+    generator = torch.Generator().manual_seed(0)
+    values, grads = [], []
+    for _ in range(400):
+        loss = lm_loss(logits, mask, sampled_signal(teacher, mask, 8, generator)).total
+        values.append(loss.detach())
+        grads.append(torch.autograd.grad(loss, logits)[0])
+    mean_grad = torch.stack(grads).mean(0)
+    torch.testing.assert_close(torch.stack(values).mean(), dense.detach(), rtol=0.02, atol=0)
+    top_k = lm_loss(logits, mask, top_k_signal(teacher, mask, 8)).total
+    (top_k_grad,) = torch.autograd.grad(top_k, logits)
+    sampled_error = (mean_grad - dense_grad).norm() / dense_grad.norm()
+    top_k_error = (top_k_grad - dense_grad).norm() / dense_grad.norm()
+    assert sampled_error < 0.1 < top_k_error
+
+
+@pytest.mark.parametrize("kind", ["reverse_kl", "jsd"])
+def test_other_divergences_read_a_sampled_signal_as_buckets_without_its_padding(
+    batch: dict, kind
+) -> None:
+    """Reverse KL and JSD take the drawn tokens with their exact probabilities and the rest,
+    as from top-k: the same loss as a top-k signal naming the same tokens."""
+    logits, mask = student_logits(batch), batch["mask"]
+    sampled = sampled_signal(batch["teacher"], mask, 6, torch.Generator().manual_seed(1))
+    assert not sampled.valid.all()
+    loss = lm_loss(logits, mask, sampled, kind=kind).total
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    # The same tokens as a top-k-like signal: each padding entry dropped row by row.
+    rows = []
+    for r in range(sampled.tokens):
+        valid = sampled.valid[r]
+        one = TopKSignal(
+            sampled.ids[r][valid][None], sampled.logprobs[r][valid][None], sampled.tail[r : r + 1]
+        )
+        row_logits = logits.reshape(-1, V)[mask.reshape(-1)][r : r + 1][None]
+        rows.append(lm_loss(row_logits, torch.ones(1, 1, dtype=torch.bool), one, kind=kind).total)
+    torch.testing.assert_close(loss, torch.stack(rows).mean())

@@ -192,6 +192,45 @@ def test_a_second_job_reads_the_stored_signal_without_the_teacher_pass(
     assert sorted(recorder.cache_entries) == sorted(set(first.cache_entries))
 
 
+def test_a_sampled_signal_trains_and_rebuilds_to_the_same_store(
+    teacher_zip: Path, texts: Path, tmp_path: Path
+) -> None:
+    """``teacher_signal: sampled`` stores k draws per training token (the validation rows keep
+    a top-k store, which only measures); the draws are reproducible, so a store rebuilt from
+    scratch is the same bytes and trains the same student."""
+    job_spec = spec(hyperparameters={"epochs": 1, "teacher_signal": "sampled"})
+    results = [
+        run_job(engine_job(tmp_path / run, teacher_zip, texts, job_spec)) for run in ("a", "b")
+    ]
+    metrics = results[0].metrics
+    assert (metrics["teacher_signal"], metrics["teacher_cache"]) == ("sampled", "miss")
+    assert 0 < metrics["teacher_signal_kl"] and math.isfinite(metrics["student_perplexity"])
+    card = (tmp_path / "a" / "out" / "model_card.md").read_text()
+    assert "16 draws from the teacher's distribution" in card
+    stores = {}
+    for run in ("a", "b"):
+        for manifest in (tmp_path / run / "cache" / "signals").glob("*/manifest.json"):
+            stores.setdefault(run, {})[json.loads(manifest.read_text())["method"]] = manifest.parent
+    assert sorted(stores["a"]) == ["sampled", "top_k"]
+    for method in ("sampled", "top_k"):
+        assert stores["a"][method].name == stores["b"][method].name  # the same key
+        shards = sorted(stores["a"][method].glob("shard-*"))
+        assert shards and all(
+            shard.read_bytes() == (stores["b"][method] / shard.name).read_bytes()
+            for shard in shards
+        )
+    weights = "student.safetensors"
+    assert (tmp_path / "a" / "out" / weights).read_bytes() == (
+        tmp_path / "b" / "out" / weights
+    ).read_bytes()
+
+    top_k = run_job(
+        engine_job(tmp_path / "c", teacher_zip, texts, spec(hyperparameters={"epochs": 1}))
+    )
+    assert top_k.metrics["teacher_signal"] == "top_k"
+    assert top_k.metrics["student_perplexity"] != metrics["student_perplexity"]
+
+
 def test_the_baseline_trains_on_the_labels_alone(distilled) -> None:
     result, _, _ = distilled
     # Same start, same budget: the two runs differ, and both learned something.

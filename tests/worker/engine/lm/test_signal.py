@@ -16,6 +16,7 @@ from worker.engine.lm.signal import (
     SignalWriter,
     TopKSignal,
     bytes_per_token,
+    sampled_signal,
     signal_key,
     signal_kl,
     teacher_pass,
@@ -76,6 +77,46 @@ def test_the_signal_is_the_top_k_log_probs_and_the_mass_outside() -> None:
     assert whole.ids.shape == (6, VOCAB) and (whole.tail == 0).all()
 
 
+def test_a_sampled_signal_is_k_draws_kept_as_distinct_tokens_with_counts() -> None:
+    logits = 3 * torch.randn(2, 6, VOCAB, generator=torch.Generator().manual_seed(4))
+    mask = torch.tensor([[0, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    signal = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
+    assert signal.ids.shape == signal.logprobs.shape == signal.counts.shape == (8, 16)
+    assert (signal.counts.sum(-1) == 16).all()  # every draw counted once
+    log_probs = F.log_softmax(logits[mask], -1)
+    for row in range(signal.tokens):
+        valid = signal.counts[row] > 0
+        drawn = signal.ids[row][valid]
+        assert torch.equal(drawn, drawn.unique())  # distinct, in id order
+        torch.testing.assert_close(signal.logprobs[row][valid], log_probs[row][drawn])
+        torch.testing.assert_close(
+            signal.tail[row], 1 - log_probs[row][drawn].exp().sum(), atol=1e-6, rtol=0
+        )
+        # padding: count 0, no probability, and no token but the row's first named again
+        assert (signal.logprobs[row][~valid] == float("-inf")).all()
+        assert (signal.ids[row][~valid] == drawn[0]).all()
+    assert (signal.counts[:, 0] > 0).all()
+    assert not signal.valid.all()  # 16 draws over 96 tokens repeat some: padding exists
+
+    again = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(again.ids, signal.ids) and torch.equal(again.counts, signal.counts)
+    other = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(other.counts, signal.counts)
+
+
+def test_draws_follow_the_teacher_distribution() -> None:
+    """Over many draws of one position, each token's share of the draws is its probability."""
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0, -8.0]]])
+    signal = sampled_signal(
+        logits.expand(1, 4000, 5),
+        torch.ones(1, 4000, dtype=torch.bool),
+        k=64,
+        generator=torch.Generator().manual_seed(0),
+    )
+    counts = torch.zeros(5).index_add_(0, signal.ids.flatten(), signal.counts.flatten().float())
+    torch.testing.assert_close(counts / counts.sum(), logits[0, 0].softmax(-1), atol=2e-3, rtol=0)
+
+
 def test_the_key_covers_everything_the_signal_depends_on() -> None:
     facts = ("a" * 64, "b" * 64, "c" * 64, 512, 64, "d" * 64)
     key = signal_key(*facts)
@@ -84,6 +125,9 @@ def test_the_key_covers_everything_the_signal_depends_on() -> None:
         changed = list(facts)
         changed[i] = other
         assert signal_key(*changed) != key
+    # top-k stores keep the keys they had before sampled stores existed; sampled ones differ
+    assert signal_key(*facts, "top_k") == key
+    assert signal_key(*facts, "sampled") != key
 
 
 def test_bytes_per_token() -> None:
@@ -199,3 +243,50 @@ def test_signal_kl_measures_what_the_store_loses(teacher: LlamaForCausalLM) -> N
     )
     with pytest.raises(ValueError, match="dense rows"):
         signal_kl(dense[1:], stored(16, torch.float16))
+
+
+def test_a_sampled_store_reads_back_its_counts(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(8)
+    sequences = [
+        sampled_signal(torch.randn(1, n, VOCAB), torch.ones(1, n, dtype=torch.bool), 8, generator)
+        for n in (5, 3, 6)
+    ]
+    with SignalWriter(tmp_path, k=8, shard_size=2, method="sampled") as writer:
+        for signal in sequences:
+            writer.add(signal)
+    reader = SignalReader(tmp_path)
+    assert reader.method == "sampled" and reader.manifest["method"] == "sampled"
+    got = reader.batch([2, 0])
+    for name in ("ids", "counts"):
+        expected = torch.cat([getattr(sequences[2], name), getattr(sequences[0], name)])
+        assert torch.equal(getattr(got, name), expected)
+    expected_logprobs = torch.cat([sequences[2].logprobs, sequences[0].logprobs])
+    torch.testing.assert_close(got.logprobs, expected_logprobs.bfloat16().float())
+    assert (got.logprobs[~got.valid] == float("-inf")).all()
+
+
+def test_a_store_takes_one_kind_of_signal(tmp_path: Path) -> None:
+    logits, mask = torch.randn(1, 3, VOCAB), torch.ones(1, 3, dtype=torch.bool)
+    with pytest.raises(ValueError, match="only if sampled"):
+        SignalWriter(tmp_path / "a", k=4).add(sampled_signal(logits, mask, 4))
+    with pytest.raises(ValueError, match="only if sampled"):
+        SignalWriter(tmp_path / "b", k=4, method="sampled").add(top_k_signal(logits, mask, 4))
+    with pytest.raises(ValueError, match="unknown signal method"):
+        SignalWriter(tmp_path / "c", k=4, method="random")
+
+
+def test_signal_kl_reads_a_sampled_signal_as_its_distinct_tokens_and_the_rest() -> None:
+    """A row whose draws all fell on one token holds that token and the tail: its padding (the
+    same id again, at -inf) must neither overwrite the token nor count as a token."""
+    logits = torch.tensor([[[6.0, 0.0, 0.0, 0.0]]])
+    log_p = logits[0, 0].log_softmax(-1)
+    stored = TopKSignal(
+        torch.tensor([[0, 0, 0]]),
+        torch.tensor([[log_p[0], float("-inf"), float("-inf")]]),
+        1 - log_p[0].exp().reshape(1),
+        torch.tensor([[3, 0, 0]]),
+    )
+    # exact: token 0 keeps its probability and the three others share the tail evenly
+    assert signal_kl(logits[0], stored) == pytest.approx(0.0, abs=1e-6)
+    as_top1 = top_k_signal(logits, torch.ones(1, 1, dtype=torch.bool), k=1)
+    assert signal_kl(logits[0], as_top1) == pytest.approx(0.0, abs=1e-6)
