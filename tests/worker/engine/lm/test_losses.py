@@ -242,20 +242,30 @@ def test_stored_temperature_is_exact_among_the_k_tokens() -> None:
     torch.testing.assert_close(tempered.exp().sum(-1), torch.ones(4))
 
 
-def test_draws_in_the_teacher_proportions_give_the_dense_forward_kl_exactly() -> None:
-    """Counts exactly proportional to the teacher's probabilities are the teacher: the sampled
-    loss is then the dense one, value and gradient."""
+@pytest.mark.parametrize(
+    "counts",
+    [
+        [4, 2, 1, 1, 0],  # 8 draws, no head; the last entry is padding
+        [0, 2, 1, 1, 0],  # token 0 the head (count 0), 4 draws over the rest's mass of 0.5
+    ],
+)
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_draws_in_the_teacher_proportions_give_the_dense_forward_kl_exactly(
+    counts: list[int], temperature: float
+) -> None:
+    """Counts exactly proportional to the teacher's probabilities (of the rest, beside a head)
+    are the teacher: the sampled loss is then the dense one, value and gradient, at any T."""
     teacher = torch.tensor([0.5, 0.25, 0.125, 0.125]).log()
     mask = torch.ones(1, 1, dtype=torch.bool)
     signal = TopKSignal(
         torch.tensor([[0, 1, 2, 3, 0]]),
         torch.cat([teacher, torch.tensor([float("-inf")])])[None],
         torch.zeros(1),
-        torch.tensor([[4, 2, 1, 1, 0]]),  # 8 draws; the last entry is padding
+        torch.tensor([counts]),
     )
     logits = torch.tensor([[[0.3, -1.0, 2.0, 0.1]]], requires_grad=True)
-    sampled = lm_loss(logits, mask, signal).total
-    dense = lm_loss(logits, mask, teacher[None, None]).total
+    sampled = lm_loss(logits, mask, signal, temperature=temperature).total
+    dense = lm_loss(logits, mask, teacher[None, None], temperature=temperature).total
     torch.testing.assert_close(sampled, dense)
     (sampled_grad,) = torch.autograd.grad(sampled, logits)
     (dense_grad,) = torch.autograd.grad(dense, logits)

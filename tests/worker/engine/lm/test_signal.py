@@ -77,26 +77,29 @@ def test_the_signal_is_the_top_k_log_probs_and_the_mass_outside() -> None:
     assert whole.ids.shape == (6, VOCAB) and (whole.tail == 0).all()
 
 
-def test_a_sampled_signal_is_k_draws_kept_as_distinct_tokens_with_counts() -> None:
+def test_a_sampled_signal_is_a_head_and_draws_kept_as_distinct_tokens_with_counts() -> None:
     logits = 3 * torch.randn(2, 6, VOCAB, generator=torch.Generator().manual_seed(4))
     mask = torch.tensor([[0, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]], dtype=torch.bool)
     signal = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
     assert signal.ids.shape == signal.logprobs.shape == signal.counts.shape == (8, 16)
-    assert (signal.counts.sum(-1) == 16).all()  # every draw counted once
+    assert (signal.counts.sum(-1) == 14).all()  # k - k/8 draws, every one counted once
     log_probs = F.log_softmax(logits[mask], -1)
     for row in range(signal.tokens):
-        valid = signal.counts[row] > 0
-        drawn = signal.ids[row][valid]
-        assert torch.equal(drawn, drawn.unique())  # distinct, in id order
-        torch.testing.assert_close(signal.logprobs[row][valid], log_probs[row][drawn])
+        valid = signal.valid[row]
+        named = signal.ids[row][valid]
+        assert torch.equal(named, named.unique())  # distinct, in id order
+        # the head: the two most likely tokens, named with count 0; the drawn ones count > 0
+        head = set(log_probs[row].topk(2).indices.tolist())
+        assert {int(i) for i, c in zip(named, signal.counts[row][valid]) if c == 0} == head
+        torch.testing.assert_close(signal.logprobs[row][valid], log_probs[row][named])
         torch.testing.assert_close(
-            signal.tail[row], 1 - log_probs[row][drawn].exp().sum(), atol=1e-6, rtol=0
+            signal.tail[row], 1 - log_probs[row][named].exp().sum(), atol=1e-6, rtol=0
         )
         # padding: count 0, no probability, and no token but the row's first named again
         assert (signal.logprobs[row][~valid] == float("-inf")).all()
-        assert (signal.ids[row][~valid] == drawn[0]).all()
-    assert (signal.counts[:, 0] > 0).all()
-    assert not signal.valid.all()  # 16 draws over 96 tokens repeat some: padding exists
+        assert (signal.counts[row][~valid] == 0).all()
+        assert (signal.ids[row][~valid] == named[0]).all()
+    assert not signal.valid.all()  # 14 draws over 94 tokens repeat some: padding exists
 
     again = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
     assert torch.equal(again.ids, signal.ids) and torch.equal(again.counts, signal.counts)
@@ -104,17 +107,27 @@ def test_a_sampled_signal_is_k_draws_kept_as_distinct_tokens_with_counts() -> No
     assert not torch.equal(other.counts, signal.counts)
 
 
-def test_draws_follow_the_teacher_distribution() -> None:
-    """Over many draws of one position, each token's share of the draws is its probability."""
+@pytest.mark.parametrize("head", [0, 2])
+def test_the_head_and_the_draws_estimate_the_teacher_distribution(head: int) -> None:
+    """Over many draws of one position, the head's probabilities and the rest's mass shared by
+    the counts average to the teacher's distribution (without a head: each token's share of the
+    draws is its probability)."""
     logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0, -8.0]]])
+    p = logits[0, 0].softmax(-1)
     signal = sampled_signal(
-        logits.expand(1, 4000, 5),
-        torch.ones(1, 4000, dtype=torch.bool),
+        logits.expand(1, 2000, 5),
+        torch.ones(1, 2000, dtype=torch.bool),
         k=64,
         generator=torch.Generator().manual_seed(0),
+        head=head,
     )
-    counts = torch.zeros(5).index_add_(0, signal.ids.flatten(), signal.counts.flatten().float())
-    torch.testing.assert_close(counts / counts.sum(), logits[0, 0].softmax(-1), atol=2e-3, rtol=0)
+    drawn = signal.counts.float()
+    rest = 1 - p[:head].sum()
+    weights = torch.where(drawn > 0, rest * drawn / drawn.sum(-1, keepdim=True), 0.0)
+    weights = torch.where(signal.valid & (drawn == 0), signal.logprobs.exp(), weights)
+    estimate = torch.zeros(5).index_add_(0, signal.ids.flatten(), weights.flatten()) / 2000
+    assert signal.ids.shape == (2000, 5)  # 64 draws over 5 tokens: a row names each at most once
+    torch.testing.assert_close(estimate, p, atol=3e-3, rtol=0)
 
 
 def test_the_key_covers_everything_the_signal_depends_on() -> None:
@@ -275,7 +288,7 @@ def test_a_store_takes_one_kind_of_signal(tmp_path: Path) -> None:
         SignalWriter(tmp_path / "c", k=4, method="random")
 
 
-def test_signal_kl_reads_a_sampled_signal_as_its_distinct_tokens_and_the_rest() -> None:
+def test_signal_kl_reads_a_sampled_signal_as_its_named_tokens_and_the_rest() -> None:
     """A row whose draws all fell on one token holds that token and the tail: its padding (the
     same id again, at -inf) must neither overwrite the token nor count as a token."""
     logits = torch.tensor([[[6.0, 0.0, 0.0, 0.0]]])
