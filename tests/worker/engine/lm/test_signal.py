@@ -95,10 +95,10 @@ def test_a_sampled_signal_is_a_head_and_draws_kept_as_distinct_tokens_with_count
         torch.testing.assert_close(
             signal.tail[row], 1 - log_probs[row][named].exp().sum(), atol=1e-6, rtol=0
         )
-        # padding: count 0, no probability, and no token but the row's first named again
+        # padding: count 0, no probability, and no token but the row's last named again
         assert (signal.logprobs[row][~valid] == float("-inf")).all()
         assert (signal.counts[row][~valid] == 0).all()
-        assert (signal.ids[row][~valid] == named[0]).all()
+        assert (signal.ids[row][~valid] == named[-1]).all()
     assert not signal.valid.all()  # 14 draws over 94 tokens repeat some: padding exists
 
     again = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
