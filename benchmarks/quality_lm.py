@@ -5,7 +5,8 @@ depth-pruned students, against the same students trained on the text alone.
     ... benchmarks/quality_lm.py --quick         # 1 seed, half depth, prints only
     ... benchmarks/quality_lm.py --table top_k   # k = 8, 32, 64, 128 and dense
     ... benchmarks/quality_lm.py --table losses  # forward KL, reverse KL, JSD
-    ... benchmarks/quality_lm.py --table signal  # both tables above, one CE-only job
+    ... benchmarks/quality_lm.py --table signal  # both tables above, sampled and top-k stores
+    ... benchmarks/quality_lm.py --table signal --only "forward_kl, dense"  # one row of it
     ... benchmarks/quality_lm.py --table prompts # {"prompt"}-only data against logit KD
     ... benchmarks/quality_lm.py --table alpha   # alpha 0.9 and 1.0
 
@@ -237,6 +238,11 @@ def main() -> int:
         "of the same seed and knobs) instead of training it again",
     )
     parser.add_argument(
+        "--only",
+        action="append",
+        help="with --table signal: run only this row (its name as printed; repeatable)",
+    )
+    parser.add_argument(
         "--variants",
         help="with --table knobs: a JSON list of Knobs overrides, one distilled job each",
     )
@@ -247,7 +253,7 @@ def main() -> int:
     depths = {name: DEPTHS[name] for name in chosen}
     torch.set_num_threads(os.cpu_count() or 1)
     data = split(args.train, 150, 300)
-    variants = _variants(args.table, knobs, json.loads(args.variants or "[]"))
+    variants = _variants(args.table, knobs, json.loads(args.variants or "[]"), args.only)
     reference = _reference(args.table, knobs)  # the CE-only job's knobs (alpha 0)
     kinds = sorted({reference.data, *(v.data for _, v in variants)})
     settings = {"DISTILL_MAX_UPLOAD_BYTES": str(256 * 2**20), "DISTILL_TORCH_THREADS": "2"}
@@ -307,7 +313,9 @@ def main() -> int:
     return 0
 
 
-def _variants(table: str, knobs: Knobs, overrides: list[dict]) -> list[tuple[str, Knobs]]:
+def _variants(
+    table: str, knobs: Knobs, overrides: list[dict], only: list[str] | None = None
+) -> list[tuple[str, Knobs]]:
     from dataclasses import replace
 
     if table == "knobs":
@@ -325,13 +333,27 @@ def _variants(table: str, knobs: Knobs, overrides: list[dict]) -> list[tuple[str
     if table == "losses":
         return [(kind, replace(knobs, logits=kind)) for kind in ("forward_kl", "reverse_kl", "jsd")]
     if table == "signal":  # the top_k and losses tables in one run, sharing the CE-only job
-        # The default (k=64) and the dense teacher first: the comparison the default stands on.
-        by_k = [
-            (f"forward_kl, {f'k={k}' if k else 'dense'}", replace(knobs, top_k=k))
-            for k in (64, 0, 8, 32, 128)
+        # The service's default (64 tokens: 8 kept, 56 drawn), the dense teacher and top-64
+        # first: the comparison the default stands on. Then the sizes, then the other losses
+        # (on a top-64 store: they cannot use draws).
+        sampled = replace(knobs, signal="sampled")
+        rows = [
+            ("forward_kl, sampled k=64 (default)", replace(sampled, top_k=64)),
+            ("forward_kl, dense", replace(knobs, top_k=0)),
+            ("forward_kl, top-k k=64", replace(knobs, signal="top_k", top_k=64)),
         ]
-        others = [(f"{kind}, k=64", replace(knobs, logits=kind)) for kind in ("reverse_kl", "jsd")]
-        return by_k + others
+        rows += [(f"forward_kl, sampled k={k}", replace(sampled, top_k=k)) for k in (32, 128)]
+        rows += [
+            (f"forward_kl, top-k k={k}", replace(knobs, signal="top_k", top_k=k))
+            for k in (8, 32, 128)
+        ]
+        rows += [
+            (f"{kind}, top-k k=64", replace(knobs, signal="top_k", logits=kind))
+            for kind in ("reverse_kl", "jsd")
+        ]
+        if only:
+            rows = [row for row in rows if row[0] in only]
+        return rows
     return [("distilled", knobs)]
 
 
