@@ -207,7 +207,8 @@ class Hyperparameters(_Strict):
     # every run (default 64); 0 keeps the teacher online with its whole distribution.
     teacher_top_k: Int | None = Field(default=None, ge=0, le=1024)
     # causal_lm: how the stored signal picks its k tokens per target token: the k most likely
-    # (top_k), or k draws from the teacher's distribution with their counts (sampled: unbiased).
+    # (top_k), or the k/8 most likely and draws from the rest (sampled: unbiased; the default
+    # with forward_kl).
     teacher_signal: Literal["top_k", "sampled"] | None = None
 
     @field_validator("temperature_end", "alpha_end")
@@ -369,8 +370,17 @@ def _language_model_defaults(spec: JobSpec) -> None:
         hp.temperature = 1.0
     if hp.teacher_top_k is None:
         hp.teacher_top_k = 64
+    # Draws serve forward KL alone (reverse KL and JSD need the teacher's probability of the
+    # student's tokens): sampled by default, top-k where the job trains with another loss.
+    others = sorted({kind for kind in [losses.logits, *swept] if kind != "forward_kl"})
     if hp.teacher_signal is None:
-        hp.teacher_signal = "top_k"
+        hp.teacher_signal = "top_k" if others else "sampled"
+    elif hp.teacher_signal == "sampled" and others and hp.teacher_top_k:
+        raise ValueError(
+            f"hyperparameters.teacher_signal 'sampled' serves forward_kl only, and this job "
+            f"trains with {' and '.join(others)}, which needs the teacher's probability of "
+            "tokens that were not drawn; use 'top_k' (the default for those losses)"
+        )
     if hp.early_stopping is not None and "metric" not in hp.early_stopping.model_fields_set:
         hp.early_stopping.metric = "val_perplexity"
     if "student" not in spec.model_fields_set or spec.student.arch not in LM_STUDENTS:

@@ -32,7 +32,7 @@ def test_causal_lm_defaults_apply_to_what_the_spec_left_out() -> None:
     assert (spec.losses.logits, spec.losses.beta) == ("forward_kl", None)
     assert spec.hyperparameters.temperature == 1.0
     assert spec.hyperparameters.teacher_top_k == 64
-    assert spec.hyperparameters.teacher_signal == "top_k"
+    assert spec.hyperparameters.teacher_signal == "sampled"
     assert spec.student.model_dump() == {"arch": "from_teacher", "layers": [0, 2]}
 
 
@@ -44,7 +44,7 @@ def test_what_the_spec_wrote_wins_over_the_defaults() -> None:
             hyperparameters={
                 "temperature": 2.0,
                 "teacher_top_k": 0,
-                "teacher_signal": "sampled",
+                "teacher_signal": "top_k",
                 "early_stopping": {},
             },
         )
@@ -52,7 +52,7 @@ def test_what_the_spec_wrote_wins_over_the_defaults() -> None:
     assert (spec.losses.logits, spec.losses.beta) == ("jsd", 0.5)
     assert spec.hyperparameters.temperature == 2.0
     assert spec.hyperparameters.teacher_top_k == 0
-    assert spec.hyperparameters.teacher_signal == "sampled"
+    assert spec.hyperparameters.teacher_signal == "top_k"
     assert spec.hyperparameters.early_stopping is not None
     assert spec.hyperparameters.early_stopping.metric == "val_perplexity"
     assert spec.student.model_dump() == {"arch": "pretrained", "file_id": "file_s"}
@@ -110,6 +110,22 @@ def test_a_language_model_field_is_refused_for_a_classifier(
             "losses.beta",
         ),
         ({"student": LM_STUDENT, "losses": {"attention": {}}}, "losses.attention"),
+        (
+            {
+                "student": LM_STUDENT,
+                "losses": {"logits": "reverse_kl"},
+                "hyperparameters": {"teacher_signal": "sampled"},
+            },
+            "hyperparameters.teacher_signal",
+        ),
+        (
+            {
+                "student": LM_STUDENT,
+                "sweep": {"logits": ["forward_kl", "jsd"]},
+                "hyperparameters": {"teacher_signal": "sampled"},
+            },
+            "hyperparameters.teacher_signal",
+        ),
         ({"student": LM_STUDENT, "export": ["onnx"]}, "export"),
         (
             {"student": LM_STUDENT, "teacher": {"file_id": "t", "arch": {"arch": "mlp"}}},
@@ -123,6 +139,23 @@ def test_a_classifier_field_is_refused_for_a_language_model(
     message, where = refusal(JobSpec.model_validate(written(**more)), "causal_lm")
     assert where == param
     assert message.startswith(param)
+
+
+@pytest.mark.parametrize(
+    ("more", "signal"),
+    [
+        ({}, "sampled"),  # forward KL: draws are unbiased
+        ({"losses": {"logits": "reverse_kl"}}, "top_k"),  # draws cannot serve these
+        ({"losses": {"logits": "jsd"}}, "top_k"),
+        ({"sweep": {"logits": ["forward_kl", "reverse_kl"]}}, "top_k"),  # one store for all
+        ({"hyperparameters": {"teacher_signal": "top_k"}}, "top_k"),
+    ],
+)
+def test_the_teacher_signal_is_sampled_unless_a_loss_needs_top_k(
+    more: dict[str, Any], signal: str
+) -> None:
+    spec = JobSpec.model_validate(written(student=LM_STUDENT, **more)).with_task("causal_lm")
+    assert spec.hyperparameters.teacher_signal == signal
 
 
 def test_a_sweep_over_the_loss_gives_jsd_its_default_beta() -> None:

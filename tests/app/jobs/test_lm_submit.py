@@ -186,7 +186,7 @@ def test_a_causal_lm_teacher_makes_the_job_a_language_model(
     assert echo["losses"]["beta"] is None
     assert echo["hyperparameters"]["temperature"] == 1.0
     assert echo["hyperparameters"]["teacher_top_k"] == 64
-    assert echo["hyperparameters"]["teacher_signal"] == "top_k"
+    assert echo["hyperparameters"]["teacher_signal"] == "sampled"
     assert echo["student"] == {"arch": "from_teacher", "layers": [0]}
     assert echo["generation"] is None
 

@@ -195,9 +195,10 @@ def test_a_second_job_reads_the_stored_signal_without_the_teacher_pass(
 def test_a_sampled_signal_trains_and_rebuilds_to_the_same_store(
     teacher_zip: Path, texts: Path, tmp_path: Path
 ) -> None:
-    """``teacher_signal: sampled`` stores k draws per training token (the validation rows keep
-    a top-k store, which only measures); the draws are reproducible, so a store rebuilt from
-    scratch is the same bytes and trains the same student."""
+    """``teacher_signal: sampled`` (the default with forward KL) stores a head and draws per
+    training token (the validation rows keep a top-k store, which only measures); the draws are
+    reproducible, so a store rebuilt from scratch is the same bytes and trains the same
+    student; a top-k store trains another."""
     job_spec = spec(hyperparameters={"epochs": 1, "teacher_signal": "sampled"})
     results = [
         run_job(engine_job(tmp_path / run, teacher_zip, texts, job_spec)) for run in ("a", "b")
@@ -206,7 +207,7 @@ def test_a_sampled_signal_trains_and_rebuilds_to_the_same_store(
     assert (metrics["teacher_signal"], metrics["teacher_cache"]) == ("sampled", "miss")
     assert 0 < metrics["teacher_signal_kl"] and math.isfinite(metrics["student_perplexity"])
     card = (tmp_path / "a" / "out" / "model_card.md").read_text()
-    assert "16 draws from the teacher's distribution" in card
+    assert "the 2 most likely tokens and 14 draws from the teacher's distribution" in card
     stores = {}
     for run in ("a", "b"):
         for manifest in (tmp_path / run / "cache" / "signals").glob("*/manifest.json"):
@@ -224,9 +225,8 @@ def test_a_sampled_signal_trains_and_rebuilds_to_the_same_store(
         tmp_path / "b" / "out" / weights
     ).read_bytes()
 
-    top_k = run_job(
-        engine_job(tmp_path / "c", teacher_zip, texts, spec(hyperparameters={"epochs": 1}))
-    )
+    top_k_spec = spec(hyperparameters={"epochs": 1, "teacher_signal": "top_k"})
+    top_k = run_job(engine_job(tmp_path / "c", teacher_zip, texts, top_k_spec))
     assert top_k.metrics["teacher_signal"] == "top_k"
     assert top_k.metrics["student_perplexity"] != metrics["student_perplexity"]
 
