@@ -70,7 +70,12 @@ def job_spec(length: int) -> JobSpec:
             "teacher": {"file_id": "file_teacher"},
             "student": STUDENT,
             "data": {"train_file_id": "file_train", "max_length": length, "packing": True},
-            "hyperparameters": {"epochs": 1, "batch_size": 8, "learning_rate": 3e-4},
+            "hyperparameters": {
+                "epochs": 1,
+                "batch_size": 8,
+                "learning_rate": 3e-4,
+                "teacher_signal": "top_k",  # as recorded (sampled: the default since)
+            },
         }
     )
 

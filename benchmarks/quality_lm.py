@@ -72,7 +72,10 @@ class Knobs:
     temperature: float = 1.0
     lr_schedule: str = "cosine"
     top_k: int = 64
-    signal: str = "top_k"  # hyperparameters.teacher_signal: top_k or sampled
+    # hyperparameters.teacher_signal: the proof's rows were measured on the top-k store, before
+    # sampled became the service's default; draws: teacher_draws, for sampled rows.
+    signal: str = "top_k"
+    draws: int = 128
     logits: str = "forward_kl"
     max_length: int = 64
     batch_size: int = 8
@@ -120,6 +123,7 @@ def spec(files: dict[str, str], layers: list[int], seed: int, k: Knobs, alpha: f
             "temperature": k.temperature,
             "teacher_top_k": k.top_k,
             "teacher_signal": k.signal,
+            **({"teacher_draws": k.draws} if k.signal == "sampled" else {}),
             "seed": seed,
             "lr_schedule": k.lr_schedule,
         }
@@ -333,16 +337,16 @@ def _variants(
     if table == "losses":
         return [(kind, replace(knobs, logits=kind)) for kind in ("forward_kl", "reverse_kl", "jsd")]
     if table == "signal":  # the top_k and losses tables in one run, sharing the CE-only job
-        # The service's default (64 tokens: 8 kept, 56 drawn), the dense teacher and top-64
-        # first: the comparison the default stands on. Then the sizes, then the other losses
-        # (on a top-64 store: they cannot use draws).
+        # The service's default (128 draws), the dense teacher and top-64 first: the comparison
+        # the default stands on. Then the sizes, then the other losses (on a top-64 store: they
+        # cannot use draws).
         sampled = replace(knobs, signal="sampled")
         rows = [
-            ("forward_kl, sampled k=64 (default)", replace(sampled, top_k=64)),
+            ("forward_kl, sampled 128 draws (default)", replace(sampled, draws=128)),
             ("forward_kl, dense", replace(knobs, top_k=0)),
             ("forward_kl, top-k k=64", replace(knobs, signal="top_k", top_k=64)),
+            ("forward_kl, sampled 64 draws", replace(sampled, draws=64)),
         ]
-        rows += [(f"forward_kl, sampled k={k}", replace(sampled, top_k=k)) for k in (32, 128)]
         rows += [
             (f"forward_kl, top-k k={k}", replace(knobs, signal="top_k", top_k=k))
             for k in (8, 32, 128)

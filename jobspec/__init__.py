@@ -34,6 +34,11 @@ MAX_SWEEP_RUNS = 16
 MAX_DEVICES = 64
 
 
+# A sampled teacher signal's draws per target token: 128 kept a 6-layer student within 1% of the
+# dense-teacher student at 147 bytes a token (docs/quality.md, "--table signal").
+DEFAULT_TEACHER_DRAWS = 128
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -206,10 +211,11 @@ class Hyperparameters(_Strict):
     # causal_lm: the teacher's top-k log-probabilities per target token, stored once and read by
     # every run (default 64); 0 keeps the teacher online with its whole distribution.
     teacher_top_k: Int | None = Field(default=None, ge=0, le=1024)
-    # causal_lm: how the stored signal picks its k tokens per target token: the k most likely
-    # (top_k), or the k/8 most likely and draws from the rest (sampled: unbiased; the default
-    # with forward_kl).
+    # causal_lm: how the stored signal picks its tokens per target token: the teacher_top_k most
+    # likely (top_k), or teacher_draws draws from the teacher's distribution with their counts
+    # (sampled: unbiased; the default with forward_kl).
     teacher_signal: Literal["top_k", "sampled"] | None = None
+    teacher_draws: Int | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("temperature_end", "alpha_end")
     @classmethod
@@ -381,6 +387,13 @@ def _language_model_defaults(spec: JobSpec) -> None:
             f"trains with {' and '.join(others)}, which needs the teacher's probability of "
             "tokens that were not drawn; use 'top_k' (the default for those losses)"
         )
+    if hp.teacher_signal == "sampled" and hp.teacher_draws is None:
+        hp.teacher_draws = DEFAULT_TEACHER_DRAWS
+    elif hp.teacher_signal == "top_k" and hp.teacher_draws is not None:
+        raise ValueError(
+            "hyperparameters.teacher_draws is the sampled signal's; a top_k signal keeps "
+            "teacher_top_k tokens"
+        )
     if hp.early_stopping is not None and "metric" not in hp.early_stopping.model_fields_set:
         hp.early_stopping.metric = "val_perplexity"
     if "student" not in spec.model_fields_set or spec.student.arch not in LM_STUDENTS:
@@ -401,6 +414,7 @@ def _not_for_this_task(spec: JobSpec) -> None:
         "losses.beta": losses.beta is not None,
         "hyperparameters.teacher_top_k": hp.teacher_top_k is not None,
         "hyperparameters.teacher_signal": hp.teacher_signal is not None,
+        "hyperparameters.teacher_draws": hp.teacher_draws is not None,
         "data.packing": spec.data.packing,
         "generation": spec.generation is not None,
         "hyperparameters.early_stopping.metric": hp.early_stopping is not None

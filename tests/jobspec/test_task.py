@@ -33,6 +33,7 @@ def test_causal_lm_defaults_apply_to_what_the_spec_left_out() -> None:
     assert spec.hyperparameters.temperature == 1.0
     assert spec.hyperparameters.teacher_top_k == 64
     assert spec.hyperparameters.teacher_signal == "sampled"
+    assert spec.hyperparameters.teacher_draws == 128
     assert spec.student.model_dump() == {"arch": "from_teacher", "layers": [0, 2]}
 
 
@@ -75,6 +76,7 @@ def test_classification_keeps_todays_defaults() -> None:
     [
         ({"hyperparameters": {"teacher_top_k": 8}}, "hyperparameters.teacher_top_k"),
         ({"hyperparameters": {"teacher_signal": "top_k"}}, "hyperparameters.teacher_signal"),
+        ({"hyperparameters": {"teacher_draws": 32}}, "hyperparameters.teacher_draws"),
         ({"losses": {"logits": "reverse_kl"}}, "losses.logits"),
         ({"losses": {"beta": 0.3}}, "losses.beta"),
         ({"data": {"train_file_id": "file_d", "packing": True}}, "data.packing"),
@@ -121,6 +123,13 @@ def test_a_language_model_field_is_refused_for_a_classifier(
         (
             {
                 "student": LM_STUDENT,
+                "hyperparameters": {"teacher_signal": "top_k", "teacher_draws": 8},
+            },
+            "hyperparameters.teacher_draws",
+        ),
+        (
+            {
+                "student": LM_STUDENT,
                 "sweep": {"logits": ["forward_kl", "jsd"]},
                 "hyperparameters": {"teacher_signal": "sampled"},
             },
@@ -156,6 +165,7 @@ def test_the_teacher_signal_is_sampled_unless_a_loss_needs_top_k(
 ) -> None:
     spec = JobSpec.model_validate(written(student=LM_STUDENT, **more)).with_task("causal_lm")
     assert spec.hyperparameters.teacher_signal == signal
+    assert spec.hyperparameters.teacher_draws == (128 if signal == "sampled" else None)
 
 
 def test_a_sweep_over_the_loss_gives_jsd_its_default_beta() -> None:

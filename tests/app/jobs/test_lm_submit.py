@@ -187,6 +187,7 @@ def test_a_causal_lm_teacher_makes_the_job_a_language_model(
     assert echo["hyperparameters"]["temperature"] == 1.0
     assert echo["hyperparameters"]["teacher_top_k"] == 64
     assert echo["hyperparameters"]["teacher_signal"] == "sampled"
+    assert echo["hyperparameters"]["teacher_draws"] == 128
     assert echo["student"] == {"arch": "from_teacher", "layers": [0]}
     assert echo["generation"] is None
 
@@ -221,6 +222,7 @@ def test_a_classifier_job_echoes_as_before(team: Client, lm: dict[str, str]) -> 
     assert echo["hyperparameters"]["temperature"] == 4.0
     assert echo["hyperparameters"]["teacher_top_k"] is None
     assert echo["hyperparameters"]["teacher_signal"] is None
+    assert echo["hyperparameters"]["teacher_draws"] is None
     assert (echo["generation"], echo["data"]["packing"]) == (None, False)
 
 

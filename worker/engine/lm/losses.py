@@ -18,17 +18,18 @@ distributions: the teacher's k tokens plus one "rest" bucket holding the mass ou
 student's rest bucket is the mass it puts on every other token, exactly (a log-sum-exp over the
 vocabulary with the k ids masked out), so pushing mass off the teacher's tokens is penalised.
 
-A sampled signal (``signal.sampled_signal``: a head of tokens kept exactly, and n draws from the
-rest with their counts) is read differently by forward KL: ``w_j = p_j`` on the head and
-``w_j = rest * c_j / n`` on the drawn tokens (``rest`` the mass outside the head) estimate the
-teacher's whole distribution without bias, so ``sum_j w_j (log p_j - log q_j)``, with the
-student's log-probabilities q over the whole vocabulary, is an unbiased estimate of KL(p || q)
-and its gradient of the dense one, tail included ("Sparse Logit Sampling", Anshumann et al., ACL
-2025). At T != 1 the weights (made at T = 1) are moved to the tempered teacher by self-normalised
-importance sampling, ``w_j * p_j^(1/T - 1)``, which is consistent but no longer unbiased for a
-finite n. Reverse KL and JSD need the teacher's probability of the student's tokens, which
-draws cannot give; they read a sampled signal as buckets, as a top-k one (the drawn tokens with
-their exact log-probabilities, and the rest).
+A sampled signal (``signal.sampled_signal``: n draws with their counts, and optionally a head of
+tokens kept exactly, the draws then from the rest) is read differently by forward KL:
+``w_j = p_j`` on the head and ``w_j = rest * c_j / n`` on the drawn tokens (``rest`` the mass
+outside the head; 1 without a head) estimate the teacher's whole distribution without bias, so
+``sum_j w_j (log p_j - log q_j)``, with the student's log-probabilities q over the whole
+vocabulary, is an unbiased estimate of KL(p || q) and its gradient of the dense one, tail
+included ("Sparse Logit Sampling", Anshumann et al., ACL 2025). At T != 1 the weights (made at
+T = 1) are moved to the tempered teacher by self-normalised importance sampling,
+``w_j * p_j^(1/T - 1)``, which is consistent but no longer unbiased for a finite n. Reverse KL
+and JSD need the teacher's probability of the student's tokens, which draws cannot give; they
+read a sampled signal as buckets, as a top-k one (the drawn tokens with their exact
+log-probabilities, and the rest).
 
 Temperature on a top-k signal is an approximation: the teacher's logits are gone, so we temper
 the k+1 buckets, ``softmax([log p_1 .. log p_k, log rest] / T)``. For the k tokens this is exact

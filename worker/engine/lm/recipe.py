@@ -133,6 +133,7 @@ class LanguageModelRecipe(DistillationRecipe):
         self.beta = job.spec.losses.beta if job.spec.losses.beta is not None else 0.5
         self.top_k = int(job.spec.hyperparameters.teacher_top_k or 0)
         self.signal_method = job.spec.hyperparameters.teacher_signal or "top_k"
+        self.draws = int(job.spec.hyperparameters.teacher_draws or 0)
         self.teacher_lm: CausalLM | None = None  # only while needed (online: all along)
         self.signals: dict[str, SignalReader] = {}
         self.teacher_status = "off"
@@ -446,6 +447,10 @@ class LanguageModelRecipe(DistillationRecipe):
         loss), so that those figures mean the same whichever way the student was taught."""
         return self.signal_method if role == "train" else "top_k"
 
+    def _store_k(self, role: str) -> int:
+        """The ``role`` rows' store's k: the draws of a sampled store, else ``teacher_top_k``."""
+        return self.draws if self._method(role) == "sampled" else self.top_k
+
     def _signal_dir(self, role: str) -> Path:
         """Where the signal of the ``role`` rows (train, validation) is stored: its key covers
         everything the signal depends on."""
@@ -455,7 +460,7 @@ class LanguageModelRecipe(DistillationRecipe):
             self._tokenizer_sha256,
             _sha(json.dumps(data, sort_keys=True)),
             self.spec.data.max_length,
-            self.top_k,
+            self._store_k(role),
             _sha(self.tokenizer.chat_template) if self.tokenizer.chat_template else None,
             self._method(role),
         )
@@ -509,7 +514,7 @@ class LanguageModelRecipe(DistillationRecipe):
             raise EngineError(
                 "The stored teacher signal does not match the training rows.", code="cache_stale"
             )
-        how = f"top-{self.top_k}" if self.signal_method == "top_k" else f"{self.top_k} draws"
+        how = f"top-{self.top_k}" if self.signal_method == "top_k" else f"{self.draws} draws"
         said = f"{how}, {train.bytes_per_token:.0f} bytes per token"
         if hit:
             self.log(f"Teacher signal found in the store: {said}.", {"teacher_cache": "hit"})
@@ -529,7 +534,7 @@ class LanguageModelRecipe(DistillationRecipe):
         method, trained = self._method(role), self.signal_method
         # The draws are reproducible: the same store whenever it is rebuilt (a pass that died).
         generator = torch.Generator(self.device).manual_seed(SAMPLING_SEED)
-        with SignalWriter(directory, self.top_k, method=method) as writer:
+        with SignalWriter(directory, self._store_k(role), method=method) as writer:
             for start in range(0, len(rows), self.hp.batch_size):
                 indices = list(range(start, min(start + self.hp.batch_size, len(rows))))
                 batch = collate(rows, indices, self.pad_id, self.device)
@@ -565,7 +570,7 @@ class LanguageModelRecipe(DistillationRecipe):
         self, logits: torch.Tensor, mask: torch.Tensor, method: str, generator: torch.Generator
     ) -> TopKSignal:
         if method == "sampled":
-            return sampled_signal(logits, mask, self.top_k, generator)
+            return sampled_signal(logits, mask, self.draws, generator)
         return top_k_signal(logits, mask, self.top_k)
 
     def _teacher_scores(self) -> dict[str, float | int]:

@@ -83,6 +83,8 @@ def _metrics(recipe: "LanguageModelRecipe") -> dict[str, Any]:
         "teacher_top_k": recipe.top_k,
         "teacher_signal": recipe.signal_method if recipe.top_k > 0 else "dense",
     }
+    if recipe.top_k > 0 and recipe.signal_method == "sampled":
+        metrics["teacher_draws"] = recipe.draws
     matching = student_run.matching
     if matching is not None:
         metrics["layer_pairs"] = {

@@ -5,18 +5,17 @@ them. Later jobs read it instead of loading the teacher. Two ways to choose the 
 - ``top_k``: the k most likely. The loss then sees the teacher's head exactly and its tail only as
   one bucket of mass, which is biased: a flat teacher (much of its mass past the k-th token)
   teaches the student nothing about how to spread that mass.
-- ``sampled``: the k/8 most likely tokens (the head, kept exactly) and k - k/8 draws from the
-  teacher's distribution over the rest of the vocabulary, with replacement, kept as the distinct
-  tokens drawn and how often each was (``counts``). The head's probabilities plus the rest's
-  mass spread by the counts are an unbiased estimate of the teacher's whole distribution, so the
-  forward-KL gradient computed from them is an unbiased estimate of the dense teacher's ("Sparse
-  Logit Sampling", Anshumann et al., ACL 2025): the tail is taught too, on average. Keeping the
-  head for certain (stratified sampling) lowers the estimate's variance: on SmolLM2's
-  distributions over film reviews, 8 head tokens and 56 draws err 3.6 times less (squared
-  error of the estimated distribution) than 64 draws, and 1.8 times less than 128.
-  A row holds at most k tokens; fewer when draws repeat (a peaked teacher), the rest of the row
-  being padding: count 0, log-probability -inf and the row's last token id repeated (so that
-  no other token is named twice). Head tokens have count 0 and a finite log-probability.
+- ``sampled``: k draws from the teacher's distribution, with replacement, kept as the distinct
+  tokens drawn and how often each was (``counts``). The counts over k are an unbiased estimate of
+  the teacher's whole distribution, so the forward-KL gradient computed from them is an unbiased
+  estimate of the dense teacher's ("Sparse Logit Sampling", Anshumann et al., ACL 2025): the
+  tail is taught too, on average. A row holds at most k tokens; fewer when draws repeat (a
+  peaked teacher), the rest of the row being padding: count 0, log-probability -inf and the
+  row's last token id repeated (so that no other token is named twice). ``sampled_signal`` can
+  also keep a head of the most likely tokens exactly and draw only the rest (stratified: the
+  estimate's variance falls, docs/benchmarks.md), head tokens having count 0 and a finite
+  log-probability; a job does not use it: a student taught from 8 head tokens and 56 draws came
+  out worse than from 64 plain draws (docs/quality.md).
 
 On disk, under a content-addressed key (``signal_key``), a directory of shards, each the signal of
 ``shard_size`` sequences as one safetensors file, compressed:
@@ -131,17 +130,18 @@ def sampled_signal(
     target_mask: torch.Tensor,
     k: int = DEFAULT_TOP_K,
     generator: torch.Generator | None = None,
-    head: int | None = None,
+    head: int = 0,
     chunk_size: int = 256,
 ) -> TopKSignal:
-    """As ``top_k_signal``, but only the ``head`` most likely tokens (default ``k // 8``) are
-    kept for certain; the other ``k - head`` entries are draws, with replacement, from the
-    teacher's distribution over the rest of the vocabulary at T = 1 (``generator`` makes them
-    reproducible). Each row holds the head and the distinct tokens drawn, in increasing id
-    order, with their exact log-probabilities and ``counts`` (0 for the head), then padding."""
+    """As ``top_k_signal``, but the tokens are draws, with replacement, from the teacher's
+    distribution at T = 1 (``generator`` makes them reproducible): ``k - head`` of them, from
+    the distribution over the vocabulary less the ``head`` most likely tokens, which are kept
+    for certain (none by default). Each row holds the head and the distinct tokens drawn, in
+    increasing id order, with their exact log-probabilities and ``counts`` (0 for the head),
+    then padding."""
     vocab = logits.shape[-1]
     width = min(k, vocab)  # a row names at most k tokens, and no more than there are
-    head = min(k // 8 if head is None else head, width - 1)
+    head = min(head, width - 1)
     selected = logits.reshape(-1, vocab)[target_mask.reshape(-1).bool()]
     parts = []
     for start in range(0, selected.shape[0], chunk_size):

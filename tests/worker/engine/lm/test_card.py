@@ -125,14 +125,14 @@ def test_the_loss_and_the_teacher_signal_are_explained() -> None:
         in card
     )
     assert "0.1 \N{MULTIPLICATION SIGN} the cross-entropy of the target tokens" in card
-    assert "the 8 most likely tokens and 56 draws from the teacher's distribution" in card
+    assert "128 draws from the teacher's distribution" in card
     assert "| stored bytes per token | 136.5 |" in card
     assert "| teacher_signal_kl | 0.0123 |" in card
     assert "an unbiased estimate of the full distribution" in card
     assert "| cache | miss: this job ran the teacher once" in card
 
     top_k = render(_facts(spec=_spec(hyperparameters={"teacher_signal": "top_k"})))
-    assert "the top 64 log-probabilities" in top_k and "draws" not in top_k
+    assert "the top 64 log-probabilities" in top_k and "draws from" not in top_k
     assert "from the teacher's full distribution to the top-64 one" in top_k
 
     jsd = _spec(losses={"logits": "jsd", "beta": 0.3})

@@ -195,19 +195,20 @@ def test_a_second_job_reads_the_stored_signal_without_the_teacher_pass(
 def test_a_sampled_signal_trains_and_rebuilds_to_the_same_store(
     teacher_zip: Path, texts: Path, tmp_path: Path
 ) -> None:
-    """``teacher_signal: sampled`` (the default with forward KL) stores a head and draws per
-    training token (the validation rows keep a top-k store, which only measures); the draws are
-    reproducible, so a store rebuilt from scratch is the same bytes and trains the same
+    """``teacher_signal: sampled`` (the default with forward KL) stores ``teacher_draws`` draws
+    per training token (the validation rows keep a top-k store, which only measures); the draws
+    are reproducible, so a store rebuilt from scratch is the same bytes and trains the same
     student; a top-k store trains another."""
-    job_spec = spec(hyperparameters={"epochs": 1, "teacher_signal": "sampled"})
+    job_spec = spec(hyperparameters={"epochs": 1, "teacher_draws": 24})
     results = [
         run_job(engine_job(tmp_path / run, teacher_zip, texts, job_spec)) for run in ("a", "b")
     ]
     metrics = results[0].metrics
     assert (metrics["teacher_signal"], metrics["teacher_cache"]) == ("sampled", "miss")
-    assert 0 < metrics["teacher_signal_kl"] and math.isfinite(metrics["student_perplexity"])
+    assert metrics["teacher_signal_kl"] > 0 and math.isfinite(metrics["student_perplexity"])
     card = (tmp_path / "a" / "out" / "model_card.md").read_text()
-    assert "the 2 most likely tokens and 14 draws from the teacher's distribution" in card
+    assert "24 draws from the teacher's distribution" in card
+    assert metrics["teacher_draws"] == 24
     stores = {}
     for run in ("a", "b"):
         for manifest in (tmp_path / run / "cache" / "signals").glob("*/manifest.json"):

@@ -77,12 +77,12 @@ def test_the_signal_is_the_top_k_log_probs_and_the_mass_outside() -> None:
     assert whole.ids.shape == (6, VOCAB) and (whole.tail == 0).all()
 
 
-def test_a_sampled_signal_is_a_head_and_draws_kept_as_distinct_tokens_with_counts() -> None:
+def test_a_sampled_signal_is_draws_kept_as_distinct_tokens_with_counts() -> None:
     logits = 3 * torch.randn(2, 6, VOCAB, generator=torch.Generator().manual_seed(4))
     mask = torch.tensor([[0, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]], dtype=torch.bool)
-    signal = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
+    signal = sampled_signal(logits, mask, 16, torch.Generator().manual_seed(5), head=2)
     assert signal.ids.shape == signal.logprobs.shape == signal.counts.shape == (8, 16)
-    assert (signal.counts.sum(-1) == 14).all()  # k - k/8 draws, every one counted once
+    assert (signal.counts.sum(-1) == 14).all()  # k - head draws, every one counted once
     log_probs = F.log_softmax(logits[mask], -1)
     for row in range(signal.tokens):
         valid = signal.valid[row]
@@ -90,7 +90,9 @@ def test_a_sampled_signal_is_a_head_and_draws_kept_as_distinct_tokens_with_count
         assert torch.equal(named, named.unique())  # distinct, in id order
         # the head: the two most likely tokens, named with count 0; the drawn ones count > 0
         head = set(log_probs[row].topk(2).indices.tolist())
-        assert {int(i) for i, c in zip(named, signal.counts[row][valid]) if c == 0} == head
+        assert {
+            int(i) for i, c in zip(named, signal.counts[row][valid], strict=True) if c == 0
+        } == head
         torch.testing.assert_close(signal.logprobs[row][valid], log_probs[row][named])
         torch.testing.assert_close(
             signal.tail[row], 1 - log_probs[row][named].exp().sum(), atol=1e-6, rtol=0
@@ -101,10 +103,13 @@ def test_a_sampled_signal_is_a_head_and_draws_kept_as_distinct_tokens_with_count
         assert (signal.ids[row][~valid] == named[-1]).all()
     assert not signal.valid.all()  # 14 draws over 94 tokens repeat some: padding exists
 
-    again = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(5))
+    again = sampled_signal(logits, mask, 16, torch.Generator().manual_seed(5), head=2)
     assert torch.equal(again.ids, signal.ids) and torch.equal(again.counts, signal.counts)
-    other = sampled_signal(logits, mask, k=16, generator=torch.Generator().manual_seed(6))
+    other = sampled_signal(logits, mask, 16, torch.Generator().manual_seed(6), head=2)
     assert not torch.equal(other.counts, signal.counts)
+    # by default no head: every named token was drawn
+    plain = sampled_signal(logits, mask, 16, torch.Generator().manual_seed(5))
+    assert (plain.counts.sum(-1) == 16).all() and (plain.counts[plain.valid] > 0).all()
 
 
 @pytest.mark.parametrize("head", [0, 2])
