@@ -131,7 +131,7 @@ def check_layer_pairs(
                 )
 
 
-def check_distributed(spec: JobSpec, teacher_format: str) -> None:
+def check_distributed(spec: JobSpec) -> None:
     """What a job on several devices cannot do yet, refused at submit by the API and again by
     the engine before any rank starts."""
     if spec.resources.devices <= 1:
@@ -145,8 +145,6 @@ def check_distributed(spec: JobSpec, teacher_format: str) -> None:
         problems.append("layer matching (losses.hidden, losses.attention)")
     if spec.hyperparameters.precision == "fp16":
         problems.append("precision fp16")
-    if teacher_format == "hf_archive":
-        problems.append("text (Hugging Face) teachers")
     if problems:
         raise SpecConflict(
             f"Training on several devices does not support {', '.join(problems)} yet; set "

@@ -77,7 +77,7 @@ def check_inputs(
     teacher = _file(session, team_id, spec.teacher.file_id, "teacher", "teacher.file_id")
     spec = _for_task(spec, _task(spec, teacher))
     try:  # the engine checks it again before any rank starts
-        requirements.check_distributed(spec, teacher.format)
+        requirements.check_distributed(spec)
     except SpecConflict as conflict:
         raise Unprocessable(conflict.message, param=conflict.param, code=conflict.code) from None
     datasets = _datasets(session, team_id, spec)

@@ -187,7 +187,7 @@ def check_supported(job: EngineJob) -> None:
     """What a job on several ranks cannot do yet (``jobspec.requirements.check_distributed``,
     which the API checks at submit too), refused before any rank starts."""
     try:
-        requirements.check_distributed(job.spec, job.teacher_format)
+        requirements.check_distributed(job.spec)
     except requirements.SpecConflict as e:
         raise UnsupportedInput(e.message, code=e.code) from None
     if job.devices and len(job.devices) != job.world_size:

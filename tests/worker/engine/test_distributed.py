@@ -1,7 +1,8 @@
-"""Jobs on two ranks: real processes, real gloo on the CPU, tiny students trained here. Rank 0
-alone reports, a sharded checkpoint resumes to the very result of an uninterrupted run, a rank
-that dies ends the job as ``rank_lost`` with no process left, and a checkpoint archive that is
-not what the engine writes is refused without running a byte of it."""
+"""Jobs on two ranks: real processes, real gloo on the CPU, tiny students trained here (and a
+text job on a Hugging Face teacher archive). Rank 0 alone reports, a sharded checkpoint resumes
+to the very result of an uninterrupted run, a rank that dies ends the job as ``rank_lost`` with
+no process left, and a checkpoint archive that is not what the engine writes is refused without
+running a byte of it."""
 
 import dataclasses
 import io
@@ -15,15 +16,17 @@ import pytest
 import torch
 
 from jobspec import JobSpec
-from tests.helpers.teachers import Digits, job_spec
+from tests.helpers.teachers import Digits, engine_job, job_spec
+from tests.helpers.text import SMALL_BERT, write_jsonl
 from tests.worker.engine.conftest import Recorder
 from tests.worker.engine.test_regression import (  # noqa: F401 (a fixture)
     Diabetes,
     diabetes,
     regression_spec,
 )
-from worker.engine import EngineError, EngineJob, EngineResult, JobCancelled, run_job
+from worker.engine import EngineError, EngineJob, EngineResult, JobCancelled, run_job, text
 from worker.engine import sharded_checkpoint as sharded
+from worker.engine.artifacts import load_student
 from worker.engine.distributed import RANK_LOST
 from worker.sandbox.process import SandboxSettings, TrainingProcess
 
@@ -353,3 +356,58 @@ def test_regression_with_a_baseline_and_early_stopping_on_two_ranks(
     for name in ("student_r2", "baseline_r2", "agreement_mse"):
         assert results[2][name] == pytest.approx(results[1][name], abs=0.05)
     assert results[2]["best_epoch"] == results[1]["best_epoch"]
+
+
+@pytest.fixture(scope="module")
+def reviews(trained, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    _, _, texts, labels = trained
+    folder = tmp_path_factory.mktemp("reviews")
+    return (
+        write_jsonl(folder / "train.jsonl", texts[:600], labels[:600]),
+        write_jsonl(folder / "val.jsonl", texts[600:800], labels[600:800]),
+    )
+
+
+def test_a_text_job_on_two_ranks(
+    trained, teacher_zip: Path, reviews: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A Hugging Face teacher archive on jsonl text: each rank unpacks and loads the teacher,
+    rank 0 computes its outputs once for all; the student (a BERT, its layers sharded one by one
+    under fsdp) learns what it learns on one rank, and rank 0 writes the text artifacts."""
+    _, tokenizer, texts, _ = trained
+    results = {}
+    for world_size, strategy in ((1, "ddp"), (2, "ddp"), (2, "fsdp")):
+        spec = job_spec(student=SMALL_BERT, epochs=2, batch_size=32, learning_rate=0.003)
+        written = spec.model_dump() | {
+            "resources": {"devices": world_size},
+            "distributed": {"strategy": strategy},
+        }
+        written["data"]["max_length"] = 48
+        out = tmp_path / f"{world_size}-{strategy}"
+        job = engine_job(
+            out,
+            JobSpec.model_validate(written),
+            teacher_zip,
+            *reviews,
+            teacher_format="hf_archive",
+            train_format="jsonl",
+            validation_format="jsonl",
+        )
+        result = run_job(dataclasses.replace(job, world_size=world_size))
+        results[world_size, strategy] = result.metrics
+        assert {"student.pt", "student_hf.zip", "student.safetensors"} <= {
+            p.name for p in result.artifacts
+        }
+        x = text.tokenize(texts[800:805], tokenizer, max_length=48)
+        deployed = torch.jit.load(str(out / "out" / "student.pt"))
+        with torch.no_grad():
+            torch.testing.assert_close(
+                deployed(*text.unpack(x)), load_student(out / "out")(x), atol=1e-5, rtol=1e-4
+            )
+
+    one = results[1, "ddp"]
+    for strategy in ("ddp", "fsdp"):
+        two = results[2, strategy]
+        assert two["world_size"] == 2
+        for name in ("student_accuracy", "agreement", "kl_divergence"):
+            assert two[name] == pytest.approx(one[name], abs=0.02)
