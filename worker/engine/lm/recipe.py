@@ -507,6 +507,8 @@ class LanguageModelRecipe(DistillationRecipe):
                 self.callbacks.on_teacher_cache(directory)
             self.signals[role] = SignalReader(directory)
         self.teacher_stats = dict(self.signals["validation"].stats)
+        if self.signal_method == "sampled":  # the training store's own accuracy
+            self.teacher_stats["signal_kl"] = self.signals["train"].stats["signal_kl"]
         train = self.signals["train"]
         if train.sequences != len(self.train_rows) or train.manifest["tokens"] != (
             self.train_rows.target_tokens
@@ -528,10 +530,16 @@ class LanguageModelRecipe(DistillationRecipe):
 
     @torch.no_grad()
     def _teacher_pass(self, rows: LMRows, directory: Path, *, measure: bool, role: str) -> None:
+        """One pass of the teacher over ``rows``, its signal written to ``directory``. Each store
+        keeps its own accuracy (``signal_kl`` in its manifest's stats, on its first
+        ``SIGNAL_KL_TOKENS`` tokens): the validation store, top-k, on validation tokens, with
+        the teacher's loss there (``measure``); a sampled training store on training tokens
+        (the validation store is shared by jobs of either kind, so it cannot hold it)."""
         teacher = self.load_teacher().model.to(self.device).eval()
         report = self._milestones(f"Teacher pass over the {role} rows", len(rows))
         nll, tokens, kl_tokens, kl_sum = 0.0, 0, 0, 0.0
-        method, trained = self._method(role), self.signal_method
+        method = self._method(role)
+        accuracy = measure or method == "sampled"
         # The draws are reproducible: the same store whenever it is rebuilt (a pass that died).
         generator = torch.Generator(self.device).manual_seed(SAMPLING_SEED)
         with SignalWriter(directory, self._store_k(role), method=method) as writer:
@@ -543,28 +551,23 @@ class LanguageModelRecipe(DistillationRecipe):
                     mask = batch.target_mask[i : i + 1]
                     stored = self._signal_of(logits[i : i + 1], mask, method, generator)
                     writer.add(stored)
-                    if not measure:
-                        continue
                     selected = logits[i][mask[0]].float()
-                    nll += float(
-                        F.cross_entropy(selected, batch.labels[i][mask[0]], reduction="sum")
-                    )
-                    tokens += stored.tokens
-                    if kl_tokens < SIGNAL_KL_TOKENS:
-                        # The accuracy of the training rows' kind of store, measured here.
-                        if trained != method:
-                            stored = self._signal_of(logits[i : i + 1], mask, trained, generator)
+                    if measure:
+                        targets = batch.labels[i][mask[0]]
+                        nll += float(F.cross_entropy(selected, targets, reduction="sum"))
+                        tokens += stored.tokens
+                    if accuracy and kl_tokens < SIGNAL_KL_TOKENS:
                         as_stored = _as_stored(stored, writer.logprob_dtype)
                         kl_sum += signal_kl(selected, as_stored) * stored.tokens
                         kl_tokens += stored.tokens
                 report(indices[-1] + 1)
-            if measure:
+            if accuracy:
                 writer.stats = {
-                    "teacher_nll": nll,
-                    "tokens": tokens,
                     "signal_kl": kl_sum / max(kl_tokens, 1),
                     "signal_kl_tokens": kl_tokens,
                 }
+            if measure:
+                writer.stats |= {"teacher_nll": nll, "tokens": tokens}
 
     def _signal_of(
         self, logits: torch.Tensor, mask: torch.Tensor, method: str, generator: torch.Generator

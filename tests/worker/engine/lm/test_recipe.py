@@ -226,10 +226,23 @@ def test_a_sampled_signal_trains_and_rebuilds_to_the_same_store(
         tmp_path / "b" / "out" / weights
     ).read_bytes()
 
+    # A top-k job on the same cache: the validation store is shared, the training one is not,
+    # and each job reports the accuracy of the store it trained on.
     top_k_spec = spec(hyperparameters={"epochs": 1, "teacher_signal": "top_k"})
-    top_k = run_job(engine_job(tmp_path / "c", teacher_zip, texts, top_k_spec))
+    cache = tmp_path / "a" / "cache"
+    top_k = run_job(engine_job(tmp_path / "c", teacher_zip, texts, top_k_spec, cache=cache))
     assert top_k.metrics["teacher_signal"] == "top_k"
     assert top_k.metrics["student_perplexity"] != metrics["student_perplexity"]
+    kinds = {}
+    for manifest in (cache / "signals").glob("*/manifest.json"):
+        facts = json.loads(manifest.read_text())
+        kinds.setdefault(facts["method"], []).append(facts["stats"])
+    assert len(kinds["top_k"]) == 2  # the validation store, and now top-k training rows
+    assert {"signal_kl", "teacher_nll"} <= kinds["top_k"][0].keys() | kinds["top_k"][1].keys()
+    (sampled_stats,) = kinds["sampled"]
+    assert metrics["teacher_signal_kl"] == sampled_stats["signal_kl"]
+    validation_kl = next(st["signal_kl"] for st in kinds["top_k"] if "teacher_nll" in st)
+    assert top_k.metrics["teacher_signal_kl"] == validation_kl != metrics["teacher_signal_kl"]
 
 
 def test_the_baseline_trains_on_the_labels_alone(distilled) -> None:
