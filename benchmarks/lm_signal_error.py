@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers.gguf import smollm2_gguf  # noqa: E402
 from tests.helpers.lm import lm_corpus  # noqa: E402
 from worker.engine.lm.gguf import gguf_to_hf  # noqa: E402
+from worker.engine.lm.losses import sampled_log_weights  # noqa: E402
 from worker.engine.lm.models import load_causal_lm  # noqa: E402
 from worker.engine.lm.signal import SignalReader, SignalWriter, sampled_signal  # noqa: E402
 
@@ -33,16 +34,10 @@ ROWS = [(0, 64), (0, 128), (8, 56), (8, 40), (16, 48), (16, 112)]  # (head, draw
 
 
 def estimate(signal, log_probs: torch.Tensor) -> torch.Tensor:
-    """The signal's estimate of the teacher's distribution, dense: the head's probabilities and
-    the rest's mass shared by the counts (as ``losses.sampled_forward_kl`` weighs them)."""
-    p = log_probs.exp()
-    valid = torch.isfinite(signal.logprobs)
-    drawn = signal.counts.float()
-    head = valid & (drawn == 0)
-    rest = 1 - torch.where(head, signal.logprobs.exp(), 0.0).sum(-1, keepdim=True)
-    weights = torch.where(drawn > 0, rest * drawn / drawn.sum(-1, keepdim=True), 0.0)
-    weights = torch.where(head, signal.logprobs.exp(), weights)
-    return torch.zeros_like(p).scatter_add_(-1, signal.ids, weights)
+    """The signal's estimate of the teacher's distribution, dense: the weights the loss gives
+    its stored tokens (``losses.sampled_log_weights``), scattered over the vocabulary."""
+    weights = sampled_log_weights(signal)[0].exp()
+    return torch.zeros_like(log_probs).scatter_add_(-1, signal.ids, weights)
 
 
 def store_size(signal, k: int) -> float:
@@ -67,7 +62,11 @@ def main() -> None:
                 rows.append(teacher.model(ids).logits[0].float().log_softmax(-1))
     log_probs = torch.cat(rows)
     mask = torch.ones(1, log_probs.shape[0], dtype=torch.bool)
-    print(f"{log_probs.shape[0]} positions, vocabulary {log_probs.shape[-1]:,}")
+    top64 = float(log_probs.exp().topk(64, dim=-1).values.sum(-1).mean())
+    print(
+        f"{log_probs.shape[0]} positions, vocabulary {log_probs.shape[-1]:,}; "
+        f"the 64 most likely tokens hold {top64:.1%} of the mass on average"
+    )
     print("| head + draws (k) | E‖p̂ - p‖² | ratio | tokens named a row | ratio | B/token |")
     print("|---|---:|---:|---:|---:|---:|")
     generator = torch.Generator().manual_seed(0)

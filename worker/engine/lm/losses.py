@@ -139,20 +139,17 @@ def student_buckets(
     return torch.cat([top, rest], dim=-1)
 
 
-def sampled_forward_kl(
-    student_logits: torch.Tensor, signal: TopKSignal, temperature: float
-) -> torch.Tensor:
-    """KL(teacher || student) per row at T, estimated from a sampled signal (the module's
-    docstring says how): the student's log-probabilities are over the whole vocabulary, the
-    teacher's weights over the stored tokens only: the head's probabilities, and the rest's
-    mass shared among the drawn tokens by their counts."""
+def sampled_log_weights(signal: TopKSignal) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sampled signal's estimate of the teacher's distribution over its stored tokens, at
+    T = 1, as (log weights, log-probabilities), both (n, k): the head's probabilities, and the
+    rest's mass shared among the drawn tokens by their counts; -inf weight on padding, whose
+    log-probabilities are zeroed (so that products with them stay finite)."""
     if signal.counts is None:
         raise ValueError("a top-k signal has no draws; read it as buckets")
     valid = torch.isfinite(signal.logprobs)
     drawn = signal.counts > 0
     head = valid & ~drawn
     counts = signal.counts.float()
-    # Padding's -inf log-probs zeroed before any product: (1/T - 1) * -inf is nan at T = 1.
     log_p = torch.where(valid, signal.logprobs.float(), 0.0)
     head_mass = torch.where(head, log_p.exp(), 0.0).sum(-1, keepdim=True)
     log_rest = torch.log1p(-head_mass.clamp(max=1 - 2**-24))
@@ -160,12 +157,23 @@ def sampled_forward_kl(
         log_rest + counts.clamp_min(1).log() - counts.sum(-1, keepdim=True).clamp_min(1).log()
     )
     log_weight = torch.where(head, log_p, torch.where(drawn, log_share, float("-inf")))
+    return log_weight, log_p
+
+
+def sampled_forward_kl(
+    student_logits: torch.Tensor, signal: TopKSignal, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) per row at T, estimated from a sampled signal (the module's
+    docstring says how): the student's log-probabilities are over the whole vocabulary, the
+    teacher's weights (``sampled_log_weights``) over the stored tokens only."""
+    log_weight, log_p = sampled_log_weights(signal)
     # At T = 1 the weights are the estimated distribution (they sum to 1); at T != 1 they are
     # reweighted by p^(1/T - 1), and their sum estimates Z_T, the tempered teacher's normaliser.
     log_weight = log_weight + (1 / temperature - 1) * log_p
     log_z = log_weight.logsumexp(-1, keepdim=True)
     weight = (log_weight - log_z).exp()  # 0 on padding
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, signal.ids)
+    valid = torch.isfinite(signal.logprobs)
     terms = weight * (log_p / temperature - log_z - torch.where(valid, log_q, 0.0))
     return terms.sum(-1)
 

@@ -25,7 +25,7 @@ On disk, under a content-addressed key (``signal_key``), a directory of shards, 
   which is ``1 - sum(exp(logprobs))`` computed without cancellation, so never negative;
 - a sampled store keeps each row's ids as differences (the first id, then each id minus the one
   before it: small numbers, as the ids are in increasing order; 0 over the padding), which
-  lzma packs 5% tighter than the ids themselves (docs/benchmarks.md);
+  lzma packs tighter than the ids themselves;
 - ``counts`` (tokens, k) uint8 (int16 past k = 255), sampled stores only: how many of the draws
   each token had (0 for the head and the padding);
 - ``offsets`` (sequences + 1,) int64: sequence i's target tokens are rows
